@@ -1,0 +1,18 @@
+//! The GPU evaluator: wgpu context and adapter choice, and the nudged-loss kernels of
+//! `shaders/nudge.wgsl`.
+
+mod context;
+mod evaluator;
+
+pub use context::{list_adapters, AdapterOptions, AdapterSummary, GpuContext};
+pub use evaluator::{
+    loop_iterations, ChunkUniform, GpuEvaluator, LOOP_BUDGET, MAX_WIDTH, REDUCE_WG, WG_SIZE,
+};
+
+/// `shaders/math.wgsl`: the WGSL twin of [`crate::math`].
+pub const MATH_WGSL: &str = include_str!("../../shaders/math.wgsl");
+
+/// The WGSL module of the nudged-loss kernels: `shaders/math.wgsl` followed by `shaders/nudge.wgsl`.
+pub fn nudge_shader_source() -> String {
+    [MATH_WGSL, include_str!("../../shaders/nudge.wgsl")].concat()
+}

@@ -1,0 +1,28 @@
+//! perturb: train multilayer perceptrons by weight perturbation, the way chapter 1 of *Modern
+//! Computer Vision with PyTorch* does, with every nudged loss evaluated in parallel on the GPU (wgpu,
+//! WGSL) and a CPU reference that computes the same float32 numbers bit for bit.
+//!
+//! ```
+//! use perturb::{cpu::CpuEvaluator, train, Dataset, Hyper, Model};
+//! let model = Model::book();
+//! let mut cpu = CpuEvaluator::<f64>::new(&model, &Dataset::book()).unwrap();
+//! let run = train::train(&mut cpu, &model.params, &Hyper::book(), |_, _| {}).unwrap();
+//! assert_eq!(format!("{:.8}", run.losses[0]), "0.33455009");
+//! ```
+
+pub mod cli;
+pub mod cpu;
+pub mod data;
+pub mod error;
+pub mod gpu;
+pub mod math;
+pub mod model;
+pub mod precision;
+pub mod report;
+pub mod train;
+
+pub use data::Dataset;
+pub use error::{Error, Result};
+pub use model::{Activation, Layer, Model};
+pub use precision::{Precision, Real};
+pub use train::{DeviceInfo, Evaluator, History, Hyper};

@@ -1,0 +1,18 @@
+use clap::Parser;
+use perturb::cli::{self, Cli, Command};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Train(args) => cli::train(args),
+        Command::Devices(args) => cli::devices(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("perturb: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

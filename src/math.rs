@@ -1,0 +1,227 @@
+//! Transcendentals written with `+`, `-`, `*`, `floor` and bit casts only, twinned line for line in
+//! `shaders/math.wgsl`.
+//!
+//! GPU `exp`/`tanh`/division are allowed to differ from Rust's by several ULP (lavapipe: `exp` ~8 ULP,
+//! `tanh` ~86 ULP) and a finite-difference gradient divides that noise by eps. Evaluating the same
+//! Cephes-style polynomials with the same operations in the same order on both sides makes the CPU
+//! reference and the GPU agree bit for bit wherever the GPU rounds `+` and `*` like IEEE 754 and does
+//! not fuse them. Constants are given as bit patterns (hex floats in WGSL) so that no decimal-to-float
+//! conversion can round differently; `tests/shaders.rs` checks the WGSL constants against these.
+
+/// Bit patterns of every constant shared with `shaders/math.wgsl`, by WGSL name.
+pub const SHARED_CONSTANTS: &[(&str, u32)] = &[
+    ("EXP_HI", 0x42b0_0000),
+    ("EXP_LO", 0xc2ae_0000),
+    ("LOG2E", 0x3fb8_aa3b),
+    ("EXP_C1", 0x3f31_8000),
+    ("EXP_C2", 0xb95e_8083),
+    ("EXP_P0", 0x3950_6967),
+    ("EXP_P1", 0x3ab7_43ce),
+    ("EXP_P2", 0x3c08_8908),
+    ("EXP_P3", 0x3d2a_a9c1),
+    ("EXP_P4", 0x3e2a_aaaa),
+    ("EXP_P5", 0x3f00_0000),
+    ("TANH_P0", 0xbbba_f0ea),
+    ("TANH_P1", 0x3ca9_134e),
+    ("TANH_P2", 0xbd5c_1e2d),
+    ("TANH_P3", 0x3e08_8393),
+    ("TANH_P4", 0xbeaa_aa99),
+    ("TANH_SMALL", 0x3f20_0000),
+    ("TANH_BIG", 0x4111_999a),
+    ("SIGMOID_CLAMP", 0x42a0_0000),
+    ("RECIP_MAGIC", 0x7ef3_11c3),
+];
+
+const fn c(name: &str) -> f32 {
+    f32::from_bits(bits(name))
+}
+
+const fn bits(name: &str) -> u32 {
+    let mut i = 0;
+    while i < SHARED_CONSTANTS.len() {
+        if const_str_eq(SHARED_CONSTANTS[i].0, name) {
+            return SHARED_CONSTANTS[i].1;
+        }
+        i += 1;
+    }
+    panic!("unknown shared constant")
+}
+
+const fn const_str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+const EXP_HI: f32 = c("EXP_HI");
+const EXP_LO: f32 = c("EXP_LO");
+const LOG2E: f32 = c("LOG2E");
+const EXP_C1: f32 = c("EXP_C1");
+const EXP_C2: f32 = c("EXP_C2");
+const EXP_P: [f32; 6] = [
+    c("EXP_P0"),
+    c("EXP_P1"),
+    c("EXP_P2"),
+    c("EXP_P3"),
+    c("EXP_P4"),
+    c("EXP_P5"),
+];
+const TANH_P: [f32; 5] = [
+    c("TANH_P0"),
+    c("TANH_P1"),
+    c("TANH_P2"),
+    c("TANH_P3"),
+    c("TANH_P4"),
+];
+const TANH_SMALL: f32 = c("TANH_SMALL");
+const TANH_BIG: f32 = c("TANH_BIG");
+const SIGMOID_CLAMP: f32 = c("SIGMOID_CLAMP");
+const RECIP_MAGIC: u32 = bits("RECIP_MAGIC");
+
+/// `e^x`, within a few ULP for x in [-87, 88]; the input is clamped to that range so that the result
+/// is always a normal float (no subnormals, whose flushing differs between devices).
+pub fn exp_f32(x: f32) -> f32 {
+    // Same as the shader's two comparisons (NaN passes through).
+    let x = x.clamp(EXP_LO, EXP_HI);
+    let fx = (x * LOG2E + 0.5).floor();
+    // Cody-Waite: ln 2 split in two so that fx * C1 is exact.
+    let r = x - fx * EXP_C1;
+    let r = r - fx * EXP_C2;
+    let z = r * r;
+    let mut y = EXP_P[0];
+    y = y * r + EXP_P[1];
+    y = y * r + EXP_P[2];
+    y = y * r + EXP_P[3];
+    y = y * r + EXP_P[4];
+    y = y * r + EXP_P[5];
+    // Grouped so: Mesa's NIR reassociates `(a + b) + 1.0` into `a + (b + 1.0)`, so that is the
+    // only order both sides can share.
+    y = y * z + (r + 1.0);
+    let n = fx as i32;
+    y * f32::from_bits(((n + 127) as u32) << 23)
+}
+
+/// `1/d` for d >= 1 by four Newton steps from a bit-trick estimate (no division instruction, whose
+/// rounding is not specified on GPUs). Within about 1 ULP of the correctly rounded value.
+pub fn recip_f32(d: f32) -> f32 {
+    let mut r = f32::from_bits(RECIP_MAGIC.wrapping_sub(d.to_bits()));
+    r = r * (2.0 - d * r);
+    r = r * (2.0 - d * r);
+    r = r * (2.0 - d * r);
+    // Last step in correction form: the plain form can stall one ULP short (1/1 → 0.99999994).
+    r = r + r * (1.0 - d * r);
+    r
+}
+
+/// Logistic sigmoid `1 / (1 + e^-x)`; the input is clamped to ±80 where the result is already 0 or
+/// 1 to float32 precision, keeping every intermediate normal.
+pub fn sigmoid_f32(x: f32) -> f32 {
+    let x = x.clamp(-SIGMOID_CLAMP, SIGMOID_CLAMP);
+    recip_f32(1.0 + exp_f32(-x))
+}
+
+/// Hyperbolic tangent: an odd polynomial near 0 (where `1 - 2/(e^2x + 1)` would cancel), the
+/// exponential form in between, and ±1 beyond 9.1 where tanh rounds to ±1 in float32.
+pub fn tanh_f32(x: f32) -> f32 {
+    let a = if x < 0.0 { -x } else { x };
+    let t = if a < TANH_SMALL {
+        let z = a * a;
+        let mut p = TANH_P[0];
+        p = p * z + TANH_P[1];
+        p = p * z + TANH_P[2];
+        p = p * z + TANH_P[3];
+        p = p * z + TANH_P[4];
+        p * z * a + a
+    } else if a < TANH_BIG {
+        1.0 - 2.0 * recip_f32(exp_f32(a + a) + 1.0)
+    } else {
+        1.0
+    };
+    if x < 0.0 {
+        -t
+    } else {
+        t
+    }
+}
+
+/// `max(x, 0)` written as a comparison so that NaN and -0 behave the same on every device.
+pub fn relu_f32(x: f32) -> f32 {
+    if x > 0.0 {
+        x
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ulps(a: f32, b: f32) -> u32 {
+        (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
+    }
+
+    #[test]
+    fn exp_is_within_4_ulp_of_std_on_its_range() {
+        const MAX_ULP: u32 = 4;
+        let mut worst = (0.0f32, 0u32);
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let d = ulps(exp_f32(x), x.exp());
+            if d > worst.1 {
+                worst = (x, d);
+            }
+            x += 0.0137;
+        }
+        assert!(
+            worst.1 <= MAX_ULP,
+            "exp({}) off by {} ULP: {} vs {}",
+            worst.0,
+            worst.1,
+            exp_f32(worst.0),
+            worst.0.exp()
+        );
+    }
+
+    #[test]
+    fn sigmoid_and_tanh_are_within_4_ulp_of_f64_reference() {
+        const MAX_ULP: u32 = 4;
+        let mut x = -30.0f32;
+        while x < 30.0 {
+            let s = (1.0 / (1.0 + (-(x as f64)).exp())) as f32;
+            assert!(
+                ulps(sigmoid_f32(x), s) <= MAX_ULP,
+                "sigmoid({x}): {} vs {s}",
+                sigmoid_f32(x)
+            );
+            let t = (x as f64).tanh() as f32;
+            assert!(
+                ulps(tanh_f32(x), t) <= MAX_ULP,
+                "tanh({x}): {} vs {t}",
+                tanh_f32(x)
+            );
+            x += 0.00731;
+        }
+    }
+
+    #[test]
+    fn extremes_stay_finite_and_saturate() {
+        assert_eq!(sigmoid_f32(1e30), 1.0);
+        assert!(sigmoid_f32(-1e30) < 1e-30 && sigmoid_f32(-1e30) > 0.0);
+        assert_eq!(tanh_f32(50.0), 1.0);
+        assert_eq!(tanh_f32(-50.0), -1.0);
+        assert_eq!(exp_f32(1000.0), exp_f32(88.0));
+        assert!(exp_f32(88.0).is_finite());
+        assert!(sigmoid_f32(f32::NAN).is_nan());
+        assert_eq!(relu_f32(-0.0).to_bits(), 0.0f32.to_bits());
+    }
+}

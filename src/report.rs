@@ -1,0 +1,130 @@
+//! What a run shows and writes: console lines, the parameters laid out like the book's, the JSON report.
+
+use crate::error::{Error, Result};
+use crate::model::{Model, ModelFile};
+use crate::train::DeviceInfo;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// The `--report` file.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Loss of each epoch (before its update).
+    pub losses: Vec<f64>,
+    /// The trained model, in the model-file format.
+    pub model: ModelFile,
+    /// The trained network's outputs for every training input.
+    pub predictions: Vec<Vec<f64>>,
+    /// What computed the losses.
+    pub device: DeviceInfo,
+    /// Wall time of training in seconds.
+    pub seconds: f64,
+    /// Hyperparameters and precision of the run.
+    pub settings: Settings,
+}
+
+/// The run's settings as recorded in a report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Settings {
+    /// Epochs.
+    pub epochs: usize,
+    /// Learning rate.
+    pub lr: f64,
+    /// Nudge.
+    pub eps: f64,
+    /// `"f32"` or `"f64"`.
+    pub precision: String,
+    /// Number of samples.
+    pub samples: usize,
+}
+
+impl Report {
+    /// Writes the report as pretty JSON.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).expect("report serialises");
+        std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
+    }
+}
+
+/// Which epochs get a console line: all of the first 100, then about 50 evenly spaced, always the last.
+pub fn shows_epoch(epoch: usize, epochs: usize) -> bool {
+    if epochs <= 100 || epoch <= 10 || epoch == epochs {
+        return true;
+    }
+    epoch.is_multiple_of(epochs.div_ceil(50))
+}
+
+/// `2-3-1 (sigmoid, identity)`.
+pub fn describe_model(model: &Model) -> String {
+    let widths: Vec<String> = std::iter::once(model.inputs())
+        .chain(model.layers().iter().map(|l| l.outputs))
+        .map(|w| w.to_string())
+        .collect();
+    let acts: Vec<&str> = model.layers().iter().map(|l| l.activation.name()).collect();
+    format!("{} ({})", widths.join("-"), acts.join(", "))
+}
+
+fn row(values: impl Iterator<Item = f32>) -> String {
+    let v: Vec<String> = values.map(|x| format!("{x:>13}")).collect();
+    format!("[{}]", v.join(", "))
+}
+
+/// The parameters as the book prints them: W1 as `[inputs][outputs]`, b1, W2, b2, …
+/// Matrices wider or taller than `max` rows/columns are elided in the middle.
+pub fn format_params(model: &Model, max: usize) -> String {
+    let mut out = String::new();
+    for l in 0..model.layers().len() {
+        let w = model.weights(l);
+        let _ = writeln!(out, "W{} ({}x{}) =", l + 1, w.nrows(), w.ncols());
+        for (r, line) in w.outer_iter().enumerate() {
+            if w.nrows() > max && r == max / 2 {
+                let _ = writeln!(out, "  ... {} rows ...", w.nrows() - max);
+            }
+            if w.nrows() > max && r >= max / 2 && r < w.nrows() - max / 2 {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "  {}",
+                row(line.iter().copied().take(max)) + if w.ncols() > max { " ..." } else { "" }
+            );
+        }
+        let b = model.biases(l);
+        let _ = writeln!(
+            out,
+            "b{} = {}{}",
+            l + 1,
+            row(b.iter().copied().take(max)),
+            if b.len() > max { " ..." } else { "" }
+        );
+    }
+    out
+}
+
+/// One line per training input (up to `max`): inputs, prediction, target.
+pub fn format_predictions(
+    x: &ndarray::Array2<f32>,
+    y: &ndarray::Array2<f32>,
+    pred: &[Vec<f64>],
+    max: usize,
+) -> String {
+    let mut out = String::new();
+    for (i, p) in pred.iter().enumerate().take(max) {
+        let xs: Vec<String> = x.row(i).iter().take(8).map(|v| v.to_string()).collect();
+        let more = if x.ncols() > 8 { ", …" } else { "" };
+        let ps: Vec<String> = p.iter().map(|v| format!("{v:.7}")).collect();
+        let ts: Vec<String> = y.row(i).iter().map(|v| v.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "  x = [{}{more}]  ->  [{}]   (target [{}])",
+            xs.join(", "),
+            ps.join(", "),
+            ts.join(", ")
+        );
+    }
+    if pred.len() > max {
+        let _ = writeln!(out, "  … {} more samples", pred.len() - max);
+    }
+    out
+}

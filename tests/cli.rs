@@ -1,0 +1,327 @@
+//! The command line: the book's numbers, reports and saved models, and a one-line error with a
+//! non-zero exit (never a panic) for every kind of bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn perturb(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_perturb"))
+        .args(args)
+        .output()
+        .expect("run perturb")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A scratch directory per test.
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("perturb-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+/// Asserts a clean failure: exit code 1, one line on stderr starting `perturb: error:` and
+/// containing every `needle`, no panic.
+fn assert_fails(args: &[&str], needles: &[&str]) {
+    let o = perturb(args);
+    let err = stderr(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "perturb {args:?} should exit 1; stderr: {err}"
+    );
+    assert!(
+        !err.contains("panicked"),
+        "perturb {args:?} panicked: {err}"
+    );
+    // Mesa's EGL prints its own XDG_RUNTIME_DIR warning when the variable is unset; not ours.
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.contains("XDG_RUNTIME_DIR"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "perturb {args:?}: expected one line, got: {err}"
+    );
+    assert!(lines[0].starts_with("perturb: error: "), "{err}");
+    for n in needles {
+        assert!(
+            lines[0].contains(n),
+            "perturb {args:?}: {:?} lacks {n:?}",
+            lines[0]
+        );
+    }
+}
+
+const BOOK_MODEL: &str = r#"{"layers": [
+ {"weights": [[-0.0053, -0.5820, -0.2723], [0.3793, -0.5204, 0.1896]], "biases": [-0.0140, 0.5607, -0.0628], "activation": "sigmoid"},
+ {"weights": [[0.1528], [-0.1745], [-0.1135]], "biases": [-0.5516], "activation": "identity"}]}"#;
+
+#[test]
+fn cpu_f64_prints_the_notebook_numbers() {
+    let o = perturb(&["train", "--device", "cpu", "--precision", "f64"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("epoch      1  loss 0.33455009"), "{out}");
+    assert!(out.contains("[-0.0174781]"), "{out}");
+    assert!(out.contains("W1 (2x3)") && out.contains("b2 ="), "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("epoch ")).count(), 100);
+}
+
+#[test]
+fn report_and_saved_model_round_trip() {
+    let d = dir("report");
+    let report = d.join("r.json").display().to_string();
+    let saved = d.join("m.json").display().to_string();
+    let o = perturb(&[
+        "train", "--device", "cpu", "--epochs", "7", "--report", &report, "--save", &saved,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["losses"].as_array().unwrap().len(), 7);
+    assert_eq!(r["device"]["kind"], "cpu");
+    assert!(r["device"]["adapter"].is_string() && r["device"]["backend"].is_string());
+    assert!(r["seconds"].as_f64().unwrap() >= 0.0);
+    assert_eq!(r["predictions"].as_array().unwrap().len(), 1);
+    assert_eq!(r["model"]["layers"][0]["activation"], "sigmoid");
+    // The saved model trains on from where the run stopped.
+    let o = perturb(&[
+        "train", "--device", "cpu", "--model", &saved, "--epochs", "1", "--report", &report,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r2: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert!(r2["losses"][0].as_f64().unwrap() < r["losses"][6].as_f64().unwrap());
+}
+
+#[test]
+fn model_and_csv_files_train() {
+    let d = dir("files");
+    let model = write(&d, "m.json", BOOK_MODEL);
+    let data = write(&d, "d.csv", "x1,x2,y\n1,1,0\n0.5,-1,1\n");
+    let o = perturb(&[
+        "train", "--device", "cpu", "--model", &model, "--data", &data, "--epochs", "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("2 samples"), "{}", stdout(&o));
+    let o = perturb(&[
+        "train",
+        "--device",
+        "cpu",
+        "--layers",
+        "2,4,4,1",
+        "--activations",
+        "tanh,relu,identity",
+        "--seed",
+        "3",
+        "--epochs",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("2-4-4-1 (tanh, relu, identity)"));
+}
+
+#[test]
+fn missing_and_unreadable_files_are_named() {
+    assert_fails(
+        &["train", "--model", "/nonexistent/m.json"],
+        &["/nonexistent/m.json"],
+    );
+    assert_fails(
+        &["train", "--device", "cpu", "--data", "/nonexistent/d.csv"],
+        &["/nonexistent/d.csv"],
+    );
+    let d = dir("unreadable");
+    assert_fails(
+        &["train", "--model", d.to_str().unwrap()],
+        &[d.to_str().unwrap()],
+    );
+}
+
+#[test]
+fn malformed_models_are_refused_with_the_field() {
+    let d = dir("models");
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "bad.json",
+            "{\"layers\": [",
+            &["bad.json", "invalid model JSON"],
+        ),
+        ("empty.json", "{\"layers\": []}", &["empty.json", "empty"]),
+        (
+            "row.json",
+            r#"{"layers": [{"weights": [[1, 2], [3]], "biases": [0, 0], "activation": "sigmoid"}]}"#,
+            &["row.json", "layers[0].weights[1]"],
+        ),
+        (
+            "chain.json",
+            r#"{"layers": [{"weights": [[1, 2]], "biases": [0, 0], "activation": "sigmoid"},
+                           {"weights": [[1], [2], [3]], "biases": [0], "activation": "identity"}]}"#,
+            &["chain.json", "layers[1].weights has 3 rows"],
+        ),
+        (
+            "act.json",
+            r#"{"layers": [{"weights": [[1]], "biases": [0], "activation": "softmax"}]}"#,
+            &["act.json", "softmax"],
+        ),
+        (
+            "inf.json",
+            r#"{"layers": [{"weights": [[1e39]], "biases": [0], "activation": "identity"}]}"#,
+            &["inf.json"],
+        ),
+        (
+            "nobias.json",
+            r#"{"layers": [{"weights": [[1]], "biases": [], "activation": "identity"}]}"#,
+            &["nobias.json", "biases is empty"],
+        ),
+    ];
+    for (name, text, needles) in cases {
+        let path = write(&d, name, text);
+        assert_fails(&["train", "--device", "cpu", "--model", &path], needles);
+    }
+}
+
+#[test]
+fn malformed_data_is_refused_with_file_and_line() {
+    let d = dir("data");
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("ragged.csv", "1,1,0\n1,1\n", &["ragged.csv:2", "2 columns"]),
+        ("text.csv", "1,1,0\n1,abc,0\n", &["text.csv:2", "\"abc\""]),
+        ("empty.csv", "", &["empty.csv", "no samples"]),
+        ("header.csv", "a,b,y\n", &["header.csv", "no samples"]),
+        ("nan.csv", "1,NaN,0\n", &["nan.csv:1", "finite"]),
+        ("inf.csv", "1,1,inf\n", &["inf.csv:1", "finite"]),
+        (
+            "wide.csv",
+            "1,1,0,5\n",
+            &["wide.csv:1", "4 columns, expected 3"],
+        ),
+    ];
+    for (name, text, needles) in cases {
+        let path = write(&d, name, text);
+        assert_fails(&["train", "--device", "cpu", "--data", &path], needles);
+    }
+}
+
+#[test]
+fn bad_hyperparameters_are_refused() {
+    assert_fails(&["train", "--device", "cpu", "--eps", "0"], &["--eps"]);
+    assert_fails(&["train", "--device", "cpu", "--eps", "-1e-4"], &["--eps"]);
+    assert_fails(
+        &["train", "--device", "cpu", "--eps", "1e-45"],
+        &["--eps", "vanish"],
+    );
+    assert_fails(&["train", "--device", "cpu", "--lr", "-0.1"], &["--lr"]);
+    assert_fails(&["train", "--device", "cpu", "--lr", "inf"], &["--lr"]);
+    assert_fails(
+        &["train", "--device", "cpu", "--epochs", "0"],
+        &["--epochs"],
+    );
+    assert_fails(
+        &["train", "--device", "cpu", "--epochs", "1000000000000"],
+        &["--epochs"],
+    );
+    assert_fails(
+        &["train", "--precision", "f64"],
+        &["--precision f64", "--device cpu"],
+    );
+}
+
+#[test]
+fn bad_layer_specs_are_refused() {
+    assert_fails(
+        &["train", "--device", "cpu", "--layers", "2,x,1"],
+        &["--layers", "\"x\""],
+    );
+    assert_fails(
+        &["train", "--device", "cpu", "--layers", "2"],
+        &["at least two"],
+    );
+    assert_fails(
+        &["train", "--device", "cpu", "--layers", "2,0,1"],
+        &["--layers"],
+    );
+    assert_fails(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--layers",
+            "2,3,1",
+            "--activations",
+            "sigmoid,swish",
+        ],
+        &["swish"],
+    );
+    assert_fails(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--layers",
+            "2,3,1",
+            "--activations",
+            "sigmoid",
+        ],
+        &["one activation per layer"],
+    );
+    assert_fails(
+        &["train", "--device", "cpu", "--layers", "3,3,1"],
+        &["--data"],
+    );
+    assert_fails(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--layers",
+            "100000,100000,100000",
+        ],
+        &["parameters"],
+    );
+}
+
+#[test]
+fn no_adapter_says_what_to_do() {
+    // No Metal on Linux (and no Vulkan on macOS): an empty backend set sees no adapter.
+    let backend = if cfg!(target_os = "macos") {
+        "vulkan"
+    } else {
+        "metal"
+    };
+    let o = Command::new(env!("CARGO_BIN_EXE_perturb"))
+        .args(["train"])
+        .env("WGPU_BACKEND", backend)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("no GPU adapter")
+            && err.contains("--device cpu")
+            && err.contains("mesa-vulkan-drivers"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_adapter_name_lists_what_exists() {
+    assert_fails(
+        &["train", "--adapter", "no-such-gpu-xyz"],
+        &["no-such-gpu-xyz", "available"],
+    );
+}

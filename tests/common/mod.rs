@@ -1,0 +1,101 @@
+//! Helpers shared by the GPU tests: adapter gating, ULP distances, worst-index reports.
+#![allow(dead_code)]
+
+use perturb::gpu::{AdapterOptions, GpuContext};
+
+/// On Mesa's llvmpipe (lavapipe / GL) `+` and `*` round like Rust's and are not fused, so the
+/// twinned kernels agree with the CPU reference exactly.
+pub const LLVMPIPE_MAX_ULP: u64 = 0;
+/// Other adapters may fuse `a * b + c` into one rounding (Vulkan allows it); the bound we state
+/// for them, per nudged loss.
+pub const OTHER_ADAPTER_MAX_ULP: u64 = 64;
+/// Relative drift allowed over a whole run on adapters that are not bit-exact.
+pub const OTHER_ADAPTER_TRAJECTORY_REL: f64 = 1e-3;
+
+/// A GPU context, or `None` after saying plainly that the test is skipped. With `CI` set or
+/// `PERTURB_REQUIRE_GPU=1`, a missing adapter fails the test instead.
+pub fn gpu() -> Option<GpuContext> {
+    match GpuContext::new(&AdapterOptions::from_env()) {
+        Ok(ctx) => {
+            eprintln!("GPU test on {} ({})", ctx.info.name, ctx.backend());
+            Some(ctx)
+        }
+        Err(e) => {
+            let required = std::env::var_os("CI").is_some()
+                || std::env::var("PERTURB_REQUIRE_GPU").as_deref() == Ok("1");
+            assert!(
+                !required,
+                "no GPU adapter, and one is required here (CI or PERTURB_REQUIRE_GPU=1): {e}"
+            );
+            eprintln!("SKIPPED (no GPU adapter: {e}); set PERTURB_REQUIRE_GPU=1 to fail instead");
+            None
+        }
+    }
+}
+
+/// ULP budget per loss for `ctx`.
+pub fn max_ulp(ctx: &GpuContext) -> u64 {
+    if ctx.is_llvmpipe() {
+        LLVMPIPE_MAX_ULP
+    } else {
+        OTHER_ADAPTER_MAX_ULP
+    }
+}
+
+/// Distance in units in the last place, on sign-ordered bits (so -0 and +0 are 0 apart and the
+/// distance across zero counts every float in between). NaN is infinitely far from everything.
+pub fn ulp_distance(a: f32, b: f32) -> u64 {
+    if a.is_nan() || b.is_nan() {
+        return if a.is_nan() && b.is_nan() {
+            0
+        } else {
+            u64::MAX
+        };
+    }
+    let ordered = |x: f32| {
+        let bits = x.to_bits() as i64;
+        if bits & 0x8000_0000 != 0 {
+            -(bits & 0x7fff_ffff)
+        } else {
+            bits
+        }
+    };
+    (ordered(a) - ordered(b)).unsigned_abs()
+}
+
+/// Asserts every pair is within `max` ULP; on failure names the worst index and both values.
+pub fn assert_ulp_close(what: &str, gpu: &[f32], cpu: &[f32], max: u64) {
+    assert_eq!(gpu.len(), cpu.len(), "{what}: lengths differ");
+    let (worst, d) = gpu
+        .iter()
+        .zip(cpu)
+        .map(|(&g, &c)| ulp_distance(g, c))
+        .enumerate()
+        .max_by_key(|&(_, d)| d)
+        .unwrap_or((0, 0));
+    assert!(
+        d <= max,
+        "{what}: index {worst} is {d} ULP apart (allowed {max}): gpu {} vs cpu {}",
+        gpu[worst],
+        cpu[worst]
+    );
+}
+
+/// Asserts relative closeness (for adapters that are not bit-exact); names the worst index.
+pub fn assert_rel_close(what: &str, gpu: &[f64], cpu: &[f64], rel: f64) {
+    let (worst, r) = gpu
+        .iter()
+        .zip(cpu)
+        .map(|(g, c)| (g - c).abs() / c.abs().max(1e-6))
+        .enumerate()
+        .fold(
+            (0, 0.0),
+            |w, (i, r)| if r > w.1 || r.is_nan() { (i, r) } else { w },
+        );
+    assert!(
+        r <= rel,
+        "{what}: index {worst} differs by {r:e} relative (allowed {rel:e}): gpu {} vs cpu {}",
+        gpu[worst],
+        cpu[worst]
+    );
+}

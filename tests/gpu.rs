@@ -1,0 +1,267 @@
+//! GPU evaluator against the CPU reference: every nudged loss of a step, and whole training runs.
+//! Bit for bit on llvmpipe; within the stated bounds (tests/common) elsewhere.
+
+mod common;
+
+use common::{
+    assert_rel_close, assert_ulp_close, gpu, max_ulp, ulp_distance, OTHER_ADAPTER_TRAJECTORY_REL,
+};
+use ndarray::Array2;
+use perturb::cpu::CpuEvaluator;
+use perturb::gpu::{GpuContext, GpuEvaluator, MATH_WGSL};
+use perturb::train::{train, Evaluator};
+use perturb::{Activation, Dataset, Hyper, Model};
+use rand::{RngExt, SeedableRng};
+
+/// Seeded random data of the model's widths, inputs and targets uniform in [-1, 1).
+fn random_data(model: &Model, samples: usize, seed: u64) -> Dataset {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut m =
+        |cols: usize| Array2::from_shape_fn((samples, cols), |_| rng.random_range(-1.0f32..1.0));
+    let x = m(model.inputs());
+    let y = m(model.outputs());
+    Dataset::new(x, y).unwrap()
+}
+
+fn step_losses(ev: &mut impl Evaluator<Loss = f32>, params: &[f32], eps: f32) -> Vec<f32> {
+    let mut out = vec![0.0; params.len() + 1];
+    ev.nudged_losses(params, eps, &mut out).unwrap();
+    out
+}
+
+/// One step on GPU and CPU; asserts every nudged loss within the adapter's ULP budget.
+fn check_step(ctx: GpuContext, model: &Model, data: &Dataset, eps: f32, what: &str) {
+    let budget = max_ulp(&ctx);
+    let mut g = GpuEvaluator::new(ctx, model, data).unwrap();
+    let mut c = CpuEvaluator::<f32>::new(model, data).unwrap();
+    let gl = step_losses(&mut g, &model.params, eps);
+    let cl = step_losses(&mut c, &model.params, eps);
+    assert_ulp_close(what, &gl, &cl, budget);
+}
+
+#[test]
+fn ulp_distance_is_sign_ordered() {
+    assert_eq!(ulp_distance(0.0, -0.0), 0);
+    assert_eq!(ulp_distance(1.0, f32::from_bits(1.0f32.to_bits() + 3)), 3);
+    assert_eq!(ulp_distance(f32::from_bits(1), -f32::from_bits(1)), 2);
+    assert_eq!(ulp_distance(f32::NAN, 1.0), u64::MAX);
+}
+
+#[test]
+fn book_nudged_losses_match_cpu_reference_bitwise() {
+    let Some(ctx) = gpu() else { return };
+    check_step(ctx, &Model::book(), &Dataset::book(), 1e-4, "book step");
+}
+
+#[test]
+fn book_training_run_matches_cpu_reference() {
+    let Some(ctx) = gpu() else { return };
+    let exact = max_ulp(&ctx) == 0;
+    let model = Model::book();
+    let data = Dataset::book();
+    let mut g = GpuEvaluator::new(ctx, &model, &data).unwrap();
+    let mut c = CpuEvaluator::<f32>::new(&model, &data).unwrap();
+    let gr = train(&mut g, &model.params, &Hyper::book(), |_, _| {}).unwrap();
+    let cr = train(&mut c, &model.params, &Hyper::book(), |_, _| {}).unwrap();
+    if exact {
+        let gl: Vec<f32> = gr.losses.iter().map(|&l| l as f32).collect();
+        let cl: Vec<f32> = cr.losses.iter().map(|&l| l as f32).collect();
+        assert_ulp_close("loss per epoch", &gl, &cl, 0);
+        assert_ulp_close("trained parameters", &gr.params, &cr.params, 0);
+    } else {
+        assert_rel_close(
+            "loss per epoch",
+            &gr.losses,
+            &cr.losses,
+            OTHER_ADAPTER_TRAJECTORY_REL,
+        );
+        let gp: Vec<f64> = gr.params.iter().map(|&p| p as f64).collect();
+        let cp: Vec<f64> = cr.params.iter().map(|&p| p as f64).collect();
+        assert_rel_close("trained parameters", &gp, &cp, OTHER_ADAPTER_TRAJECTORY_REL);
+    }
+    assert_eq!(format!("{:.4}", gr.losses[0]), "0.3346");
+}
+
+/// 1–3 layers, every activation in every position, widths 1–24, 1–64 samples.
+#[test]
+fn random_models_nudged_losses_match_cpu_reference() {
+    let Some(ctx) = gpu() else { return };
+    let budget = max_ulp(&ctx);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2024);
+    for case in 0..24u64 {
+        let layers = 1 + (case as usize % 3);
+        let widths: Vec<usize> = (0..=layers).map(|_| rng.random_range(1..=24)).collect();
+        let acts: Vec<Activation> = (0..layers)
+            .map(|l| Activation::ALL[(case as usize + l) % 4])
+            .collect();
+        let samples = rng.random_range(1..=64);
+        let model = Model::random(&widths, &acts, case).unwrap();
+        let data = random_data(&model, samples, case + 100);
+        let mut g = GpuEvaluator::new(
+            GpuContext::new(&perturb::gpu::AdapterOptions::from_env()).unwrap(),
+            &model,
+            &data,
+        )
+        .unwrap();
+        let mut c = CpuEvaluator::<f32>::new(&model, &data).unwrap();
+        let what = format!("case {case}: widths {widths:?}, {acts:?}, {samples} samples");
+        assert_ulp_close(
+            &what,
+            &step_losses(&mut g, &model.params, 1e-3),
+            &step_losses(&mut c, &model.params, 1e-3),
+            budget,
+        );
+        // A short run: the update and the next steps stay together too.
+        let hyper = Hyper {
+            epochs: 3,
+            lr: 0.1,
+            eps: 1e-3,
+        };
+        let gr = train(&mut g, &model.params, &hyper, |_, _| {}).unwrap();
+        let cr = train(&mut c, &model.params, &hyper, |_, _| {}).unwrap();
+        if budget == 0 {
+            assert_ulp_close(&format!("{what}, trained"), &gr.params, &cr.params, 0);
+        }
+    }
+    drop(ctx);
+}
+
+/// 64-128-10 with 64 samples: one invocation per evaluation would loop 64 × (64·128 + 128·10)
+/// ≈ 606k times, far past llvmpipe's silent 65,535 cap; this design stays near 300. It also needs a
+/// two-dimensional grid (9,611 × 64 workgroups > 65,535).
+#[test]
+fn medium_model_past_the_llvmpipe_loop_limit_matches_cpu_reference() {
+    let Some(ctx) = gpu() else { return };
+    let model =
+        Model::random(&[64, 128, 10], &[Activation::Tanh, Activation::Identity], 5).unwrap();
+    assert!(perturb::gpu::loop_iterations(&model) < 1_000);
+    let data = random_data(&model, 64, 6);
+    check_step(ctx, &model, &data, 1e-3, "64-128-10, 64 samples");
+}
+
+#[test]
+fn chunked_dispatches_give_the_same_losses() {
+    let Some(ctx) = gpu() else { return };
+    let model = Model::random(&[5, 7, 3], &[Activation::Sigmoid, Activation::Relu], 9).unwrap();
+    let data = random_data(&model, 300, 10);
+    let mut one = GpuEvaluator::new(ctx, &model, &data).unwrap();
+    let ctx2 = GpuContext::new(&perturb::gpu::AdapterOptions::from_env()).unwrap();
+    let mut many = GpuEvaluator::with_chunk_limit(ctx2, &model, &data, 7).unwrap();
+    assert_eq!(many.num_chunks(), (model.num_params() + 1).div_ceil(7));
+    let a = step_losses(&mut one, &model.params, 1e-3);
+    let b = step_losses(&mut many, &model.params, 1e-3);
+    assert_ulp_close("7-evaluation chunks vs one chunk", &b, &a, 0);
+    let c = step_losses(
+        &mut CpuEvaluator::<f32>::new(&model, &data).unwrap(),
+        &model.params,
+        1e-3,
+    );
+    assert_ulp_close("chunked vs CPU", &b, &c, max_ulp(many.context()));
+}
+
+#[test]
+fn layer_wider_than_workgroup_memory_is_refused_with_numbers() {
+    let Some(ctx) = gpu() else { return };
+    let model = Model::random(&[2, 3000, 1], &[Activation::Relu, Activation::Identity], 1).unwrap();
+    let data = random_data(&model, 1, 1);
+    let e = GpuEvaluator::new(ctx, &model, &data).unwrap_err();
+    assert!(e.to_string().contains("3000 units"), "{e}");
+}
+
+/// The WGSL twins of exp, sigmoid and tanh give Rust's bits over their whole useful range.
+#[test]
+fn math_twins_agree_bitwise_on_the_gpu() {
+    let Some(ctx) = gpu() else { return };
+    let budget = max_ulp(&ctx);
+    let xs: Vec<f32> = (0..20_000)
+        .map(|i| -100.0 + i as f32 * 0.01)
+        .chain([0.0, -0.0, 1e-30, -1e-30, 88.5, -87.5])
+        .collect();
+    let kernel = "
+@group(0) @binding(0) var<storage, read> xin: array<f32>;
+@group(0) @binding(1) var<storage, read_write> yout: array<f32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    let i = id.x;
+    let n = arrayLength(&xin);
+    if (i >= n) { return; }
+    let x = xin[i];
+    yout[i] = exp_f32(x);
+    yout[n + i] = sigmoid_f32(x);
+    yout[2u * n + i] = tanh_f32(x);
+}";
+    let out = run_kernel(&ctx, &format!("{MATH_WGSL}{kernel}"), &xs, 3 * xs.len());
+    let n = xs.len();
+    for (name, f, off) in [
+        ("exp", perturb::math::exp_f32 as fn(f32) -> f32, 0),
+        ("sigmoid", perturb::math::sigmoid_f32, n),
+        ("tanh", perturb::math::tanh_f32, 2 * n),
+    ] {
+        let cpu: Vec<f32> = xs.iter().map(|&x| f(x)).collect();
+        assert_ulp_close(name, &out[off..off + n], &cpu, budget);
+    }
+}
+
+fn run_kernel(ctx: &GpuContext, src: &str, input: &[f32], out_len: usize) -> Vec<f32> {
+    use wgpu::util::DeviceExt;
+    let d = &ctx.device;
+    let module = d.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: None,
+        source: wgpu::ShaderSource::Wgsl(src.into()),
+    });
+    let pipeline = d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: None,
+        layout: None,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    let xin = d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: None,
+        contents: bytemuck::cast_slice(input),
+        usage: wgpu::BufferUsages::STORAGE,
+    });
+    let size = 4 * out_len as u64;
+    let yout = d.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let read = d.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let bg = d.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &[
+            wgpu::BindGroupEntry {
+                binding: 0,
+                resource: xin.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 1,
+                resource: yout.as_entire_binding(),
+            },
+        ],
+    });
+    let mut enc = d.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bg, &[]);
+        pass.dispatch_workgroups((input.len() as u32).div_ceil(64), 1, 1);
+    }
+    enc.copy_buffer_to_buffer(&yout, 0, &read, 0, Some(size));
+    ctx.queue.submit([enc.finish()]);
+    read.slice(..)
+        .map_async(wgpu::MapMode::Read, |r| r.unwrap());
+    d.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+    let v = bytemuck::cast_slice(&read.slice(..).get_mapped_range().unwrap()).to_vec();
+    ctx.take_error().unwrap();
+    v
+}

@@ -1,0 +1,144 @@
+//! Shader checks that need no GPU: the WGSL parses and validates (naga, through wgpu's re-export),
+//! and every number the WGSL and Rust sides share agrees.
+
+use perturb::gpu::{nudge_shader_source, ChunkUniform, MATH_WGSL, MAX_WIDTH, REDUCE_WG, WG_SIZE};
+use wgpu::naga;
+
+fn parse(src: &str) -> naga::Module {
+    naga::front::wgsl::parse_str(src)
+        .unwrap_or_else(|e| panic!("WGSL does not parse:\n{}", e.emit_to_string(src)))
+}
+
+fn validate(module: &naga::Module) -> naga::valid::ModuleInfo {
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::default(),
+    )
+    .validate(module)
+    .unwrap_or_else(|e| panic!("WGSL does not validate: {e:?}"))
+}
+
+/// Named module-scope constants and their literal values.
+fn constants(module: &naga::Module) -> Vec<(String, naga::Literal)> {
+    module
+        .constants
+        .iter()
+        .filter_map(|(_, c)| match module.global_expressions[c.init] {
+            naga::Expression::Literal(l) => Some((c.name.clone()?, l)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn nudge_shader_parses_and_validates_without_a_gpu() {
+    let module = parse(&nudge_shader_source());
+    validate(&module);
+    let names: Vec<&str> = module
+        .entry_points
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(names, ["nudged_sse", "reduce_losses"]);
+}
+
+#[test]
+fn workgroup_sizes_and_widths_match_the_rust_constants() {
+    let module = parse(&nudge_shader_source());
+    for ep in &module.entry_points {
+        let want = match ep.name.as_str() {
+            "nudged_sse" => WG_SIZE,
+            "reduce_losses" => REDUCE_WG,
+            other => panic!("unexpected entry point {other}"),
+        };
+        assert_eq!(ep.workgroup_size, [want, 1, 1], "{}", ep.name);
+    }
+    assert_eq!(REDUCE_WG as usize, perturb::cpu::REDUCE_LANES);
+    let consts = constants(&module);
+    let get = |name: &str| {
+        consts
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, l)| *l)
+            .unwrap_or_else(|| panic!("constant {name} missing from WGSL"))
+    };
+    assert_eq!(get("WG_SIZE"), naga::Literal::U32(WG_SIZE));
+    assert_eq!(get("REDUCE_WG"), naga::Literal::U32(REDUCE_WG));
+    assert_eq!(get("MAX_WIDTH"), naga::Literal::U32(MAX_WIDTH as u32));
+    // The activations live in one workgroup array of two halves.
+    let acts = module
+        .global_variables
+        .iter()
+        .find(|(_, v)| v.name.as_deref() == Some("acts"))
+        .expect("acts")
+        .1;
+    match module.types[acts.ty].inner {
+        naga::TypeInner::Array {
+            size: naga::ArraySize::Constant(n),
+            ..
+        } => assert_eq!(n.get() as usize, 2 * MAX_WIDTH),
+        ref other => panic!("acts is {other:?}"),
+    }
+}
+
+#[test]
+fn chunk_uniform_layout_matches_the_wgsl_struct() {
+    let module = parse(&nudge_shader_source());
+    let (_, ty) = module
+        .types
+        .iter()
+        .find(|(_, t)| t.name.as_deref() == Some("Chunk"))
+        .expect("struct Chunk");
+    let naga::TypeInner::Struct { ref members, span } = ty.inner else {
+        panic!("Chunk is not a struct")
+    };
+    assert_eq!(span as usize, std::mem::size_of::<ChunkUniform>());
+    let rust = [
+        ("num_layers", std::mem::offset_of!(ChunkUniform, num_layers)),
+        ("batch", std::mem::offset_of!(ChunkUniform, batch)),
+        ("eval_base", std::mem::offset_of!(ChunkUniform, eval_base)),
+        ("eval_count", std::mem::offset_of!(ChunkUniform, eval_count)),
+        ("grid_x", std::mem::offset_of!(ChunkUniform, grid_x)),
+        (
+            "reduce_grid_x",
+            std::mem::offset_of!(ChunkUniform, reduce_grid_x),
+        ),
+        ("outputs", std::mem::offset_of!(ChunkUniform, outputs)),
+        ("eps", std::mem::offset_of!(ChunkUniform, eps)),
+        ("inv_count", std::mem::offset_of!(ChunkUniform, inv_count)),
+    ];
+    for (name, offset) in rust {
+        let m = members
+            .iter()
+            .find(|m| m.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("Chunk.{name} missing in WGSL"));
+        assert_eq!(m.offset as usize, offset, "Chunk.{name}");
+    }
+}
+
+#[test]
+fn math_constants_match_the_rust_bit_patterns() {
+    let module = parse(MATH_WGSL);
+    validate(&module);
+    let consts = constants(&module);
+    for &(name, bits) in perturb::math::SHARED_CONSTANTS {
+        let (_, lit) = consts
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("{name} missing from shaders/math.wgsl"));
+        let got = match *lit {
+            naga::Literal::F32(v) => v.to_bits(),
+            naga::Literal::U32(v) => v,
+            other => panic!("{name} is {other:?}"),
+        };
+        assert_eq!(got, bits, "{name}: WGSL {got:#010x}, Rust {bits:#010x}");
+    }
+    for a in perturb::Activation::ALL {
+        let name = format!("ACT_{}", a.name().to_uppercase());
+        let (_, lit) = consts
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        assert_eq!(*lit, naga::Literal::U32(a.code()), "{name}");
+    }
+}
