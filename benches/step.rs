@@ -1,5 +1,6 @@
 //! One training step (all P + 1 nudged losses) per size, CPU reference vs GPU.
-//! `cargo bench` (on lavapipe the "GPU" is a software rasteriser running on the CPU).
+//! `cargo bench` (on lavapipe the "GPU" is a software rasteriser running on the CPU, and one naive
+//! medium step takes over a minute there: filter with `cargo bench -- small`).
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use ndarray::Array2;
@@ -32,7 +33,7 @@ fn size(name: &str) -> (Model, Dataset) {
 fn bench_step(c: &mut Criterion) {
     let mut group = c.benchmark_group("step");
     group.sample_size(10);
-    for name in ["book", "small"] {
+    for name in ["book", "small", "medium"] {
         let (model, data) = size(name);
         let mut losses = vec![0.0f32; model.num_params() + 1];
         let mut cpu = CpuEvaluator::<f32>::new(&model, &data).unwrap();

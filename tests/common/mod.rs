@@ -7,9 +7,10 @@ use perturb::gpu::{AdapterOptions, GpuContext};
 /// twinned kernels agree with the CPU reference exactly.
 pub const LLVMPIPE_MAX_ULP: u64 = 0;
 /// Other adapters may fuse `a * b + c` into one rounding (Vulkan allows it); the bound we state
-/// for them, per nudged loss.
-pub const OTHER_ADAPTER_MAX_ULP: u64 = 64;
-/// Relative drift allowed over a whole run on adapters that are not bit-exact.
+/// for them, per nudged loss (measured on an NVIDIA H200, Vulkan, driver 580.159.04: at most 3).
+pub const OTHER_ADAPTER_MAX_ULP: u64 = 16;
+/// Relative drift allowed over a whole run on adapters that are not bit-exact (H200: 1.6e-4 on the
+/// book's 100 epochs).
 pub const OTHER_ADAPTER_TRAJECTORY_REL: f64 = 1e-3;
 
 /// A GPU context, or `None` after saying plainly that the test is skipped. With `CI` set or
@@ -73,6 +74,8 @@ pub fn assert_ulp_close(what: &str, gpu: &[f32], cpu: &[f32], max: u64) {
         .enumerate()
         .max_by_key(|&(_, d)| d)
         .unwrap_or((0, 0));
+    // Printed on success too (--nocapture), to measure the bound on new adapters.
+    eprintln!("{what}: worst {d} ULP at index {worst}");
     assert!(
         d <= max,
         "{what}: index {worst} is {d} ULP apart (allowed {max}): gpu {} vs cpu {}",
@@ -92,6 +95,7 @@ pub fn assert_rel_close(what: &str, gpu: &[f64], cpu: &[f64], rel: f64) {
             (0, 0.0),
             |w, (i, r)| if r > w.1 || r.is_nan() { (i, r) } else { w },
         );
+    eprintln!("{what}: worst relative difference {r:e} at index {worst}");
     assert!(
         r <= rel,
         "{what}: index {worst} differs by {r:e} relative (allowed {rel:e}): gpu {} vs cpu {}",
