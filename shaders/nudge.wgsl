@@ -1,101 +1,166 @@
-// Nudged losses, the book's naive method: evaluation e = 0 is the unperturbed network, evaluation
-// e = k + 1 adds eps to parameter k. Two kernels per chunk of evaluations:
-//   nudged_sse     one workgroup per (evaluation, sample): the forward pass of that sample with that
-//                  nudge, units of a layer spread over the workgroup's invocations, activations in
-//                  workgroup memory; writes the sample's squared error.
-//   reduce_losses  one workgroup per evaluation: sums the samples' squared errors in a fixed order
-//                  (strided lanes, then a binary tree) and scales by 1/(samples*outputs).
-// Summation order is the contract with src/cpu.rs, which follows it line for line. No invocation loops
-// more than (units per invocation) x (layer inputs) times, far below llvmpipe's silent cap of 65,535
-// loop iterations per invocation (src/gpu/evaluator.rs checks the bound before dispatching).
+// Nudged losses on the GPU. Evaluation slot e = 0 is the unperturbed network; slot e = k + 1
+// belongs to parameter k. Summation orders are the contract with src/cpu.rs, which follows them
+// line for line (see its module docs).
 //
+// Naive method (the book), per chunk of slots:
+//   nudged_sse     one workgroup per (slot, sample): the forward pass of that sample with that nudge,
+//                  units spread over the workgroup, activations in workgroup memory -> squared error.
+//   reduce_losses  one workgroup per slot: strided lanes + binary tree over samples, x 1/(B*outputs).
+// Reuse method:
+//   forward_store  one workgroup per sample: the unperturbed pass, keeping every z and a in `cache`.
+//   reuse_dsse     one invocation per (parameter, sample), parameters of the last two layers: the
+//                  nudged unit, a rank-one update of the next layer, the change of the squared error.
+//   reuse_deep     one workgroup per (parameter, sample), parameters of earlier layers: as above,
+//                  then full forward passes of the later layers in workgroup memory.
+//   reduce_losses  as above, so slot k + 1 holds L_k - L directly.
+// Resident loop:
+//   update         one invocation per parameter: next = p - (delta / eps) * lr, the host's float32 rule.
+//
+// No invocation loops more than (units per invocation) x (layer inputs) times, far below llvmpipe's
+// silent cap of 65,535 loop iterations per invocation (src/gpu/evaluator.rs checks the bound).
 // Prepended at load time: shaders/math.wgsl (activate, exp_f32, ...).
 
 // Shared with src/gpu/evaluator.rs (checked by tests/shaders.rs).
 const WG_SIZE: u32 = 64u;
 const REDUCE_WG: u32 = 256u;
 const MAX_WIDTH: u32 = 2048u;
+const LAYER_WORDS: u32 = 8u;
 const NO_NUDGE: u32 = 0xffffffffu;
+const METHOD_NAIVE: u32 = 0u;
 
-// One per chunk of evaluations, at a dynamic offset. Layout mirrored by ChunkUniform in Rust.
+// One per dispatch group, at a dynamic offset. Layout mirrored by ChunkUniform in Rust.
 struct Chunk {
     num_layers: u32,
     batch: u32,
-    eval_base: u32,      // global index of the chunk's first evaluation
-    eval_count: u32,     // evaluations in this chunk
-    grid_x: u32,         // workgroups along x of the nudged_sse dispatch
-    reduce_grid_x: u32,  // workgroups along x of the reduce_losses dispatch
+    eval_base: u32,      // first slot of this chunk (0 = baseline, k + 1 = parameter k)
+    eval_count: u32,     // slots in this chunk
+    grid_x: u32,         // workgroups along x of the chunk's main dispatch
+    reduce_grid_x: u32,  // workgroups along x of its reduce_losses dispatch
     outputs: u32,        // width of the last layer
-    _pad: u32,
+    total_units: u32,    // sum of all layer widths (cache stride)
+    num_params: u32,
+    method: u32,
     eps: f32,
+    lr: f32,
     inv_count: f32,      // 1 / (batch * outputs), rounded on the host
-    _pad2: vec2<u32>,
+    zero: f32,           // always 0.0; see reuse_nudge
+    _pad: vec2<u32>,
 }
 
 @group(0) @binding(0) var<uniform> chunk: Chunk;
 @group(0) @binding(1) var<storage, read> params: array<f32>;
-// Per layer 4 words: inputs, outputs, weight offset (biases follow the weights), activation code.
+// Per layer LAYER_WORDS words: inputs, outputs, weight offset, activation, first unit, bias offset.
 @group(0) @binding(2) var<storage, read> layers: array<u32>;
 @group(0) @binding(3) var<storage, read> xs: array<f32>;      // [batch][inputs]
 @group(0) @binding(4) var<storage, read> ys: array<f32>;      // [batch][outputs]
-@group(0) @binding(5) var<storage, read_write> sse: array<f32>;    // [eval in chunk][batch]
-@group(0) @binding(6) var<storage, read_write> losses: array<f32>; // [all evaluations]
+@group(0) @binding(5) var<storage, read_write> sse: array<f32>;    // [slot in chunk][batch]
+@group(0) @binding(6) var<storage, read_write> out: array<f32>;    // [P + 1]: L, then L_k or L_k - L
+// Reuse cache: z at [unit][batch], then a at [total_units + unit][batch].
+@group(0) @binding(7) var<storage, read_write> cache: array<f32>;
+@group(0) @binding(8) var<storage, read_write> next: array<f32>;   // resident loop: updated params
 
 // Two halves: layer l writes half l % 2 and reads the other.
 var<workgroup> acts: array<f32, 4096>;
 var<workgroup> lanes: array<f32, 256>;
+
+struct LayerInfo {
+    n_in: u32,
+    n_out: u32,
+    w_off: u32,
+    kind: u32,
+    unit_off: u32,
+    b_off: u32,
+}
+
+fn layer_info(l: u32) -> LayerInfo {
+    let o = LAYER_WORDS * l;
+    return LayerInfo(layers[o], layers[o + 1u], layers[o + 2u], layers[o + 3u], layers[o + 4u], layers[o + 5u]);
+}
+
+fn z_at(unit: u32, s: u32) -> f32 {
+    return cache[unit * chunk.batch + s];
+}
+
+fn a_at(unit: u32, s: u32) -> f32 {
+    return cache[(chunk.total_units + unit) * chunk.batch + s];
+}
 
 fn param(j: u32, nudge: u32) -> f32 {
     let w = params[j];
     return select(w, w + chunk.eps, j == nudge);
 }
 
+// Change of one output's squared error, (a' - a) * ((a' - y) + (a - y)).
+fn dsse_term(a_new: f32, a_old: f32, y: f32) -> f32 {
+    return (a_new - a_old) * ((a_new - y) + (a_old - y));
+}
+
+// The forward pass of sample s with parameter `nudge` moved by eps (NO_NUDGE: none), spread over
+// the workgroup; `store` keeps z and a in the cache. Returns (in invocation 0) the squared error.
+fn forward_sample(s: u32, nudge: u32, lid: u32, store: bool) -> f32 {
+    for (var l = 0u; l < chunk.num_layers; l++) {
+        let info = layer_info(l);
+        let dst = (l % 2u) * MAX_WIDTH;
+        let src = MAX_WIDTH - dst;
+        for (var u = lid; u < info.n_out; u += WG_SIZE) {
+            var acc = 0.0;
+            if (l == 0u) {
+                let x_off = s * info.n_in;
+                for (var i = 0u; i < info.n_in; i++) {
+                    acc = acc + xs[x_off + i] * param(info.w_off + i * info.n_out + u, nudge);
+                }
+            } else {
+                for (var i = 0u; i < info.n_in; i++) {
+                    acc = acc + acts[src + i] * param(info.w_off + i * info.n_out + u, nudge);
+                }
+            }
+            acc = acc + param(info.b_off + u, nudge);
+            let a = activate(acc, info.kind);
+            acts[dst + u] = a;
+            if (store) {
+                let unit = info.unit_off + u;
+                cache[unit * chunk.batch + s] = acc;
+                cache[(chunk.total_units + unit) * chunk.batch + s] = a;
+            }
+        }
+        workgroupBarrier();
+    }
+    var total = 0.0;
+    if (lid == 0u) {
+        let last = ((chunk.num_layers - 1u) % 2u) * MAX_WIDTH;
+        let y_off = s * chunk.outputs;
+        for (var o = 0u; o < chunk.outputs; o++) {
+            let d = acts[last + o] - ys[y_off + o];
+            total = total + d * d;
+        }
+    }
+    return total;
+}
+
 @compute @workgroup_size(64)
 fn nudged_sse(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let item = wg.x + wg.y * chunk.grid_x;  // evaluation-in-chunk * batch + sample
+    let item = wg.x + wg.y * chunk.grid_x;  // slot-in-chunk * batch + sample
     // Workgroup-uniform: every invocation of a workgroup leaves together.
     if (item >= chunk.eval_count * chunk.batch) {
         return;
     }
     let e = chunk.eval_base + item / chunk.batch;
     let s = item % chunk.batch;
-    let nudge = select(e - 1u, NO_NUDGE, e == 0u);
-
-    for (var l = 0u; l < chunk.num_layers; l++) {
-        let n_in = layers[4u * l];
-        let n_out = layers[4u * l + 1u];
-        let w_off = layers[4u * l + 2u];
-        let kind = layers[4u * l + 3u];
-        let b_off = w_off + n_in * n_out;
-        let dst = (l % 2u) * MAX_WIDTH;
-        let src = MAX_WIDTH - dst;
-        for (var u = lid; u < n_out; u += WG_SIZE) {
-            var acc = 0.0;
-            if (l == 0u) {
-                let x_off = s * n_in;
-                for (var i = 0u; i < n_in; i++) {
-                    acc = acc + xs[x_off + i] * param(w_off + i * n_out + u, nudge);
-                }
-            } else {
-                for (var i = 0u; i < n_in; i++) {
-                    acc = acc + acts[src + i] * param(w_off + i * n_out + u, nudge);
-                }
-            }
-            acc = acc + param(b_off + u, nudge);
-            acts[dst + u] = activate(acc, kind);
-        }
-        workgroupBarrier();
-    }
-
+    let total = forward_sample(s, select(e - 1u, NO_NUDGE, e == 0u), lid, false);
     if (lid == 0u) {
-        let last = ((chunk.num_layers - 1u) % 2u) * MAX_WIDTH;
-        let y_off = s * chunk.outputs;
-        var total = 0.0;
-        for (var o = 0u; o < chunk.outputs; o++) {
-            let d = acts[last + o] - ys[y_off + o];
-            total = total + d * d;
-        }
         sse[item] = total;
+    }
+}
+
+@compute @workgroup_size(64)
+fn forward_store(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let s = wg.x + wg.y * chunk.grid_x;
+    if (s >= chunk.batch) {
+        return;
+    }
+    let total = forward_sample(s, NO_NUDGE, lid, true);
+    if (lid == 0u) {
+        sse[s] = total;
     }
 }
 
@@ -119,6 +184,125 @@ fn reduce_losses(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
         workgroupBarrier();
     }
     if (lid == 0u) {
-        losses[chunk.eval_base + e_local] = lanes[0] * chunk.inv_count;
+        out[chunk.eval_base + e_local] = lanes[0] * chunk.inv_count;
     }
+}
+
+struct Nudged {
+    l: u32,
+    u: u32,
+    a_new: f32,
+    a_old: f32,
+}
+
+// Parameter k's layer and unit, and that unit's nudged and unperturbed output for sample s.
+fn reuse_nudge(k: u32, s: u32) -> Nudged {
+    var l = 0u;
+    while (l + 1u < chunk.num_layers && k >= layer_info(l + 1u).w_off) {
+        l++;
+    }
+    let info = layer_info(l);
+    let w = params[k];
+    // `+ zero` (a runtime 0.0) keeps the compiler from folding (w + eps) - w into eps.
+    let d = (w + chunk.eps) - (w + chunk.zero);
+    var u: u32;
+    var z: f32;
+    if (k >= info.b_off) {
+        u = k - info.b_off;
+        z = z_at(info.unit_off + u, s) + d;
+    } else {
+        let j = k - info.w_off;
+        let i = j / info.n_out;
+        u = j % info.n_out;
+        var xi: f32;
+        if (l == 0u) {
+            xi = xs[s * info.n_in + i];
+        } else {
+            xi = a_at(layer_info(l - 1u).unit_off + i, s);
+        }
+        z = z_at(info.unit_off + u, s) + xi * d;
+    }
+    return Nudged(l, u, activate(z, info.kind), a_at(info.unit_off + u, s));
+}
+
+@compute @workgroup_size(64)
+fn reuse_dsse(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let item = (wg.x + wg.y * chunk.grid_x) * WG_SIZE + lid;
+    if (item >= chunk.eval_count * chunk.batch) {
+        return;
+    }
+    let k = chunk.eval_base - 1u + item / chunk.batch;
+    let s = item % chunk.batch;
+    let n = reuse_nudge(k, s);
+    let y_off = s * chunk.outputs;
+    if (n.l + 1u == chunk.num_layers) {
+        sse[item] = dsse_term(n.a_new, n.a_old, ys[y_off + n.u]);
+        return;
+    }
+    let delta = n.a_new - n.a_old;
+    let nx = layer_info(n.l + 1u);
+    var total = 0.0;
+    for (var v = 0u; v < nx.n_out; v++) {
+        let unit = nx.unit_off + v;
+        let a2 = activate(z_at(unit, s) + delta * params[nx.w_off + n.u * nx.n_out + v], nx.kind);
+        total = total + dsse_term(a2, a_at(unit, s), ys[y_off + v]);
+    }
+    sse[item] = total;
+}
+
+@compute @workgroup_size(64)
+fn reuse_deep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let item = wg.x + wg.y * chunk.grid_x;
+    if (item >= chunk.eval_count * chunk.batch) {
+        return;
+    }
+    let k = chunk.eval_base - 1u + item / chunk.batch;
+    let s = item % chunk.batch;
+    let n = reuse_nudge(k, s);
+    let delta = n.a_new - n.a_old;
+    // Barriers stay in uniform control flow: loop over every layer, work only after the nudged one.
+    for (var m = 0u; m < chunk.num_layers; m++) {
+        let info = layer_info(m);
+        let dst = (m % 2u) * MAX_WIDTH;
+        let src = MAX_WIDTH - dst;
+        if (m == n.l + 1u) {
+            for (var v = lid; v < info.n_out; v += WG_SIZE) {
+                let z = z_at(info.unit_off + v, s) + delta * params[info.w_off + n.u * info.n_out + v];
+                acts[dst + v] = activate(z, info.kind);
+            }
+        } else if (m > n.l + 1u) {
+            for (var v = lid; v < info.n_out; v += WG_SIZE) {
+                var acc = 0.0;
+                for (var i = 0u; i < info.n_in; i++) {
+                    acc = acc + acts[src + i] * params[info.w_off + i * info.n_out + v];
+                }
+                acc = acc + params[info.b_off + v];
+                acts[dst + v] = activate(acc, info.kind);
+            }
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        let last_layer = layer_info(chunk.num_layers - 1u);
+        let last = ((chunk.num_layers - 1u) % 2u) * MAX_WIDTH;
+        let y_off = s * chunk.outputs;
+        var total = 0.0;
+        for (var o = 0u; o < chunk.outputs; o++) {
+            total = total + dsse_term(acts[last + o], a_at(last_layer.unit_off + o, s), ys[y_off + o]);
+        }
+        sse[item] = total;
+    }
+}
+
+@compute @workgroup_size(64)
+fn update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let k = (wg.x + wg.y * chunk.grid_x) * WG_SIZE + lid;
+    if (k >= chunk.num_params) {
+        return;
+    }
+    var delta = out[k + 1u];
+    if (chunk.method == METHOD_NAIVE) {
+        delta = out[k + 1u] - out[0];
+    }
+    next[k] = params[k] - (delta / chunk.eps) * chunk.lr;
 }

@@ -1,18 +1,27 @@
-//! The CPU reference evaluator: the same losses as the shaders, summed in the shaders' order.
+//! The CPU reference evaluator: the same numbers as the shaders, computed in the shaders' order.
 //!
-//! Order of every sum (the contract with `shaders/nudge.wgsl`):
+//! Order of every sum (the contract with `shaders/nudge.wgsl` and `shaders/reuse.wgsl`):
 //! - unit u of a layer: `acc = 0; acc += x[i] * W[i][u]` for i = 0, 1, …; then `acc += b[u]`;
 //! - squared error of a sample: `sse = 0; sse += (pred[o] - y[o])²` for o = 0, 1, …;
 //! - loss: [`reduce_sse`] over samples (strided lanes, then a binary tree), times 1/(B·outputs).
 //!
-//! Evaluations are split over threads; each keeps its own arithmetic order, so the result does not
+//! The reuse method (see [`Method::Reuse`]) keeps every layer's pre-activations `z` and outputs `a`
+//! of the unperturbed pass and, for a nudge of parameter k in layer l, unit u (input i):
+//! - `d = fl(w + eps) − w`; `z' = z[u] + x[i]·d` (a bias: `z' = z[u] + d`); `a' = act(z')`;
+//! - if l is the last layer: `dsse = (a' − a)·((a' − y) + (a − y))` for that output only;
+//! - else `δ = a' − a[u]` and for every unit v of layer l+1, `z2 = z[v] + δ·W[u][v]`,
+//!   `a2 = act(z2)`; later layers run a full forward pass from there;
+//! - on the last layer, `dsse += (a' − a)·((a' − y) + (a − y))` per output in order;
+//! - `delta_k` = [`reduce_sse`] of the samples' `dsse`, times 1/(B·outputs).
+//!
+//! Evaluations are split over threads; each keeps its own arithmetic order, so results do not
 //! depend on the thread count.
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{Activation, Model};
 use crate::precision::Real;
-use crate::train::{DeviceInfo, Evaluator};
+use crate::train::{DeviceInfo, Evaluator, Method};
 use std::marker::PhantomData;
 
 /// Lanes of the loss reduction: the reduce workgroup size in `shaders/nudge.wgsl`.
@@ -27,6 +36,8 @@ struct LayerPlan {
     outputs: usize,
     w_off: usize,
     b_off: usize,
+    /// Index of the layer's first unit among all units (for the reuse cache).
+    unit_off: usize,
     act: Activation,
 }
 
@@ -37,12 +48,28 @@ struct Scratch<R> {
     bufs: Bufs<R>,
 }
 
-/// Activations of the current and next layer, and each sample's squared error.
+/// Activations of the current and next layer, and each sample's squared error (or its change).
 #[derive(Clone, Debug)]
 struct Bufs<R> {
     a: Vec<R>,
     b: Vec<R>,
     sse: Vec<R>,
+}
+
+/// The unperturbed pass kept by the reuse method: `z` and `a` as `[unit][sample]`.
+#[derive(Clone, Debug)]
+struct Cache<R> {
+    z: Vec<R>,
+    a: Vec<R>,
+}
+
+impl<R> Default for Cache<R> {
+    fn default() -> Self {
+        Cache {
+            z: Vec::new(),
+            a: Vec::new(),
+        }
+    }
 }
 
 /// CPU evaluator computing losses in `R` (`f32` mirrors the GPU bit for bit; `f64` is the notebook).
@@ -51,29 +78,38 @@ pub struct CpuEvaluator<R: Real = f32> {
     layers: Vec<LayerPlan>,
     x: Vec<f32>,
     y: Vec<f32>,
-    inputs: usize,
-    outputs: usize,
     samples: usize,
     num_params: usize,
+    method: Method,
     threads: usize,
     scratch: Vec<Scratch<R>>,
+    cache: Cache<R>,
     _r: PhantomData<R>,
 }
 
 impl<R: Real> CpuEvaluator<R> {
-    /// An evaluator for `model`'s shape on `data`, using every core for large steps.
+    /// A naive-method evaluator for `model`'s shape on `data`, using every core for large steps.
     pub fn new(model: &Model, data: &Dataset) -> Result<Self> {
+        Self::with_method(model, data, Method::Naive)
+    }
+
+    /// An evaluator using `method`.
+    pub fn with_method(model: &Model, data: &Dataset, method: Method) -> Result<Self> {
         data.check_fits(model, "data")?;
+        let mut unit_off = 0;
         let layers = (0..model.layers().len())
             .map(|l| {
                 let layer = model.layers()[l];
-                LayerPlan {
+                let plan = LayerPlan {
                     inputs: layer.inputs,
                     outputs: layer.outputs,
                     w_off: model.weight_offset(l),
                     b_off: model.bias_offset(l),
+                    unit_off,
                     act: layer.activation,
-                }
+                };
+                unit_off += layer.outputs;
+                plan
             })
             .collect();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -81,14 +117,21 @@ impl<R: Real> CpuEvaluator<R> {
             layers,
             x: data.x.iter().copied().collect(),
             y: data.y.iter().copied().collect(),
-            inputs: model.inputs(),
-            outputs: model.outputs(),
             samples: data.len(),
             num_params: model.num_params(),
+            method,
             threads: 1,
             scratch: Vec::new(),
+            cache: Cache::default(),
             _r: PhantomData,
         };
+        if method == Method::Reuse {
+            let cells = unit_off * data.len();
+            ev.cache = Cache {
+                z: vec![R::ZERO; cells],
+                a: vec![R::ZERO; cells],
+            };
+        }
         ev.set_threads(threads);
         Ok(ev)
     }
@@ -110,8 +153,13 @@ impl<R: Real> CpuEvaluator<R> {
         ];
     }
 
+    /// The method this evaluator uses.
+    pub fn method(&self) -> Method {
+        self.method
+    }
+
     /// Multiply-adds of one full forward pass over every sample.
-    fn macs_per_eval(&self) -> usize {
+    fn macs_per_pass(&self) -> usize {
         self.samples
             * self
                 .layers
@@ -128,20 +176,138 @@ impl<R: Real> CpuEvaluator<R> {
 
     /// The network's outputs for every training input, `[samples][outputs]`, as float64.
     pub fn predict(&mut self, params: &[f32]) -> Vec<Vec<f64>> {
-        let (inputs, outputs) = (self.inputs, self.outputs);
+        let inputs = self.layers[0].inputs;
         let s = &mut self.scratch[0].bufs;
         (0..self.samples)
             .map(|i| {
-                let out = forward(
-                    &self.layers,
-                    &self.x[i * inputs..(i + 1) * inputs],
-                    params,
-                    &mut s.a,
-                    &mut s.b,
-                );
-                out[..outputs].iter().map(|v| v.to_f64()).collect()
+                let x = &self.x[i * inputs..(i + 1) * inputs];
+                let out = forward(&self.layers, x, params, &mut s.a, &mut s.b);
+                out.iter().map(|v| v.to_f64()).collect()
             })
             .collect()
+    }
+
+    fn threads_for(&self, work: usize) -> usize {
+        if work < PARALLEL_MIN_WORK {
+            1
+        } else {
+            self.threads
+        }
+    }
+
+    fn evaluate_naive(&mut self, params: &[f32], eps: f32, deltas: &mut [R]) -> R {
+        let base = self.loss(params);
+        for s in &mut self.scratch {
+            s.params.clear();
+            s.params.extend_from_slice(params);
+        }
+        let threads = self.threads_for(self.num_params * self.macs_per_pass());
+        let (layers, x, y, samples) = (&self.layers, &self.x, &self.y, self.samples);
+        let each = |k: usize, s: &mut Scratch<R>| {
+            s.params[k] = params[k] + eps;
+            let lk = loss_at(layers, x, y, samples, &s.params, &mut s.bufs);
+            s.params[k] = params[k];
+            lk - base
+        };
+        for_each_param(threads, &mut self.scratch, deltas, &each);
+        base
+    }
+
+    fn evaluate_reuse(&mut self, params: &[f32], eps: f32, deltas: &mut [R]) -> R {
+        let base = self.forward_store(params);
+        let outputs = self.layers.last().map_or(1, |l| l.outputs);
+        let threads = self.threads_for(self.num_params * self.samples * (outputs + 1));
+        let plan = ReusePlan {
+            layers: &self.layers,
+            x: &self.x,
+            y: &self.y,
+            samples: self.samples,
+            cache: &self.cache,
+            params,
+            eps,
+        };
+        for_each_param(threads, &mut self.scratch, deltas, &|k, s| {
+            plan.delta(k, &mut s.bufs)
+        });
+        base
+    }
+
+    /// The unperturbed pass of the reuse method: fills the cache and returns the loss.
+    fn forward_store(&mut self, params: &[f32]) -> R {
+        let b = self.samples;
+        let inputs = self.layers[0].inputs;
+        let outputs = self.layers[self.layers.len() - 1].outputs;
+        let bufs = &mut self.scratch[0].bufs;
+        for s in 0..b {
+            let x = &self.x[s * inputs..(s + 1) * inputs];
+            let (mut cur, mut next) = (&mut bufs.a, &mut bufs.b);
+            for (l, layer) in self.layers.iter().enumerate() {
+                let out = &mut next[..layer.outputs];
+                dense(
+                    layer,
+                    if l == 0 {
+                        None
+                    } else {
+                        Some(&cur[..layer.inputs])
+                    },
+                    x,
+                    params,
+                    out,
+                );
+                let bias = &params[layer.b_off..][..layer.outputs];
+                for (u, (o, &bv)) in out.iter_mut().zip(bias).enumerate() {
+                    let z = *o + R::from_f32(bv);
+                    let cell = (layer.unit_off + u) * b + s;
+                    self.cache.z[cell] = z;
+                    *o = z.activate(layer.act);
+                    self.cache.a[cell] = *o;
+                }
+                std::mem::swap(&mut cur, &mut next);
+            }
+            bufs.sse[s] = sse(&cur[..outputs], &self.y[s * outputs..(s + 1) * outputs]);
+        }
+        R::mean(reduce_sse(&bufs.sse), b * outputs)
+    }
+}
+
+/// Runs `each(k, scratch)` for every parameter k, split over `threads` contiguous ranges;
+/// `deltas[k]` gets its result.
+fn for_each_param<R: Real>(
+    threads: usize,
+    scratch: &mut [Scratch<R>],
+    deltas: &mut [R],
+    each: &(dyn Fn(usize, &mut Scratch<R>) -> R + Sync),
+) {
+    let run = |first: usize, out: &mut [R], s: &mut Scratch<R>| {
+        for (j, slot) in out.iter_mut().enumerate() {
+            *slot = each(first + j, s);
+        }
+    };
+    if threads <= 1 || deltas.len() < 2 {
+        run(0, deltas, &mut scratch[0]);
+        return;
+    }
+    let per = deltas.len().div_ceil(threads.min(scratch.len()));
+    std::thread::scope(|scope| {
+        for (c, (out, s)) in deltas.chunks_mut(per).zip(scratch.iter_mut()).enumerate() {
+            scope.spawn(move || run(c * per, out, s));
+        }
+    });
+}
+
+/// `out[u] = Σ_i in[i]·W[i][u]` in order of i, `in` being `x` for the first layer.
+fn dense<R: Real>(layer: &LayerPlan, input: Option<&[R]>, x: &[f32], p: &[f32], out: &mut [R]) {
+    out.fill(R::ZERO);
+    // i-outer, u-inner: each unit still accumulates over i in order, as the shader does.
+    for i in 0..layer.inputs {
+        let xi = match input {
+            None => R::from_f32(x[i]),
+            Some(h) => h[i],
+        };
+        let row = &p[layer.w_off + i * layer.outputs..][..layer.outputs];
+        for (o, &w) in out.iter_mut().zip(row) {
+            *o = *o + xi * R::from_f32(w);
+        }
     }
 }
 
@@ -155,15 +321,17 @@ fn forward<'a, R: Real>(
     let (mut cur, mut next) = (a, b);
     for (l, layer) in layers.iter().enumerate() {
         let out = &mut next[..layer.outputs];
-        out.fill(R::ZERO);
-        // i-outer, u-inner: each unit still accumulates over i in order, as the shader does.
-        for i in 0..layer.inputs {
-            let xi = if l == 0 { R::from_f32(x[i]) } else { cur[i] };
-            let row = &p[layer.w_off + i * layer.outputs..][..layer.outputs];
-            for (o, &w) in out.iter_mut().zip(row) {
-                *o = *o + xi * R::from_f32(w);
-            }
-        }
+        dense(
+            layer,
+            if l == 0 {
+                None
+            } else {
+                Some(&cur[..layer.inputs])
+            },
+            x,
+            p,
+            out,
+        );
         let bias = &p[layer.b_off..][..layer.outputs];
         for (o, &bv) in out.iter_mut().zip(bias) {
             *o = (*o + R::from_f32(bv)).activate(layer.act);
@@ -172,6 +340,20 @@ fn forward<'a, R: Real>(
     }
     let width = layers.last().map_or(0, |l| l.outputs);
     &cur[..width]
+}
+
+fn sse<R: Real>(pred: &[R], target: &[f32]) -> R {
+    let mut total = R::ZERO;
+    for (&p, &t) in pred.iter().zip(target) {
+        let d = p - R::from_f32(t);
+        total = total + d * d;
+    }
+    total
+}
+
+/// Change of one output's squared error, `(a' − a)·((a' − y) + (a − y))`.
+fn dsse_term<R: Real>(new: R, old: R, y: R) -> R {
+    (new - old) * ((new - y) + (old - y))
 }
 
 fn loss_at<R: Real>(
@@ -192,18 +374,103 @@ fn loss_at<R: Real>(
             &mut s.a,
             &mut s.b,
         );
-        let target = &y[i * outputs..(i + 1) * outputs];
-        let mut sse = R::ZERO;
-        for (&p, &t) in pred.iter().zip(target) {
-            let d = p - R::from_f32(t);
-            sse = sse + d * d;
-        }
-        s.sse[i] = sse;
+        s.sse[i] = sse(pred, &y[i * outputs..(i + 1) * outputs]);
     }
     R::mean(reduce_sse(&s.sse), samples * outputs)
 }
 
-/// Sums per-sample squared errors in the shader's order: lane t (of [`REDUCE_LANES`]) adds samples
+/// Everything one reuse-method delta needs, shared read-only by the threads.
+struct ReusePlan<'a, R> {
+    layers: &'a [LayerPlan],
+    x: &'a [f32],
+    y: &'a [f32],
+    samples: usize,
+    cache: &'a Cache<R>,
+    params: &'a [f32],
+    eps: f32,
+}
+
+impl<R: Real> ReusePlan<'_, R> {
+    /// `L(params + eps·e_k) − L(params)` from the cache, in the order described in the module docs.
+    fn delta(&self, k: usize, bufs: &mut Bufs<R>) -> R {
+        let (layers, b) = (self.layers, self.samples);
+        let l = layers
+            .iter()
+            .rposition(|layer| layer.w_off <= k)
+            .expect("k in range");
+        let layer = layers[l];
+        let (input, u) = if k >= layer.b_off {
+            (None, k - layer.b_off)
+        } else {
+            let j = k - layer.w_off;
+            (Some(j / layer.outputs), j % layer.outputs)
+        };
+        let last = layers.len() - 1;
+        let outputs = layers[last].outputs;
+        let w = self.params[k];
+        let d = R::from_f32(w + self.eps) - R::from_f32(w);
+        let cell = |layer: &LayerPlan, unit: usize, s: usize| (layer.unit_off + unit) * b + s;
+        for s in 0..b {
+            let c = cell(&layer, u, s);
+            let z = match input {
+                None => self.cache.z[c] + d,
+                Some(i) => {
+                    let xi = if l == 0 {
+                        R::from_f32(self.x[s * layer.inputs + i])
+                    } else {
+                        self.cache.a[cell(&layers[l - 1], i, s)]
+                    };
+                    self.cache.z[c] + xi * d
+                }
+            };
+            let a_new = z.activate(layer.act);
+            let a_old = self.cache.a[c];
+            let y = &self.y[s * outputs..(s + 1) * outputs];
+            if l == last {
+                bufs.sse[s] = dsse_term(a_new, a_old, R::from_f32(y[u]));
+                continue;
+            }
+            let delta = a_new - a_old;
+            let next = layers[l + 1];
+            let row = &self.params[next.w_off + u * next.outputs..][..next.outputs];
+            let mut dsse = R::ZERO;
+            for (v, &wv) in row.iter().enumerate() {
+                let c2 = cell(&next, v, s);
+                let a2 = (self.cache.z[c2] + delta * R::from_f32(wv)).activate(next.act);
+                if l + 1 == last {
+                    dsse = dsse + dsse_term(a2, self.cache.a[c2], R::from_f32(y[v]));
+                } else {
+                    bufs.a[v] = a2;
+                }
+            }
+            if l + 1 < last {
+                let (mut cur, mut nxt) = (&mut bufs.a, &mut bufs.b);
+                for deep in &layers[l + 2..] {
+                    let out = &mut nxt[..deep.outputs];
+                    dense(deep, Some(&cur[..deep.inputs]), &[], self.params, out);
+                    let bias = &self.params[deep.b_off..][..deep.outputs];
+                    for (o, &bv) in out.iter_mut().zip(bias) {
+                        *o = (*o + R::from_f32(bv)).activate(deep.act);
+                    }
+                    std::mem::swap(&mut cur, &mut nxt);
+                }
+                let out_layer = &layers[last];
+                for (o, &a_new) in cur[..outputs].iter().enumerate() {
+                    dsse = dsse
+                        + dsse_term(
+                            a_new,
+                            self.cache.a[cell(out_layer, o, s)],
+                            R::from_f32(y[o]),
+                        );
+                }
+            }
+            bufs.sse[s] = dsse;
+        }
+        R::mean(reduce_sse(&bufs.sse), b * outputs)
+    }
+}
+
+/// Sums per-sample values in the shader's order: lane t (of [`REDUCE_LANES`]) adds samples
 /// t, t + 256, t + 512, … in turn, then lanes are combined pairwise, halving the stride each round.
 /// Lanes beyond the next power of two of the sample count hold zeros and adding them is exact, so
 /// the tree here starts at that width.
@@ -234,54 +501,55 @@ impl<R: Real> Evaluator for CpuEvaluator<R> {
         self.num_params
     }
 
-    fn nudged_losses(&mut self, params: &[f32], eps: f32, losses: &mut [R]) -> Result<()> {
-        if params.len() != self.num_params || losses.len() != self.num_params + 1 {
+    fn evaluate(&mut self, params: &[f32], eps: f32, deltas: &mut [R]) -> Result<R> {
+        if params.len() != self.num_params || deltas.len() != self.num_params {
             return Err(Error::Config(format!(
-                "nudged_losses: {} params and {} loss slots for a model of {} parameters",
+                "evaluate: {} params and {} delta slots for a model of {} parameters",
                 params.len(),
-                losses.len(),
+                deltas.len(),
                 self.num_params
             )));
         }
-        let work = (self.num_params + 1) * self.macs_per_eval();
-        let threads = if work < PARALLEL_MIN_WORK {
-            1
-        } else {
-            self.threads
-        };
-        let per = losses.len().div_ceil(threads);
-        let (layers, x, y, samples) = (&self.layers, &self.x, &self.y, self.samples);
-        let run = |first: usize, out: &mut [R], s: &mut Scratch<R>| {
-            s.params.clear();
-            s.params.extend_from_slice(params);
-            for (j, slot) in out.iter_mut().enumerate() {
-                let e = first + j;
-                if e > 0 {
-                    s.params[e - 1] = params[e - 1] + eps;
-                }
-                *slot = loss_at(layers, x, y, samples, &s.params, &mut s.bufs);
-                if e > 0 {
-                    s.params[e - 1] = params[e - 1];
-                }
-            }
-        };
-        if threads == 1 {
-            run(0, losses, &mut self.scratch[0]);
-        } else {
-            std::thread::scope(|scope| {
-                for (c, (out, s)) in losses
-                    .chunks_mut(per)
-                    .zip(self.scratch.iter_mut())
-                    .enumerate()
-                {
-                    scope.spawn(move || run(c * per, out, s));
-                }
-            });
-        }
-        Ok(())
+        Ok(match self.method {
+            Method::Naive => self.evaluate_naive(params, eps, deltas),
+            Method::Reuse => self.evaluate_reuse(params, eps, deltas),
+        })
     }
 
     fn device(&self) -> DeviceInfo {
         DeviceInfo::cpu(self.threads)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shortened tree equals the literal 256-lane tree of the shader.
+    #[test]
+    fn reduce_matches_the_literal_256_lane_tree() {
+        for n in [1usize, 2, 3, 7, 64, 255, 256, 257, 1000] {
+            let v: Vec<f32> = (0..n)
+                .map(|i| ((i * 7919) % 1000) as f32 * 1e-3 + 0.1)
+                .collect();
+            let mut lanes = [0.0f32; 256];
+            for (t, lane) in lanes.iter_mut().enumerate() {
+                let mut acc = 0.0f32;
+                let mut s = t;
+                while s < n {
+                    acc += v[s];
+                    s += 256;
+                }
+                *lane = acc;
+            }
+            let mut stride = 128;
+            while stride > 0 {
+                for t in 0..stride {
+                    lanes[t] += lanes[t + stride];
+                }
+                stride /= 2;
+            }
+            assert_eq!(reduce_sse(&v).to_bits(), lanes[0].to_bits(), "n = {n}");
+        }
     }
 }

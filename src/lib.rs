@@ -25,4 +25,4 @@ pub use data::Dataset;
 pub use error::{Error, Result};
 pub use model::{Activation, Layer, Model};
 pub use precision::{Precision, Real};
-pub use train::{DeviceInfo, Evaluator, History, Hyper};
+pub use train::{DeviceInfo, Evaluator, History, Hyper, Method};

@@ -27,7 +27,31 @@ impl DeviceInfo {
     }
 }
 
-/// Computes, for given float32 parameters, the baseline loss and one loss per nudged parameter.
+/// How the nudged losses are computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Method {
+    /// A full forward pass per nudged parameter (the book): `delta_k = L_k − L`.
+    #[default]
+    Naive,
+    /// One unperturbed forward pass whose pre-activations and outputs are kept; each nudge then
+    /// recomputes only what it changes (its unit, the next layer by a rank-one update, full passes
+    /// only for the layers after that) and sums the per-sample change of the squared error, so
+    /// `delta_k` is computed directly instead of as a difference of two rounded losses.
+    Reuse,
+}
+
+impl Method {
+    /// `"naive"` or `"reuse"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Naive => "naive",
+            Method::Reuse => "reuse",
+        }
+    }
+}
+
+/// Computes, for given float32 parameters, the loss and the change of the loss when each parameter
+/// alone is nudged.
 ///
 /// This is the seam between the trainer and the hardware: the CPU reference and the GPU implement
 /// it, and the trainer does not know which one it drives.
@@ -38,9 +62,14 @@ pub trait Evaluator {
     /// Number of parameters P.
     fn num_params(&self) -> usize;
 
-    /// Fills `losses` (length P + 1): `losses[0] = L(params)` and, for every k,
-    /// `losses[k + 1] = L(params with params[k] replaced by fl32(params[k] + eps))`.
-    fn nudged_losses(&mut self, params: &[f32], eps: f32, losses: &mut [Self::Loss]) -> Result<()>;
+    /// Returns `L(params)` and fills `deltas` (length P) with
+    /// `deltas[k] = L(params with params[k] replaced by fl32(params[k] + eps)) − L(params)`.
+    fn evaluate(
+        &mut self,
+        params: &[f32],
+        eps: f32,
+        deltas: &mut [Self::Loss],
+    ) -> Result<Self::Loss>;
 
     /// What computed the losses.
     fn device(&self) -> DeviceInfo;
@@ -113,8 +142,15 @@ pub struct History {
     pub seconds: f64,
 }
 
+/// The book's update of one parameter: `fl32(w − (delta / eps) · lr)`, in the loss's float type.
+/// The GPU-resident loop does the same float32 operations in `shaders/nudge.wgsl`.
+pub fn update<R: Real>(w: f32, delta: R, eps: R, lr: R) -> f32 {
+    let grad = delta / eps;
+    (R::from_f32(w) - grad * lr).to_f32()
+}
+
 /// Trains by the book's rule. Each epoch: L = loss(params); for every k,
-/// `grad_k = (L_k − L) / eps` with the nominal eps in the evaluator's float type, and
+/// `grad_k = (L_k − L) / eps` (`delta_k / eps`) with the nominal eps in the evaluator's float type, and
 /// `new_k = fl32(params_k − grad_k · lr)`; all parameters are replaced at once.
 /// `on_epoch(epoch, loss)` is called after each epoch (1-based).
 pub fn train<E: Evaluator>(
@@ -137,11 +173,10 @@ pub fn train<E: Evaluator>(
     let lr = E::Loss::from_f64(hyper.lr);
     let mut params = init.to_vec();
     let mut next = vec![0.0f32; p];
-    let mut nudged = vec![E::Loss::ZERO; p + 1];
+    let mut deltas = vec![E::Loss::ZERO; p];
     let mut losses = Vec::with_capacity(hyper.epochs);
     for epoch in 1..=hyper.epochs {
-        evaluator.nudged_losses(&params, eps32, &mut nudged)?;
-        let base = nudged[0];
+        let base = evaluator.evaluate(&params, eps32, &mut deltas)?;
         if !base.is_finite() {
             return Err(Error::Diverged {
                 epoch,
@@ -149,8 +184,7 @@ pub fn train<E: Evaluator>(
             });
         }
         for k in 0..p {
-            let grad = (nudged[k + 1] - base) / eps;
-            next[k] = (E::Loss::from_f32(params[k]) - grad * lr).to_f32();
+            next[k] = update(params[k], deltas[k], eps, lr);
         }
         if let Some(k) = next.iter().position(|v| !v.is_finite()) {
             return Err(Error::Diverged {

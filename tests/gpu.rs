@@ -8,9 +8,9 @@ use common::{
 };
 use ndarray::Array2;
 use perturb::cpu::CpuEvaluator;
-use perturb::gpu::{GpuContext, GpuEvaluator, MATH_WGSL};
+use perturb::gpu::{AdapterOptions, GpuContext, GpuEvaluator, GpuOptions, MATH_WGSL};
 use perturb::train::{train, Evaluator};
-use perturb::{Activation, Dataset, Hyper, Model};
+use perturb::{Activation, Dataset, Hyper, Method, Model};
 use rand::{RngExt, SeedableRng};
 
 /// Seeded random data of the model's widths, inputs and targets uniform in [-1, 1).
@@ -23,20 +23,41 @@ fn random_data(model: &Model, samples: usize, seed: u64) -> Dataset {
     Dataset::new(x, y).unwrap()
 }
 
-fn step_losses(ev: &mut impl Evaluator<Loss = f32>, params: &[f32], eps: f32) -> Vec<f32> {
-    let mut out = vec![0.0; params.len() + 1];
-    ev.nudged_losses(params, eps, &mut out).unwrap();
-    out
+/// One step: `[L, delta_0, delta_1, …]`.
+fn step(ev: &mut impl Evaluator<Loss = f32>, params: &[f32], eps: f32) -> Vec<f32> {
+    let mut deltas = vec![0.0; params.len()];
+    let base = ev.evaluate(params, eps, &mut deltas).unwrap();
+    std::iter::once(base).chain(deltas).collect()
 }
 
-/// One step on GPU and CPU; asserts every nudged loss within the adapter's ULP budget.
-fn check_step(ctx: GpuContext, model: &Model, data: &Dataset, eps: f32, what: &str) {
+fn gpu_eval(ctx: GpuContext, model: &Model, data: &Dataset, method: Method) -> GpuEvaluator {
+    let opts = GpuOptions {
+        method,
+        ..Default::default()
+    };
+    GpuEvaluator::with_options(ctx, model, data, opts).unwrap()
+}
+
+fn fresh() -> GpuContext {
+    GpuContext::new(&AdapterOptions::from_env()).unwrap()
+}
+
+/// One step on GPU and CPU with `method`; asserts the loss and every delta within the adapter's
+/// ULP budget.
+fn check_step(
+    ctx: GpuContext,
+    model: &Model,
+    data: &Dataset,
+    eps: f32,
+    method: Method,
+    what: &str,
+) {
     let budget = max_ulp(&ctx);
-    let mut g = GpuEvaluator::new(ctx, model, data).unwrap();
-    let mut c = CpuEvaluator::<f32>::new(model, data).unwrap();
-    let gl = step_losses(&mut g, &model.params, eps);
-    let cl = step_losses(&mut c, &model.params, eps);
-    assert_ulp_close(what, &gl, &cl, budget);
+    let mut g = gpu_eval(ctx, model, data, method);
+    let mut c = CpuEvaluator::<f32>::with_method(model, data, method).unwrap();
+    let gl = step(&mut g, &model.params, eps);
+    let cl = step(&mut c, &model.params, eps);
+    assert_ulp_close(&format!("{what} ({})", method.name()), &gl, &cl, budget);
 }
 
 #[test]
@@ -50,36 +71,122 @@ fn ulp_distance_is_sign_ordered() {
 #[test]
 fn book_nudged_losses_match_cpu_reference_bitwise() {
     let Some(ctx) = gpu() else { return };
-    check_step(ctx, &Model::book(), &Dataset::book(), 1e-4, "book step");
+    check_step(
+        ctx,
+        &Model::book(),
+        &Dataset::book(),
+        1e-4,
+        Method::Naive,
+        "book step",
+    );
+    check_step(
+        fresh(),
+        &Model::book(),
+        &Dataset::book(),
+        1e-4,
+        Method::Reuse,
+        "book step",
+    );
 }
 
 #[test]
 fn book_training_run_matches_cpu_reference() {
     let Some(ctx) = gpu() else { return };
     let exact = max_ulp(&ctx) == 0;
+    drop(ctx);
     let model = Model::book();
     let data = Dataset::book();
-    let mut g = GpuEvaluator::new(ctx, &model, &data).unwrap();
-    let mut c = CpuEvaluator::<f32>::new(&model, &data).unwrap();
-    let gr = train(&mut g, &model.params, &Hyper::book(), |_, _| {}).unwrap();
-    let cr = train(&mut c, &model.params, &Hyper::book(), |_, _| {}).unwrap();
-    if exact {
-        let gl: Vec<f32> = gr.losses.iter().map(|&l| l as f32).collect();
-        let cl: Vec<f32> = cr.losses.iter().map(|&l| l as f32).collect();
-        assert_ulp_close("loss per epoch", &gl, &cl, 0);
-        assert_ulp_close("trained parameters", &gr.params, &cr.params, 0);
-    } else {
-        assert_rel_close(
-            "loss per epoch",
-            &gr.losses,
-            &cr.losses,
-            OTHER_ADAPTER_TRAJECTORY_REL,
-        );
-        let gp: Vec<f64> = gr.params.iter().map(|&p| p as f64).collect();
-        let cp: Vec<f64> = cr.params.iter().map(|&p| p as f64).collect();
-        assert_rel_close("trained parameters", &gp, &cp, OTHER_ADAPTER_TRAJECTORY_REL);
+    for method in [Method::Naive, Method::Reuse] {
+        let mut g = gpu_eval(fresh(), &model, &data, method);
+        let mut c = CpuEvaluator::<f32>::with_method(&model, &data, method).unwrap();
+        let gr = train(&mut g, &model.params, &Hyper::book(), |_, _| {}).unwrap();
+        let cr = train(&mut c, &model.params, &Hyper::book(), |_, _| {}).unwrap();
+        let what = method.name();
+        if exact {
+            let gl: Vec<f32> = gr.losses.iter().map(|&l| l as f32).collect();
+            let cl: Vec<f32> = cr.losses.iter().map(|&l| l as f32).collect();
+            assert_ulp_close(&format!("{what}: loss per epoch"), &gl, &cl, 0);
+            assert_ulp_close(
+                &format!("{what}: trained parameters"),
+                &gr.params,
+                &cr.params,
+                0,
+            );
+        } else {
+            assert_rel_close(
+                &format!("{what}: loss per epoch"),
+                &gr.losses,
+                &cr.losses,
+                OTHER_ADAPTER_TRAJECTORY_REL,
+            );
+            let gp: Vec<f64> = gr.params.iter().map(|&p| p as f64).collect();
+            let cp: Vec<f64> = cr.params.iter().map(|&p| p as f64).collect();
+            assert_rel_close(
+                &format!("{what}: trained parameters"),
+                &gp,
+                &cp,
+                OTHER_ADAPTER_TRAJECTORY_REL,
+            );
+        }
+        assert_eq!(format!("{:.4}", gr.losses[0]), "0.3346");
     }
-    assert_eq!(format!("{:.4}", gr.losses[0]), "0.3346");
+}
+
+/// The resident loop (update on the GPU, many epochs per submission) equals the host-driven loop.
+#[test]
+fn resident_loop_equals_host_loop_bit_for_bit() {
+    let Some(ctx) = gpu() else { return };
+    let exact = max_ulp(&ctx) == 0;
+    drop(ctx);
+    let cases = [(Model::book(), Dataset::book()), {
+        let m = Model::random(
+            &[4, 6, 5, 2],
+            &[Activation::Tanh, Activation::Sigmoid, Activation::Identity],
+            3,
+        )
+        .unwrap();
+        let d = random_data(&m, 20, 4);
+        (m, d)
+    }];
+    for (model, data) in cases {
+        for method in [Method::Naive, Method::Reuse] {
+            let hyper = Hyper {
+                epochs: 37,
+                lr: 0.05,
+                eps: 1e-3,
+            };
+            let mut host = gpu_eval(fresh(), &model, &data, method);
+            let mut resident = gpu_eval(fresh(), &model, &data, method);
+            let h = train(&mut host, &model.params, &hyper, |_, _| {}).unwrap();
+            let r = resident
+                .train_resident(&model.params, &hyper, 10, |_, _| {})
+                .unwrap();
+            assert_eq!(r.losses.len(), 37);
+            let what = format!("{} {}", model.num_params(), method.name());
+            let hl: Vec<f32> = h.losses.iter().map(|&l| l as f32).collect();
+            let rl: Vec<f32> = r.losses.iter().map(|&l| l as f32).collect();
+            // GPU division need not be correctly rounded on other adapters.
+            let budget = if exact {
+                0
+            } else {
+                common::OTHER_ADAPTER_MAX_ULP
+            };
+            assert_ulp_close(
+                &format!("{what}: resident vs host losses"),
+                &rl,
+                &hl,
+                budget,
+            );
+            if exact {
+                assert_ulp_close(
+                    &format!("{what}: resident vs host parameters"),
+                    &r.params,
+                    &h.params,
+                    0,
+                );
+            }
+        }
+    }
 }
 
 /// 1–3 layers, every activation in every position, widths 1–24, 1–64 samples.
@@ -97,33 +204,31 @@ fn random_models_nudged_losses_match_cpu_reference() {
         let samples = rng.random_range(1..=64);
         let model = Model::random(&widths, &acts, case).unwrap();
         let data = random_data(&model, samples, case + 100);
-        let mut g = GpuEvaluator::new(
-            GpuContext::new(&perturb::gpu::AdapterOptions::from_env()).unwrap(),
-            &model,
-            &data,
-        )
-        .unwrap();
-        let mut c = CpuEvaluator::<f32>::new(&model, &data).unwrap();
-        let what = format!("case {case}: widths {widths:?}, {acts:?}, {samples} samples");
-        assert_ulp_close(
-            &what,
-            &step_losses(&mut g, &model.params, 1e-3),
-            &step_losses(&mut c, &model.params, 1e-3),
-            budget,
-        );
-        // A short run: the update and the next steps stay together too.
-        let hyper = Hyper {
-            epochs: 3,
-            lr: 0.1,
-            eps: 1e-3,
-        };
-        let gr = train(&mut g, &model.params, &hyper, |_, _| {}).unwrap();
-        let cr = train(&mut c, &model.params, &hyper, |_, _| {}).unwrap();
-        if budget == 0 {
-            assert_ulp_close(&format!("{what}, trained"), &gr.params, &cr.params, 0);
+        for method in [Method::Naive, Method::Reuse] {
+            let mut g = gpu_eval(fresh(), &model, &data, method);
+            let mut c = CpuEvaluator::<f32>::with_method(&model, &data, method).unwrap();
+            let what = format!(
+                "case {case} {}: widths {widths:?}, {acts:?}, {samples} samples",
+                method.name()
+            );
+            let (gs, cs) = (
+                step(&mut g, &model.params, 1e-3),
+                step(&mut c, &model.params, 1e-3),
+            );
+            assert_ulp_close(&what, &gs, &cs, budget);
+            // A short run: the update and the next steps stay together too.
+            let hyper = Hyper {
+                epochs: 3,
+                lr: 0.1,
+                eps: 1e-3,
+            };
+            let gr = train(&mut g, &model.params, &hyper, |_, _| {}).unwrap();
+            let cr = train(&mut c, &model.params, &hyper, |_, _| {}).unwrap();
+            if budget == 0 {
+                assert_ulp_close(&format!("{what}, trained"), &gr.params, &cr.params, 0);
+            }
         }
     }
-    drop(ctx);
 }
 
 /// 64-128-10 with 64 samples: one invocation per evaluation would loop 64 × (64·128 + 128·10)
@@ -136,27 +241,80 @@ fn medium_model_past_the_llvmpipe_loop_limit_matches_cpu_reference() {
         Model::random(&[64, 128, 10], &[Activation::Tanh, Activation::Identity], 5).unwrap();
     assert!(perturb::gpu::loop_iterations(&model) < 1_000);
     let data = random_data(&model, 64, 6);
-    check_step(ctx, &model, &data, 1e-3, "64-128-10, 64 samples");
+    check_step(
+        ctx,
+        &model,
+        &data,
+        1e-3,
+        Method::Naive,
+        "64-128-10, 64 samples",
+    );
+    check_step(
+        fresh(),
+        &model,
+        &data,
+        1e-3,
+        Method::Reuse,
+        "64-128-10, 64 samples",
+    );
+}
+
+/// MNIST-sized (784-128-10, P = 101,770, 256 samples) with the reuse method: 26 million
+/// (parameter, sample) items, split over several dispatch chunks.
+#[test]
+fn mnist_sized_reuse_step_matches_cpu_reference() {
+    let Some(ctx) = gpu() else { return };
+    let model = Model::random(
+        &[784, 128, 10],
+        &[Activation::Sigmoid, Activation::Identity],
+        11,
+    )
+    .unwrap();
+    assert_eq!(model.num_params(), 101_770);
+    let data = random_data(&model, 256, 12);
+    check_step(
+        ctx,
+        &model,
+        &data,
+        1e-3,
+        Method::Reuse,
+        "784-128-10, 256 samples",
+    );
 }
 
 #[test]
 fn chunked_dispatches_give_the_same_losses() {
     let Some(ctx) = gpu() else { return };
-    let model = Model::random(&[5, 7, 3], &[Activation::Sigmoid, Activation::Relu], 9).unwrap();
+    let model = Model::random(
+        &[5, 7, 4, 3],
+        &[Activation::Sigmoid, Activation::Tanh, Activation::Relu],
+        9,
+    )
+    .unwrap();
     let data = random_data(&model, 300, 10);
-    let mut one = GpuEvaluator::new(ctx, &model, &data).unwrap();
-    let ctx2 = GpuContext::new(&perturb::gpu::AdapterOptions::from_env()).unwrap();
-    let mut many = GpuEvaluator::with_chunk_limit(ctx2, &model, &data, 7).unwrap();
-    assert_eq!(many.num_chunks(), (model.num_params() + 1).div_ceil(7));
-    let a = step_losses(&mut one, &model.params, 1e-3);
-    let b = step_losses(&mut many, &model.params, 1e-3);
-    assert_ulp_close("7-evaluation chunks vs one chunk", &b, &a, 0);
-    let c = step_losses(
-        &mut CpuEvaluator::<f32>::new(&model, &data).unwrap(),
-        &model.params,
-        1e-3,
-    );
-    assert_ulp_close("chunked vs CPU", &b, &c, max_ulp(many.context()));
+    let budget = max_ulp(&ctx);
+    drop(ctx);
+    for method in [Method::Naive, Method::Reuse] {
+        let mut one = gpu_eval(fresh(), &model, &data, method);
+        let opts = GpuOptions {
+            method,
+            max_evals_per_chunk: 7,
+        };
+        let mut many = GpuEvaluator::with_options(fresh(), &model, &data, opts).unwrap();
+        assert!(many.num_chunks() >= (model.num_params() + 1).div_ceil(7));
+        let a = step(&mut one, &model.params, 1e-3);
+        let b = step(&mut many, &model.params, 1e-3);
+        let name = method.name();
+        assert_ulp_close(
+            &format!("{name}: 7-evaluation chunks vs one chunk"),
+            &b,
+            &a,
+            0,
+        );
+        let mut cpu = CpuEvaluator::<f32>::with_method(&model, &data, method).unwrap();
+        let c = step(&mut cpu, &model.params, 1e-3);
+        assert_ulp_close(&format!("{name}: chunked vs CPU"), &b, &c, budget);
+    }
 }
 
 #[test]

@@ -1,26 +1,30 @@
-//! Pipelines, buffers and dispatches for the nudged losses; one upload and one readback per step.
+//! Pipelines, buffers and dispatches for the nudged losses, the host-driven step (one upload, one
+//! readback) and the GPU-resident training loop.
 
 use super::context::GpuContext;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::precision::inv_count;
-use crate::train::{DeviceInfo, Evaluator};
+use crate::train::{DeviceInfo, Evaluator, History, Hyper, Method};
+use std::time::Instant;
 use wgpu::util::DeviceExt;
 
-/// Invocations per `nudged_sse` workgroup (`WG_SIZE` in `shaders/nudge.wgsl`).
+/// Invocations per workgroup of every kernel but `reduce_losses` (`WG_SIZE` in `shaders/nudge.wgsl`).
 pub const WG_SIZE: u32 = 64;
 /// Invocations per `reduce_losses` workgroup (`REDUCE_WG`); equals [`crate::cpu::REDUCE_LANES`].
 pub const REDUCE_WG: u32 = 256;
-/// Widest layer output the kernel keeps in workgroup memory (`MAX_WIDTH`).
+/// Widest layer output the kernels keep in workgroup memory (`MAX_WIDTH`).
 pub const MAX_WIDTH: usize = 2048;
+/// Words per layer in the layer table (`LAYER_WORDS`).
+pub const LAYER_WORDS: usize = 8;
 /// Loop iterations one invocation may run on llvmpipe, which silently ends every loop of an
 /// invocation after 65,535 iterations in total; kept below that with a margin.
 pub const LOOP_BUDGET: u64 = 60_000;
 /// Upper bound on the per-sample squared-error buffer of one chunk of evaluations.
 const SSE_BUDGET_BYTES: u64 = 256 << 20;
 
-/// The `Chunk` uniform of `shaders/nudge.wgsl`, one per chunk of evaluations.
+/// The `Chunk` uniform of `shaders/nudge.wgsl`, one per dispatch group.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct ChunkUniform {
@@ -28,31 +32,67 @@ pub struct ChunkUniform {
     pub num_layers: u32,
     /// Samples B.
     pub batch: u32,
-    /// Global index of the chunk's first evaluation.
+    /// First slot of the chunk (0 = baseline, k + 1 = parameter k).
     pub eval_base: u32,
-    /// Evaluations in the chunk.
+    /// Slots in the chunk.
     pub eval_count: u32,
-    /// Workgroups along x of the `nudged_sse` dispatch.
+    /// Workgroups along x of the chunk's main dispatch.
     pub grid_x: u32,
-    /// Workgroups along x of the `reduce_losses` dispatch.
+    /// Workgroups along x of its `reduce_losses` dispatch.
     pub reduce_grid_x: u32,
     /// Width of the last layer.
     pub outputs: u32,
-    /// Padding.
-    pub _pad: u32,
+    /// Sum of all layer widths.
+    pub total_units: u32,
+    /// Parameter count P.
+    pub num_params: u32,
+    /// 0 naive, 1 reuse.
+    pub method: u32,
     /// The nudge.
     pub eps: f32,
+    /// Learning rate (resident loop).
+    pub lr: f32,
     /// 1 / (B · outputs), rounded to float32 on the host.
     pub inv_count: f32,
+    /// Always 0.0 (a runtime zero the shader compiler cannot fold away).
+    pub zero: f32,
     /// Padding to 16 bytes.
-    pub _pad2: [u32; 2],
+    pub _pad: [u32; 2],
+}
+
+/// Which kernel a dispatch group runs before its reduction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernel {
+    NudgedSse,
+    ForwardStore,
+    ReuseDsse,
+    ReuseDeep,
 }
 
 #[derive(Clone, Copy, Debug)]
 struct Chunk {
+    kernel: Kernel,
     uniform: ChunkUniform,
     grid: (u32, u32),
     reduce_grid: (u32, u32),
+}
+
+/// Options of a [`GpuEvaluator`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GpuOptions {
+    /// Naive or reuse.
+    pub method: Method,
+    /// At most this many evaluations per pair of dispatches (device limits may force fewer).
+    pub max_evals_per_chunk: u64,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        GpuOptions {
+            method: Method::Naive,
+            max_evals_per_chunk: u64::MAX,
+        }
+    }
 }
 
 /// Splits `n` workgroups into an (x, y) grid within `max_dim` per dimension.
@@ -61,59 +101,78 @@ fn grid(n: u64, max_dim: u32) -> (u32, u32) {
     (x as u32, n.div_ceil(x) as u32)
 }
 
-/// Loop iterations one `nudged_sse` invocation runs for `model` (each layer: units per invocation ×
-/// (inputs + 1); then the squared error over the outputs).
+/// Loop iterations one invocation of the workgroup kernels runs for `model` (each layer: units per
+/// invocation × (inputs + 1); then the squared error over the outputs).
 pub fn loop_iterations(model: &Model) -> u64 {
     let layers: u64 = model
         .layers()
         .iter()
         .map(|l| (l.outputs as u64).div_ceil(WG_SIZE as u64) * (l.inputs as u64 + 1))
         .sum();
-    layers + model.layers().len() as u64 + model.outputs() as u64
+    layers + 2 * model.layers().len() as u64 + model.outputs() as u64
 }
 
-/// Evaluates nudged losses on the GPU. Pipelines, bind group and buffers are built once; each step
-/// uploads the parameters, runs two dispatches per chunk and reads the P + 1 losses back.
+/// Evaluates nudged losses on the GPU. Pipelines, bind group and buffers are built once; each
+/// host-driven step uploads the parameters, runs the dispatches and reads P + 1 floats back.
 #[derive(Debug)]
 pub struct GpuEvaluator {
     ctx: GpuContext,
-    forward: wgpu::ComputePipeline,
-    reduce: wgpu::ComputePipeline,
+    pipelines: Pipelines,
     bind_group: wgpu::BindGroup,
     params: wgpu::Buffer,
+    next: wgpu::Buffer,
     uniforms: wgpu::Buffer,
-    losses: wgpu::Buffer,
+    out: wgpu::Buffer,
     readback: wgpu::Buffer,
     chunks: Vec<Chunk>,
+    /// The `update` dispatch's uniform slot and grid.
+    update: (usize, (u32, u32)),
     uniform_stride: u64,
-    eps: Option<f32>,
+    written: Option<(u32, u32)>,
+    method: Method,
     num_params: usize,
+    out_scratch: Vec<f32>,
+}
+
+#[derive(Debug)]
+struct Pipelines {
+    nudged_sse: wgpu::ComputePipeline,
+    forward_store: wgpu::ComputePipeline,
+    reuse_dsse: wgpu::ComputePipeline,
+    reuse_deep: wgpu::ComputePipeline,
+    reduce: wgpu::ComputePipeline,
+    update: wgpu::ComputePipeline,
+}
+
+fn bind(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
+    wgpu::BindGroupEntry {
+        binding,
+        resource: buffer.as_entire_binding(),
+    }
 }
 
 impl GpuEvaluator {
-    /// Builds pipelines and buffers for `model`'s shape and `data` on `ctx`'s device, after checking
-    /// that they fit its limits.
+    /// A naive-method evaluator for `model`'s shape and `data` on `ctx`'s device.
     pub fn new(ctx: GpuContext, model: &Model, data: &Dataset) -> Result<GpuEvaluator> {
-        GpuEvaluator::with_chunk_limit(ctx, model, data, u64::MAX)
+        GpuEvaluator::with_options(ctx, model, data, GpuOptions::default())
     }
 
-    /// As [`GpuEvaluator::new`], with at most `max_evals_per_chunk` evaluations per pair of
-    /// dispatches (the device limits may force smaller chunks). Results do not depend on it.
-    pub fn with_chunk_limit(
+    /// Builds pipelines and buffers after checking that the model and data fit the device.
+    pub fn with_options(
         ctx: GpuContext,
         model: &Model,
         data: &Dataset,
-        max_evals_per_chunk: u64,
+        opts: GpuOptions,
     ) -> Result<GpuEvaluator> {
         data.check_fits(model, "data")?;
         let limits = ctx.limits.clone();
         let p = model.num_params();
         let b = data.len();
-        let evals = p as u64 + 1;
-        let hidden = model.max_width();
-        if hidden > MAX_WIDTH {
+        let num_layers = model.layers().len();
+        let widest = model.max_width();
+        if widest > MAX_WIDTH {
             return Err(Error::TooLarge(format!(
-                "a layer has {hidden} units; the GPU kernel keeps at most {MAX_WIDTH} per layer in workgroup memory (use --device cpu)"
+                "a layer has {widest} units; the GPU kernels keep at most {MAX_WIDTH} per layer in workgroup memory (use --device cpu)"
             )));
         }
         let iterations = loop_iterations(model);
@@ -123,6 +182,12 @@ impl GpuEvaluator {
                 ctx.info.name
             )));
         }
+        let total_units: usize = model.layers().iter().map(|l| l.outputs).sum();
+        let cache_floats = if opts.method == Method::Reuse {
+            2 * total_units * b
+        } else {
+            1
+        };
         let max_binding = limits
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size);
@@ -130,7 +195,11 @@ impl GpuEvaluator {
             ("the parameters", 4 * p as u64),
             ("the inputs", 4 * data.x.len() as u64),
             ("the targets", 4 * data.y.len() as u64),
-            ("the losses", 4 * evals),
+            ("the losses", 4 * (p as u64 + 1)),
+            (
+                "the reuse cache (2 × units × samples)",
+                4 * cache_floats as u64,
+            ),
         ] {
             if bytes > max_binding {
                 return Err(Error::TooLarge(format!(
@@ -139,38 +208,48 @@ impl GpuEvaluator {
                 )));
             }
         }
-        let sample_bytes = 4 * b as u64;
-        let max_dim = limits.max_compute_workgroups_per_dimension;
-        let by_bytes = max_binding.min(SSE_BUDGET_BYTES) / sample_bytes;
-        let by_grid = (max_dim as u64 * max_dim as u64) / b as u64;
-        let per_chunk = by_bytes
-            .min(by_grid)
-            .min(evals)
-            .min(max_evals_per_chunk.max(1))
-            .min(u32::MAX as u64);
-        if per_chunk == 0 {
+        if b > u32::MAX as usize / 2 || p > u32::MAX as usize / 2 {
             return Err(Error::TooLarge(format!(
-                "{b} samples do not fit one dispatch on {} (squared errors need {sample_bytes} bytes per evaluation, {max_binding} allowed)",
-                ctx.info.name
+                "{p} parameters × {b} samples overflow 32-bit indices"
             )));
         }
 
         let base = ChunkUniform {
-            num_layers: model.layers().len() as u32,
+            num_layers: num_layers as u32,
             batch: b as u32,
             outputs: model.outputs() as u32,
+            total_units: total_units as u32,
+            num_params: p as u32,
+            method: (opts.method == Method::Reuse) as u32,
             inv_count: inv_count(b * model.outputs()),
             ..Default::default()
         };
-        let chunks: Vec<Chunk> = (0..evals)
-            .step_by(per_chunk as usize)
-            .map(|first| {
-                let count = per_chunk.min(evals - first);
-                let g = grid(count * b as u64, max_dim);
+        let max_dim = limits.max_compute_workgroups_per_dimension;
+        let sample_bytes = 4 * b as u64;
+        let by_bytes = max_binding.min(SSE_BUDGET_BYTES) / sample_bytes;
+        if by_bytes == 0 {
+            return Err(Error::TooLarge(format!(
+                "{b} samples do not fit one dispatch on {} ({sample_bytes} bytes per evaluation, {max_binding} allowed)",
+                ctx.info.name
+            )));
+        }
+        let mut chunks = Vec::new();
+        // Slots [first, end) in chunks, `items_per_wg` (slot, sample) items per workgroup.
+        let mut plan = |kernel: Kernel, first: u64, end: u64, items_per_wg: u64| {
+            let by_grid = (max_dim as u64 * max_dim as u64 * items_per_wg) / b as u64;
+            let per = by_bytes
+                .min(by_grid)
+                .min(opts.max_evals_per_chunk.max(1))
+                .max(1);
+            let mut at = first;
+            while at < end {
+                let count = per.min(end - at);
+                let g = grid((count * b as u64).div_ceil(items_per_wg), max_dim);
                 let r = grid(count, max_dim);
-                Chunk {
+                chunks.push(Chunk {
+                    kernel,
                     uniform: ChunkUniform {
-                        eval_base: first as u32,
+                        eval_base: at as u32,
                         eval_count: count as u32,
                         grid_x: g.0,
                         reduce_grid_x: r.0,
@@ -178,107 +257,137 @@ impl GpuEvaluator {
                     },
                     grid: g,
                     reduce_grid: r,
-                }
-            })
-            .collect();
+                });
+                at += count;
+            }
+        };
+        match opts.method {
+            Method::Naive => plan(Kernel::NudgedSse, 0, p as u64 + 1, 1),
+            Method::Reuse => {
+                // Slot 0 (the unperturbed pass) is one "evaluation" of B samples, a workgroup each.
+                plan(Kernel::ForwardStore, 0, 1, 1);
+                // Parameters of the last two layers need no workgroup memory; earlier ones do.
+                let shallow_from = model.weight_offset(num_layers.saturating_sub(2)) as u64;
+                plan(Kernel::ReuseDeep, 1, 1 + shallow_from, 1);
+                plan(
+                    Kernel::ReuseDsse,
+                    1 + shallow_from,
+                    1 + p as u64,
+                    WG_SIZE as u64,
+                );
+            }
+        }
+        let update_grid = grid((p as u64).div_ceil(WG_SIZE as u64), max_dim);
+        let update_slot = chunks.len();
+        let max_slots = chunks
+            .iter()
+            .map(|c| c.uniform.eval_count as u64)
+            .max()
+            .unwrap_or(1);
 
         let device = &ctx.device;
         let align = limits.min_uniform_buffer_offset_alignment as u64;
         let uniform_stride = (std::mem::size_of::<ChunkUniform>() as u64).div_ceil(align) * align;
-        let layer_table: Vec<u32> = (0..model.layers().len())
+        let mut unit_off = 0u32;
+        let layer_table: Vec<u32> = (0..num_layers)
             .flat_map(|l| {
                 let layer = model.layers()[l];
-                [
+                let row = [
                     layer.inputs as u32,
                     layer.outputs as u32,
                     model.weight_offset(l) as u32,
                     layer.activation.code(),
-                ]
+                    unit_off,
+                    model.bias_offset(l) as u32,
+                    0,
+                    0,
+                ];
+                unit_off += layer.outputs as u32;
+                row
             })
             .collect();
         let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
-        let (params, layers, xs, ys, sse, losses, readback, uniforms) =
-            ctx.scoped("allocating GPU buffers", || {
-                let init = |label: &str, contents: &[u8]| {
-                    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                        label: Some(label),
-                        contents,
-                        usage: storage,
-                    })
-                };
-                let params = init("params", bytemuck::cast_slice(&model.params));
-                let layers = init("layers", bytemuck::cast_slice(&layer_table));
-                let xs = init(
-                    "xs",
-                    bytemuck::cast_slice(&data.x.iter().copied().collect::<Vec<f32>>()),
-                );
-                let ys = init(
-                    "ys",
-                    bytemuck::cast_slice(&data.y.iter().copied().collect::<Vec<f32>>()),
-                );
-                let sse = device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("sse"),
-                    size: per_chunk * sample_bytes,
-                    usage: wgpu::BufferUsages::STORAGE,
+        let buffers = ctx.scoped("allocating GPU buffers", || {
+            let init = |label: &str, contents: &[u8], usage| {
+                device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(label),
+                    contents,
+                    usage,
+                })
+            };
+            let empty = |label: &str, size: u64, usage| {
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size,
+                    usage,
                     mapped_at_creation: false,
-                });
-                let losses = device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("losses"),
-                    size: 4 * evals,
-                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-                    mapped_at_creation: false,
-                });
-                let readback = device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("losses readback"),
-                    size: 4 * evals,
-                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                });
-                let uniforms = device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("chunk uniforms"),
-                    size: uniform_stride * chunks.len() as u64,
-                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                });
-                (params, layers, xs, ys, sse, losses, readback, uniforms)
-            })?;
+                })
+            };
+            let xs: Vec<f32> = data.x.iter().copied().collect();
+            let ys: Vec<f32> = data.y.iter().copied().collect();
+            let out_usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
+            [
+                init(
+                    "params",
+                    bytemuck::cast_slice(&model.params),
+                    storage | wgpu::BufferUsages::COPY_SRC,
+                ),
+                init("layers", bytemuck::cast_slice(&layer_table), storage),
+                init("xs", bytemuck::cast_slice(&xs), storage),
+                init("ys", bytemuck::cast_slice(&ys), storage),
+                empty("sse", max_slots * sample_bytes, wgpu::BufferUsages::STORAGE),
+                empty("out", 4 * (p as u64 + 1), out_usage),
+                empty(
+                    "reuse cache",
+                    4 * cache_floats as u64,
+                    wgpu::BufferUsages::STORAGE,
+                ),
+                empty("next params", 4 * p as u64, out_usage),
+                empty(
+                    "readback",
+                    4 * (p as u64 + 1),
+                    wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                ),
+                empty(
+                    "chunk uniforms",
+                    uniform_stride * (chunks.len() as u64 + 1),
+                    wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                ),
+            ]
+        })?;
+        let [params, layers, xs, ys, sse, out, cache, next, readback, uniforms] = buffers;
 
-        let (forward, reduce, bind_group) = ctx.scoped("building the nudge shaders", || {
+        let (pipelines, bind_group) = ctx.scoped("building the nudge shaders", || {
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some("nudge.wgsl"),
                 source: wgpu::ShaderSource::Wgsl(super::nudge_shader_source().into()),
             });
-            let storage_entry = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
-                binding,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Storage { read_only },
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
-                },
-                count: None,
+            let entry = |binding: u32, ty: wgpu::BufferBindingType, dynamic: bool| {
+                wgpu::BindGroupLayoutEntry {
+                    binding,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty,
+                        has_dynamic_offset: dynamic,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                }
             };
+            let ro = wgpu::BufferBindingType::Storage { read_only: true };
+            let rw = wgpu::BufferBindingType::Storage { read_only: false };
             let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
                 label: Some("nudge"),
                 entries: &[
-                    wgpu::BindGroupLayoutEntry {
-                        binding: 0,
-                        visibility: wgpu::ShaderStages::COMPUTE,
-                        ty: wgpu::BindingType::Buffer {
-                            ty: wgpu::BufferBindingType::Uniform,
-                            has_dynamic_offset: true,
-                            min_binding_size: wgpu::BufferSize::new(
-                                std::mem::size_of::<ChunkUniform>() as u64,
-                            ),
-                        },
-                        count: None,
-                    },
-                    storage_entry(1, true),
-                    storage_entry(2, true),
-                    storage_entry(3, true),
-                    storage_entry(4, true),
-                    storage_entry(5, false),
-                    storage_entry(6, false),
+                    entry(0, wgpu::BufferBindingType::Uniform, true),
+                    entry(1, ro, false),
+                    entry(2, ro, false),
+                    entry(3, ro, false),
+                    entry(4, ro, false),
+                    entry(5, rw, false),
+                    entry(6, rw, false),
+                    entry(7, rw, false),
+                    entry(8, rw, false),
                 ],
             });
             let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
@@ -286,12 +395,12 @@ impl GpuEvaluator {
                 bind_group_layouts: &[Some(&layout)],
                 immediate_size: 0,
             });
-            let pipeline = |entry: &str| {
+            let pipeline = |name: &str| {
                 device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(entry),
+                    label: Some(name),
                     layout: Some(&pipeline_layout),
                     module: &module,
-                    entry_point: Some(entry),
+                    entry_point: Some(name),
                     // Every workgroup value is written before it is read; zeroing 16 KiB per
                     // workgroup (a shader loop on GL) would dominate small evaluations.
                     compilation_options: wgpu::PipelineCompilationOptions {
@@ -301,8 +410,14 @@ impl GpuEvaluator {
                     cache: None,
                 })
             };
-            let forward = pipeline("nudged_sse");
-            let reduce = pipeline("reduce_losses");
+            let pipelines = Pipelines {
+                nudged_sse: pipeline("nudged_sse"),
+                forward_store: pipeline("forward_store"),
+                reuse_dsse: pipeline("reuse_dsse"),
+                reuse_deep: pipeline("reuse_deep"),
+                reduce: pipeline("reduce_losses"),
+                update: pipeline("update"),
+            };
             let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("nudge"),
                 layout: &layout,
@@ -315,48 +430,35 @@ impl GpuEvaluator {
                             size: wgpu::BufferSize::new(std::mem::size_of::<ChunkUniform>() as u64),
                         }),
                     },
-                    wgpu::BindGroupEntry {
-                        binding: 1,
-                        resource: params.as_entire_binding(),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 2,
-                        resource: layers.as_entire_binding(),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 3,
-                        resource: xs.as_entire_binding(),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 4,
-                        resource: ys.as_entire_binding(),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 5,
-                        resource: sse.as_entire_binding(),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 6,
-                        resource: losses.as_entire_binding(),
-                    },
+                    bind(1, &params),
+                    bind(2, &layers),
+                    bind(3, &xs),
+                    bind(4, &ys),
+                    bind(5, &sse),
+                    bind(6, &out),
+                    bind(7, &cache),
+                    bind(8, &next),
                 ],
             });
-            (forward, reduce, bind_group)
+            (pipelines, bind_group)
         })?;
         ctx.take_error()?;
         Ok(GpuEvaluator {
             ctx,
-            forward,
-            reduce,
+            pipelines,
             bind_group,
             params,
+            next,
             uniforms,
-            losses,
+            out,
             readback,
             chunks,
+            update: (update_slot, update_grid),
             uniform_stride,
-            eps: None,
+            written: None,
+            method: opts.method,
             num_params: p,
+            out_scratch: vec![0.0; p + 1],
         })
     }
 
@@ -365,21 +467,166 @@ impl GpuEvaluator {
         &self.ctx
     }
 
-    /// Number of dispatch chunks the evaluations are split into.
+    /// The method this evaluator uses.
+    pub fn method(&self) -> Method {
+        self.method
+    }
+
+    /// Number of dispatch groups a step is split into.
     pub fn num_chunks(&self) -> usize {
         self.chunks.len()
     }
 
-    fn write_uniforms(&mut self, eps: f32) {
-        let mut bytes = vec![0u8; (self.uniform_stride as usize) * self.chunks.len()];
-        for (i, c) in self.chunks.iter().enumerate() {
-            let u = ChunkUniform { eps, ..c.uniform };
-            let at = i * self.uniform_stride as usize;
-            bytes[at..at + std::mem::size_of::<ChunkUniform>()]
-                .copy_from_slice(bytemuck::bytes_of(&u));
+    /// Writes every uniform slot for this `eps` and `lr` (only when they change).
+    fn write_uniforms(&mut self, eps: f32, lr: f32) {
+        if self.written == Some((eps.to_bits(), lr.to_bits())) {
+            return;
+        }
+        let stride = self.uniform_stride as usize;
+        let size = std::mem::size_of::<ChunkUniform>();
+        let mut bytes = vec![0u8; stride * (self.chunks.len() + 1)];
+        let slots = self.chunks.iter().map(|c| c.uniform).chain([ChunkUniform {
+            grid_x: self.update.1 .0,
+            ..self.chunks[0].uniform
+        }]);
+        for (i, u) in slots.enumerate() {
+            let u = ChunkUniform { eps, lr, ..u };
+            bytes[i * stride..i * stride + size].copy_from_slice(bytemuck::bytes_of(&u));
         }
         self.ctx.queue.write_buffer(&self.uniforms, 0, &bytes);
-        self.eps = Some(eps);
+        self.written = Some((eps.to_bits(), lr.to_bits()));
+    }
+
+    /// Records one step's dispatches (all slots of `out`) into `pass`.
+    fn encode_step(&self, pass: &mut wgpu::ComputePass<'_>) {
+        for (i, c) in self.chunks.iter().enumerate() {
+            pass.set_bind_group(
+                0,
+                &self.bind_group,
+                &[(i as u64 * self.uniform_stride) as u32],
+            );
+            pass.set_pipeline(match c.kernel {
+                Kernel::NudgedSse => &self.pipelines.nudged_sse,
+                Kernel::ForwardStore => &self.pipelines.forward_store,
+                Kernel::ReuseDsse => &self.pipelines.reuse_dsse,
+                Kernel::ReuseDeep => &self.pipelines.reuse_deep,
+            });
+            pass.dispatch_workgroups(c.grid.0, c.grid.1, 1);
+            pass.set_pipeline(&self.pipelines.reduce);
+            pass.dispatch_workgroups(c.reduce_grid.0, c.reduce_grid.1, 1);
+        }
+    }
+
+    /// Waits for the queue and copies `bytes` of the readback buffer into `dst`.
+    fn read_back(&self, dst: &mut [f32]) -> Result<()> {
+        let bytes = 4 * dst.len() as u64;
+        let slice = self.readback.slice(..bytes);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.ctx
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        self.ctx.take_error()?;
+        rx.recv()
+            .map_err(|_| Error::Gpu("readback was never answered".into()))?
+            .map_err(|e| Error::Gpu(format!("reading results back: {e}")))?;
+        {
+            let view = slice
+                .get_mapped_range()
+                .map_err(|e| Error::Gpu(format!("reading results back: {e}")))?;
+            dst.copy_from_slice(bytemuck::cast_slice(&view));
+        }
+        self.readback.unmap();
+        Ok(())
+    }
+
+    /// Trains with the update on the GPU: `epochs_per_submit` epochs are encoded per submission and
+    /// the losses come back once per submission (then `on_epoch` runs for each). Same float32
+    /// arithmetic as [`crate::train::train`] with this evaluator; tests hold the two equal bit for bit.
+    pub fn train_resident(
+        &mut self,
+        init: &[f32],
+        hyper: &Hyper,
+        epochs_per_submit: usize,
+        mut on_epoch: impl FnMut(usize, f64),
+    ) -> Result<History> {
+        hyper.validate()?;
+        if init.len() != self.num_params {
+            return Err(Error::Config(format!(
+                "{} initial parameters for a model of {}",
+                init.len(),
+                self.num_params
+            )));
+        }
+        let start = Instant::now();
+        self.write_uniforms(hyper.eps as f32, hyper.lr as f32);
+        let queue = &self.ctx.queue;
+        queue.write_buffer(&self.params, 0, bytemuck::cast_slice(init));
+        // The readback buffer holds P + 1 floats; a batch of losses must fit it.
+        let per = epochs_per_submit.clamp(1, self.num_params + 1);
+        let pbytes = 4 * self.num_params as u64;
+        let mut losses = Vec::with_capacity(hyper.epochs);
+        let mut batch = vec![0.0f32; per];
+        while losses.len() < hyper.epochs {
+            let n = per.min(hyper.epochs - losses.len());
+            let mut encoder =
+                self.ctx
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("resident epochs"),
+                    });
+            for e in 0..n {
+                {
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("epoch"),
+                        timestamp_writes: None,
+                    });
+                    self.encode_step(&mut pass);
+                    let (slot, g) = self.update;
+                    pass.set_bind_group(
+                        0,
+                        &self.bind_group,
+                        &[(slot as u64 * self.uniform_stride) as u32],
+                    );
+                    pass.set_pipeline(&self.pipelines.update);
+                    pass.dispatch_workgroups(g.0, g.1, 1);
+                }
+                encoder.copy_buffer_to_buffer(&self.out, 0, &self.readback, 4 * e as u64, Some(4));
+                encoder.copy_buffer_to_buffer(&self.next, 0, &self.params, 0, Some(pbytes));
+            }
+            self.ctx.queue.submit([encoder.finish()]);
+            self.read_back(&mut batch[..n])?;
+            for &l in &batch[..n] {
+                let epoch = losses.len() + 1;
+                if !l.is_finite() {
+                    return Err(Error::Diverged {
+                        epoch,
+                        what: format!("the loss is {l}"),
+                    });
+                }
+                losses.push(l as f64);
+                on_epoch(epoch, l as f64);
+            }
+        }
+        let mut params = vec![0.0f32; self.num_params];
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(&self.params, 0, &self.readback, 0, Some(pbytes));
+        self.ctx.queue.submit([encoder.finish()]);
+        self.read_back(&mut params)?;
+        if let Some(k) = params.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Diverged {
+                epoch: hyper.epochs,
+                what: format!("parameter {k} became {}", params[k]),
+            });
+        }
+        Ok(History {
+            losses,
+            params,
+            seconds: start.elapsed().as_secs_f64(),
+        })
     }
 }
 
@@ -390,20 +637,20 @@ impl Evaluator for GpuEvaluator {
         self.num_params
     }
 
-    fn nudged_losses(&mut self, params: &[f32], eps: f32, losses: &mut [f32]) -> Result<()> {
-        if params.len() != self.num_params || losses.len() != self.num_params + 1 {
+    fn evaluate(&mut self, params: &[f32], eps: f32, deltas: &mut [f32]) -> Result<f32> {
+        if params.len() != self.num_params || deltas.len() != self.num_params {
             return Err(Error::Config(format!(
-                "nudged_losses: {} params and {} loss slots for a model of {} parameters",
+                "evaluate: {} params and {} delta slots for a model of {} parameters",
                 params.len(),
-                losses.len(),
+                deltas.len(),
                 self.num_params
             )));
         }
-        if self.eps.map(f32::to_bits) != Some(eps.to_bits()) {
-            self.write_uniforms(eps);
-        }
-        let queue = &self.ctx.queue;
-        queue.write_buffer(&self.params, 0, bytemuck::cast_slice(params));
+        let lr = self.written.map_or(0.0, |(_, lr)| f32::from_bits(lr));
+        self.write_uniforms(eps, lr);
+        self.ctx
+            .queue
+            .write_buffer(&self.params, 0, bytemuck::cast_slice(params));
         let mut encoder = self
             .ctx
             .device
@@ -415,40 +662,24 @@ impl Evaluator for GpuEvaluator {
                 label: Some("nudged losses"),
                 timestamp_writes: None,
             });
-            for (i, c) in self.chunks.iter().enumerate() {
-                let offset = [(i as u64 * self.uniform_stride) as u32];
-                pass.set_bind_group(0, &self.bind_group, &offset);
-                pass.set_pipeline(&self.forward);
-                pass.dispatch_workgroups(c.grid.0, c.grid.1, 1);
-                pass.set_pipeline(&self.reduce);
-                pass.dispatch_workgroups(c.reduce_grid.0, c.reduce_grid.1, 1);
+            self.encode_step(&mut pass);
+        }
+        let bytes = 4 * (self.num_params as u64 + 1);
+        encoder.copy_buffer_to_buffer(&self.out, 0, &self.readback, 0, Some(bytes));
+        self.ctx.queue.submit([encoder.finish()]);
+        let mut out = std::mem::take(&mut self.out_scratch);
+        let read = self.read_back(&mut out);
+        let base = out[0];
+        match self.method {
+            Method::Naive => {
+                for (d, &lk) in deltas.iter_mut().zip(&out[1..]) {
+                    *d = lk - base;
+                }
             }
+            Method::Reuse => deltas.copy_from_slice(&out[1..]),
         }
-        let bytes = 4 * losses.len() as u64;
-        encoder.copy_buffer_to_buffer(&self.losses, 0, &self.readback, 0, Some(bytes));
-        queue.submit([encoder.finish()]);
-
-        let slice = self.readback.slice(..bytes);
-        let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        self.ctx
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(format!("waiting for the step: {e}")))?;
-        self.ctx.take_error()?;
-        rx.recv()
-            .map_err(|_| Error::Gpu("readback was never answered".into()))?
-            .map_err(|e| Error::Gpu(format!("reading losses back: {e}")))?;
-        {
-            let view = slice
-                .get_mapped_range()
-                .map_err(|e| Error::Gpu(format!("reading losses back: {e}")))?;
-            losses.copy_from_slice(bytemuck::cast_slice(&view));
-        }
-        self.readback.unmap();
-        Ok(())
+        self.out_scratch = out;
+        read.map(|()| base)
     }
 
     fn device(&self) -> DeviceInfo {
