@@ -1,13 +1,14 @@
 //! The command line: `perturb train` and `perturb devices`.
 
+use crate::bench::{self, BenchOptions, Size};
 use crate::cpu::CpuEvaluator;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::gpu::{list_adapters, AdapterOptions, GpuContext, GpuEvaluator};
+use crate::gpu::{list_adapters, AdapterOptions, GpuContext, GpuEvaluator, GpuOptions};
 use crate::model::{Activation, Model};
 use crate::precision::Precision;
 use crate::report::{self, Report, Settings};
-use crate::train::{self, Evaluator, History, Hyper};
+use crate::train::{self, Evaluator, History, Hyper, Method};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -38,6 +39,8 @@ pub enum Command {
     Train(TrainArgs),
     /// List the adapters wgpu sees and mark the one `train` would use.
     Devices(AdapterArgs),
+    /// Time training steps over named sizes, methods, devices and loop modes.
+    Bench(BenchArgs),
 }
 
 /// Which adapter to use.
@@ -80,6 +83,33 @@ pub enum PrecisionArg {
     F64,
 }
 
+/// How nudged losses are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MethodArg {
+    /// A full forward pass per nudged parameter (the book).
+    Naive,
+    /// One stored forward pass; each nudge recomputes only what it changes.
+    Reuse,
+}
+
+impl From<MethodArg> for Method {
+    fn from(m: MethodArg) -> Method {
+        match m {
+            MethodArg::Naive => Method::Naive,
+            MethodArg::Reuse => Method::Reuse,
+        }
+    }
+}
+
+/// Who applies the update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LoopArg {
+    /// The host reads the losses back each epoch and applies the update.
+    Host,
+    /// The GPU applies the update; losses come back once per batch of epochs.
+    Resident,
+}
+
 /// `perturb train` options.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -110,6 +140,15 @@ pub struct TrainArgs {
     /// Where the nudged losses are computed.
     #[arg(long, value_enum, default_value_t = DeviceKind::Gpu)]
     pub device: DeviceKind,
+    /// How the nudged losses are computed.
+    #[arg(long, value_enum, default_value_t = MethodArg::Naive)]
+    pub method: MethodArg,
+    /// Who applies the update (resident needs --device gpu).
+    #[arg(long = "loop", value_enum, default_value_t = LoopArg::Host)]
+    pub loop_mode: LoopArg,
+    /// Epochs per GPU submission in the resident loop (losses are reported after each).
+    #[arg(long, default_value_t = 100)]
+    pub epochs_per_submit: usize,
     /// Float type of the forward pass and loss (f64 needs --device cpu).
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     pub precision: PrecisionArg,
@@ -191,6 +230,12 @@ pub fn train(args: &TrainArgs) -> Result<()> {
                 .into(),
         ));
     }
+    if args.loop_mode == LoopArg::Resident && args.device != DeviceKind::Gpu {
+        return Err(Error::Config(
+            "--loop resident runs the update on the GPU; it needs --device gpu".into(),
+        ));
+    }
+    let method = Method::from(args.method);
     let model = load_model(args)?;
     let data = load_data(args, &model)?;
     let origin = args
@@ -212,21 +257,44 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     let (history, device) = match (args.device, precision) {
         (DeviceKind::Gpu, _) => {
             let ctx = GpuContext::new(&args.adapter.options())?;
-            let mut gpu = GpuEvaluator::new(ctx, &model, &data)?;
-            run(&mut gpu, &model, &hyper, "float32")?
+            let opts = GpuOptions {
+                method,
+                ..Default::default()
+            };
+            let mut gpu = GpuEvaluator::with_options(ctx, &model, &data, opts)?;
+            if args.loop_mode == LoopArg::Resident {
+                let device = gpu.device();
+                say!(
+                    "device: {} — {} ({}), float32, {} method, resident loop\n",
+                    device.kind,
+                    device.adapter,
+                    device.backend,
+                    method.name()
+                );
+                let epochs = hyper.epochs;
+                let history = gpu.train_resident(
+                    &model.params,
+                    &hyper,
+                    args.epochs_per_submit,
+                    |epoch, loss| {
+                        if report::shows_epoch(epoch, epochs) {
+                            say!("epoch {epoch:>6}  loss {loss:.8}");
+                        }
+                    },
+                )?;
+                (history, device)
+            } else {
+                run(&mut gpu, &model, &hyper, "float32", method)?
+            }
         }
-        (DeviceKind::Cpu, Precision::F32) => run(
-            &mut CpuEvaluator::<f32>::new(&model, &data)?,
-            &model,
-            &hyper,
-            "float32",
-        )?,
-        (DeviceKind::Cpu, Precision::F64) => run(
-            &mut CpuEvaluator::<f64>::new(&model, &data)?,
-            &model,
-            &hyper,
-            "float64",
-        )?,
+        (DeviceKind::Cpu, Precision::F32) => {
+            let mut cpu = CpuEvaluator::<f32>::with_method(&model, &data, method)?;
+            run(&mut cpu, &model, &hyper, "float32", method)?
+        }
+        (DeviceKind::Cpu, Precision::F64) => {
+            let mut cpu = CpuEvaluator::<f64>::with_method(&model, &data, method)?;
+            run(&mut cpu, &model, &hyper, "float64", method)?
+        }
     };
     let trained = model.with_params(history.params.clone())?;
     let predictions = match precision {
@@ -279,13 +347,15 @@ fn run<E: Evaluator>(
     model: &Model,
     hyper: &Hyper,
     precision: &str,
+    method: Method,
 ) -> Result<(History, crate::train::DeviceInfo)> {
     let device = ev.device();
     say!(
-        "device: {} — {} ({}), {precision}\n",
+        "device: {} — {} ({}), {precision}, {} method\n",
         device.kind,
         device.adapter,
-        device.backend
+        device.backend,
+        method.name()
     );
     let history = train::train(ev, &model.params, hyper, |epoch, loss| {
         if report::shows_epoch(epoch, hyper.epochs) {
@@ -334,6 +404,126 @@ pub fn devices(args: &AdapterArgs) -> Result<()> {
                 say!("\nnone selected: {e}");
             }
         }
+    }
+    Ok(())
+}
+
+/// `perturb bench` options.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Sizes: book (2-3-1, B=1), small (16-32-4, B=64), medium (64-128-10, B=64), mnist (784-128-10, B=256).
+    #[arg(long, default_value = "book,small,medium,mnist")]
+    pub sizes: String,
+    /// Methods: naive, reuse.
+    #[arg(long, default_value = "naive,reuse")]
+    pub methods: String,
+    /// Devices: cpu, gpu.
+    #[arg(long, default_value = "cpu,gpu")]
+    pub devices: String,
+    /// Loop modes for GPU rows: host, resident.
+    #[arg(long, default_value = "host,resident")]
+    pub modes: String,
+    /// Also time the book's algorithm in NumPy (plain loop and vectorised), via python3.
+    #[arg(long)]
+    pub numpy: bool,
+    /// Write the rows as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Time budget per row in seconds (a single step longer than this is still run once).
+    #[arg(long, default_value_t = 3.0)]
+    pub max_seconds: f64,
+    /// Skip naive rows whose step needs more multiply-adds than this.
+    #[arg(long, default_value_t = 1e10)]
+    pub max_work: f64,
+    /// Adapter choice.
+    #[command(flatten)]
+    pub adapter: AdapterArgs,
+}
+
+fn pick<T>(list: &str, what: &str, all: &[&str], f: impl Fn(&str) -> T) -> Result<Vec<T>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            if all.contains(&s) {
+                Ok(f(s))
+            } else {
+                Err(Error::Config(format!(
+                    "--{what}: unknown {s:?} (expected {})",
+                    all.join(", ")
+                )))
+            }
+        })
+        .collect()
+}
+
+/// Runs `perturb bench`.
+pub fn bench(args: &BenchArgs) -> Result<()> {
+    let sizes = args
+        .sizes
+        .split(',')
+        .map(Size::named)
+        .collect::<Result<Vec<_>>>()?;
+    let methods = pick(&args.methods, "methods", &["naive", "reuse"], |s| {
+        if s == "naive" {
+            Method::Naive
+        } else {
+            Method::Reuse
+        }
+    })?;
+    let devices = pick(&args.devices, "devices", &["cpu", "gpu"], str::to_string)?;
+    let modes = pick(&args.modes, "modes", &["host", "resident"], str::to_string)?;
+    if !(args.max_seconds > 0.0 && args.max_seconds.is_finite()) {
+        return Err(Error::Config(format!(
+            "--max-seconds must be > 0, got {}",
+            args.max_seconds
+        )));
+    }
+    let opts = BenchOptions {
+        sizes: sizes.clone(),
+        methods,
+        cpu: devices.iter().any(|d| d == "cpu"),
+        gpu: devices.iter().any(|d| d == "gpu"),
+        resident: modes.iter().any(|m| m == "resident"),
+        max_seconds: args.max_seconds,
+        max_work: args.max_work,
+        adapter: args.adapter.options(),
+    };
+    if !modes.iter().any(|m| m == "host") {
+        return Err(Error::Config(
+            "--modes must include host (CPU rows and the baseline are host-driven)".into(),
+        ));
+    }
+    say!("timing one training step (all P + 1 losses and the update), median of repeated runs");
+    let mut rows = bench::run(&opts, |r| {
+        let t = r
+            .seconds
+            .map_or(r.note.clone(), |s| format!("{:.3e} s/step", s));
+        say!(
+            "  {:<7} {:<6} {:<4} {:<9} {t}",
+            r.size,
+            r.method,
+            r.device,
+            r.mode
+        );
+    })?;
+    if args.numpy {
+        let (version, mut extra) = bench::numpy_rows(&sizes, args.max_seconds.max(5.0) * 4.0)?;
+        say!("  NumPy {version}: {} rows", extra.len());
+        rows.append(&mut extra);
+        bench::fill_speedups(&mut rows);
+    }
+    say!("\n{}", bench::table(&rows));
+    if rows
+        .iter()
+        .any(|r| r.device == "gpu" && r.adapter.to_lowercase().contains("llvmpipe"))
+    {
+        say!("\nllvmpipe is Mesa's software GPU: its rows are CPU time spent emulating a GPU.");
+    }
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&rows).expect("rows serialise");
+        std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))?;
+        say!("wrote {}", path.display());
     }
     Ok(())
 }

@@ -10,6 +10,7 @@
 //! assert_eq!(format!("{:.8}", run.losses[0]), "0.33455009");
 //! ```
 
+pub mod bench;
 pub mod cli;
 pub mod cpu;
 pub mod data;

@@ -7,6 +7,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Train(args) => cli::train(args),
         Command::Devices(args) => cli::devices(args),
+        Command::Bench(args) => cli::bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -325,3 +325,99 @@ fn unknown_adapter_name_lists_what_exists() {
         &["no-such-gpu-xyz", "available"],
     );
 }
+
+#[test]
+fn reuse_method_on_cpu_prints_the_book_curve() {
+    let o = perturb(&["train", "--device", "cpu", "--method", "reuse"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("reuse method") && out.contains("epoch      1  loss 0.3345"),
+        "{out}"
+    );
+}
+
+#[test]
+fn resident_loop_needs_the_gpu() {
+    assert_fails(
+        &["train", "--device", "cpu", "--loop", "resident"],
+        &["--loop resident", "--device gpu"],
+    );
+}
+
+#[test]
+fn bench_prints_a_table_and_json() {
+    let d = dir("bench");
+    let json = d.join("b.json").display().to_string();
+    let o = perturb(&[
+        "bench",
+        "--sizes",
+        "book,small",
+        "--devices",
+        "cpu",
+        "--max-seconds",
+        "0.2",
+        "--json",
+        &json,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("s/step") && out.contains("book") && out.contains("small"),
+        "{out}"
+    );
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 4, "2 sizes x 2 methods");
+    for r in rows {
+        assert!(r["seconds"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["evals_per_second"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    let naive = rows
+        .iter()
+        .find(|r| r["method"] == "naive" && r["size"] == "book")
+        .unwrap();
+    assert_eq!(naive["speedup_vs_cpu_naive"].as_f64(), Some(1.0));
+}
+
+#[test]
+fn bench_rejects_unknown_names() {
+    assert_fails(&["bench", "--sizes", "huge"], &["huge"]);
+    assert_fails(&["bench", "--methods", "magic"], &["magic"]);
+    assert_fails(&["bench", "--devices", "tpu"], &["tpu"]);
+    assert_fails(&["bench", "--max-seconds", "0"], &["--max-seconds"]);
+}
+
+mod common;
+
+#[test]
+fn gpu_cli_trains_the_book_in_both_loops_and_methods() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let mut last = Vec::new();
+    for (method, mode) in [
+        ("naive", "host"),
+        ("naive", "resident"),
+        ("reuse", "host"),
+        ("reuse", "resident"),
+    ] {
+        let o = perturb(&["train", "--method", method, "--loop", mode]);
+        assert!(o.status.success(), "{method} {mode}: {}", stderr(&o));
+        let out = stdout(&o);
+        assert!(
+            out.contains("device: gpu") && out.contains("epoch      1  loss 0.3345"),
+            "{out}"
+        );
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("epoch    100"))
+            .unwrap()
+            .to_string();
+        last.push((method, line));
+    }
+    // Host and resident loops print the same last loss.
+    assert_eq!(last[0].1, last[1].1);
+    assert_eq!(last[2].1, last[3].1);
+}

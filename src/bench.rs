@@ -1,0 +1,458 @@
+//! `perturb bench`: seconds per training step over named sizes × methods × devices × loop modes,
+//! with NumPy rows from `benches/numpy_bench.py` when asked.
+
+use crate::cpu::CpuEvaluator;
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::gpu::{AdapterOptions, GpuContext, GpuEvaluator, GpuOptions};
+use crate::model::{Activation, Model};
+use crate::train::{update, Evaluator, Hyper, Method};
+use ndarray::Array2;
+use rand::{RngExt, SeedableRng};
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// A named benchmark size: seeded random parameters and data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Size {
+    /// `book`, `small`, `medium` or `mnist`.
+    pub name: &'static str,
+    /// Widths from input to output.
+    pub widths: &'static [usize],
+    /// Samples B.
+    pub samples: usize,
+}
+
+/// The named sizes, smallest first.
+pub const SIZES: [Size; 4] = [
+    Size {
+        name: "book",
+        widths: &[2, 3, 1],
+        samples: 1,
+    },
+    Size {
+        name: "small",
+        widths: &[16, 32, 4],
+        samples: 64,
+    },
+    Size {
+        name: "medium",
+        widths: &[64, 128, 10],
+        samples: 64,
+    },
+    Size {
+        name: "mnist",
+        widths: &[784, 128, 10],
+        samples: 256,
+    },
+];
+
+impl Size {
+    /// Looks a size up by name.
+    pub fn named(name: &str) -> Result<Size> {
+        SIZES
+            .into_iter()
+            .find(|s| s.name == name.trim())
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "unknown size {name:?} (book, small, medium, mnist)"
+                ))
+            })
+    }
+
+    /// The model and data: the book's own for `book`; otherwise sigmoid hidden layers, identity
+    /// output, seeded parameters and inputs/targets uniform in [-1, 1).
+    pub fn build(&self) -> (Model, Dataset) {
+        if self.name == "book" {
+            return (Model::book(), Dataset::book());
+        }
+        let acts: Vec<Activation> = (1..self.widths.len())
+            .map(|l| {
+                if l + 1 == self.widths.len() {
+                    Activation::Identity
+                } else {
+                    Activation::Sigmoid
+                }
+            })
+            .collect();
+        let model = Model::random(self.widths, &acts, 1).expect("named sizes are valid");
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        let mut m =
+            |c: usize| Array2::from_shape_fn((self.samples, c), |_| rng.random_range(-1.0f32..1.0));
+        let x = m(model.inputs());
+        let y = m(model.outputs());
+        (model, Dataset::new(x, y).expect("finite"))
+    }
+
+    /// Multiply-adds of one naive step: (P + 1) full forward passes over B samples.
+    pub fn naive_work(&self) -> f64 {
+        let p: usize = self.widths.windows(2).map(|w| (w[0] + 1) * w[1]).sum();
+        (p as f64 + 1.0) * self.samples as f64 * p as f64
+    }
+}
+
+/// One measured (or skipped) configuration.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    /// Size name.
+    pub size: String,
+    /// Parameters P.
+    pub params: usize,
+    /// Samples B.
+    pub samples: usize,
+    /// `naive`, `reuse`, `numpy-loop`, `numpy-vectorized`.
+    pub method: String,
+    /// `cpu` or `gpu`.
+    pub device: String,
+    /// Adapter or CPU description.
+    pub adapter: String,
+    /// `host` or `resident`.
+    pub mode: String,
+    /// Median seconds per training step (all P + 1 losses and the update), if measured.
+    pub seconds: Option<f64>,
+    /// (P + 1) · B nudged-sample evaluations per second.
+    pub evals_per_second: Option<f64>,
+    /// CPU-naive time of the same size divided by this row's.
+    pub speedup_vs_cpu_naive: Option<f64>,
+    /// Steps timed.
+    pub runs: usize,
+    /// Whether the median settled (the last medians within 2 %).
+    pub stable: bool,
+    /// Why a row was skipped, or other remarks.
+    pub note: String,
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Sizes.
+    pub sizes: Vec<Size>,
+    /// Methods.
+    pub methods: Vec<Method>,
+    /// Include CPU rows.
+    pub cpu: bool,
+    /// Include GPU rows.
+    pub gpu: bool,
+    /// Include resident-loop rows (GPU only).
+    pub resident: bool,
+    /// Time budget per row.
+    pub max_seconds: f64,
+    /// Skip naive rows whose step needs more multiply-adds than this.
+    pub max_work: f64,
+    /// Adapter choice.
+    pub adapter: AdapterOptions,
+}
+
+/// Times `step` until the median settles or the budget is spent. Returns (median, runs, stable).
+fn time_steps(
+    budget: Duration,
+    mut step: impl FnMut() -> Result<()>,
+) -> Result<(f64, usize, bool)> {
+    let start = Instant::now();
+    step()?; // warm-up (pipelines, caches, first-touch allocations)
+    let mut times = Vec::new();
+    let mut last_median = f64::NAN;
+    let mut stable = false;
+    while start.elapsed() < budget || times.len() < 3 {
+        let t = Instant::now();
+        step()?;
+        times.push(t.elapsed().as_secs_f64());
+        if times.len() >= 5 && times.len() % 5 == 0 {
+            let m = median(&mut times.clone());
+            stable = (m - last_median).abs() <= 0.02 * m;
+            last_median = m;
+            if stable && start.elapsed() > budget / 4 {
+                break;
+            }
+        }
+        if start.elapsed() > budget && times.len() >= 3 {
+            break;
+        }
+        if times.len() >= 3 && start.elapsed() > budget * 3 {
+            break;
+        }
+    }
+    Ok((median(&mut times), times.len(), stable))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+/// One host-driven step: evaluate, then the book's update.
+fn host_step<E: Evaluator<Loss = f32>>(
+    ev: &mut E,
+    params: &mut Vec<f32>,
+    deltas: &mut [f32],
+    hyper: &Hyper,
+) -> Result<()> {
+    let (eps, lr) = (hyper.eps as f32, hyper.lr as f32);
+    ev.evaluate(params, eps, deltas)?;
+    for (p, &d) in params.iter_mut().zip(deltas.iter()) {
+        *p = update(*p, d, eps, lr);
+    }
+    Ok(())
+}
+
+/// Runs the matrix; rows come in size order, CPU before GPU.
+pub fn run(opts: &BenchOptions, mut progress: impl FnMut(&Row)) -> Result<Vec<Row>> {
+    let gpu_ctx = if opts.gpu {
+        Some(GpuContext::new(&opts.adapter)?)
+    } else {
+        None
+    };
+    let budget = Duration::from_secs_f64(opts.max_seconds);
+    // A small lr keeps repeated steps from drifting anywhere unusual.
+    let hyper = Hyper {
+        epochs: 1,
+        lr: 1e-3,
+        eps: 1e-4,
+    };
+    let mut rows = Vec::new();
+    for size in &opts.sizes {
+        let (model, data) = size.build();
+        let p = model.num_params();
+        let evals = (p as f64 + 1.0) * data.len() as f64;
+        let mut push = |row: Row, rows: &mut Vec<Row>| {
+            progress(&row);
+            rows.push(row);
+        };
+        let row = |method: Method, device: &str, adapter: &str, mode: &str| Row {
+            size: size.name.into(),
+            params: p,
+            samples: data.len(),
+            method: method.name().into(),
+            device: device.into(),
+            adapter: adapter.into(),
+            mode: mode.into(),
+            seconds: None,
+            evals_per_second: None,
+            speedup_vs_cpu_naive: None,
+            runs: 0,
+            stable: false,
+            note: String::new(),
+        };
+        for &method in &opts.methods {
+            let too_big = method == Method::Naive && size.naive_work() > opts.max_work;
+            let skip_note = format!(
+                "skipped: a naive step is {:.1e} multiply-adds (--max-work {:.0e})",
+                size.naive_work(),
+                opts.max_work
+            );
+            if opts.cpu {
+                let mut cpu = CpuEvaluator::<f32>::with_method(&model, &data, method)?;
+                let mut r = row(method, "cpu", &cpu.device().adapter, "host");
+                if too_big {
+                    r.note = skip_note.clone();
+                } else {
+                    let mut params = model.params.clone();
+                    let mut deltas = vec![0.0f32; p];
+                    let (s, runs, stable) = time_steps(budget, || {
+                        host_step(&mut cpu, &mut params, &mut deltas, &hyper)
+                    })?;
+                    (r.seconds, r.runs, r.stable) = (Some(s), runs, stable);
+                }
+                push(r, &mut rows);
+            }
+            if let Some(ctx) = &gpu_ctx {
+                let name = ctx.info.name.clone();
+                let mut modes = vec!["host"];
+                if opts.resident {
+                    modes.push("resident");
+                }
+                for mode in modes {
+                    let mut r = row(method, "gpu", &name, mode);
+                    if too_big {
+                        r.note = skip_note.clone();
+                        push(r, &mut rows);
+                        continue;
+                    }
+                    let gctx = GpuContext::new(&opts.adapter)?;
+                    let gopts = GpuOptions {
+                        method,
+                        ..Default::default()
+                    };
+                    let mut gpu = match GpuEvaluator::with_options(gctx, &model, &data, gopts) {
+                        Ok(g) => g,
+                        Err(e) => {
+                            r.note = format!("skipped: {e}");
+                            push(r, &mut rows);
+                            continue;
+                        }
+                    };
+                    let mut params = model.params.clone();
+                    let (s, runs, stable) = if mode == "host" {
+                        let mut deltas = vec![0.0f32; p];
+                        time_steps(budget, || {
+                            host_step(&mut gpu, &mut params, &mut deltas, &hyper)
+                        })?
+                    } else {
+                        // Epochs per submission: enough to amortise the submit, bounded by the budget.
+                        let epochs = 100;
+                        let h = Hyper { epochs, ..hyper };
+                        let (s, runs, stable) = time_steps(budget, || {
+                            let run = gpu.train_resident(&params, &h, epochs, |_, _| {})?;
+                            params = run.params;
+                            Ok(())
+                        })?;
+                        r.note = format!("{epochs} epochs per submission");
+                        (s / epochs as f64, runs * epochs, stable)
+                    };
+                    (r.seconds, r.runs, r.stable) = (Some(s), runs, stable);
+                    push(r, &mut rows);
+                }
+            }
+        }
+        let naive_cpu = rows
+            .iter()
+            .find(|r| r.size == size.name && r.method == "naive" && r.device == "cpu")
+            .and_then(|r| r.seconds);
+        for r in rows.iter_mut().filter(|r| r.size == size.name) {
+            if let Some(s) = r.seconds {
+                r.evals_per_second = Some(evals / s);
+                r.speedup_vs_cpu_naive = naive_cpu.map(|n| n / s);
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Rows from `benches/numpy_bench.py` (python3 with NumPy), in this crate's row format.
+pub fn numpy_rows(sizes: &[Size], max_seconds: f64) -> Result<(String, Vec<Row>)> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/numpy_bench.py");
+    let names: Vec<&str> = sizes.iter().map(|s| s.name).collect();
+    let out = std::process::Command::new("python3")
+        .args([
+            script,
+            "--sizes",
+            &names.join(","),
+            "--max-seconds",
+            &max_seconds.to_string(),
+        ])
+        .output()
+        .map_err(|e| Error::Config(format!("--numpy needs python3 with NumPy: {e}")))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(Error::Config(format!(
+            "--numpy: {script} failed: {}",
+            err.lines().last().unwrap_or("no output")
+        )));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| Error::Config(format!("--numpy: unreadable output of {script}: {e}")))?;
+    let version = v["numpy_version"].as_str().unwrap_or("?").to_string();
+    let rows = v["rows"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|r| Row {
+            size: r["size"].as_str().unwrap_or("?").into(),
+            params: r["params"].as_u64().unwrap_or(0) as usize,
+            samples: r["samples"].as_u64().unwrap_or(0) as usize,
+            method: r["method"].as_str().unwrap_or("?").into(),
+            device: "cpu".into(),
+            adapter: format!("NumPy {version}"),
+            mode: "host".into(),
+            seconds: r["median_seconds"].as_f64(),
+            evals_per_second: r["evals_per_second"].as_f64(),
+            speedup_vs_cpu_naive: None,
+            runs: r["runs"].as_u64().unwrap_or(0) as usize,
+            stable: r["median_seconds"].is_f64(),
+            note: r["skipped"]
+                .as_str()
+                .map(|s| format!("skipped: {s}"))
+                .unwrap_or_default(),
+        })
+        .collect();
+    Ok((version, rows))
+}
+
+/// Fills `speedup_vs_cpu_naive` of rows added after the fact (NumPy).
+pub fn fill_speedups(rows: &mut [Row]) {
+    let naive: Vec<(String, f64)> = rows
+        .iter()
+        .filter(|r| r.method == "naive" && r.device == "cpu" && !r.adapter.starts_with("NumPy"))
+        .filter_map(|r| r.seconds.map(|s| (r.size.clone(), s)))
+        .collect();
+    for r in rows.iter_mut() {
+        if let (Some(s), Some((_, n))) = (r.seconds, naive.iter().find(|(size, _)| *size == r.size))
+        {
+            r.speedup_vs_cpu_naive = Some(n / s);
+        }
+    }
+}
+
+/// The rows as an aligned table.
+pub fn table(rows: &[Row]) -> String {
+    let fmt_s = |s: Option<f64>| match s {
+        None => "-".to_string(),
+        Some(s) if s >= 1.0 => format!("{s:.2} s"),
+        Some(s) if s >= 1e-3 => format!("{:.2} ms", s * 1e3),
+        Some(s) => format!("{:.2} µs", s * 1e6),
+    };
+    let mut lines = vec![[
+        "size".to_string(),
+        "P".into(),
+        "B".into(),
+        "method".into(),
+        "device".into(),
+        "mode".into(),
+        "s/step".into(),
+        "evals/s".into(),
+        "vs cpu naive".into(),
+        "note".into(),
+    ]];
+    for r in rows {
+        lines.push([
+            r.size.clone(),
+            r.params.to_string(),
+            r.samples.to_string(),
+            r.method.clone(),
+            format!("{} ({})", r.device, r.adapter),
+            r.mode.clone(),
+            fmt_s(r.seconds),
+            r.evals_per_second
+                .map_or("-".into(), |e| format!("{e:.3e}")),
+            r.speedup_vs_cpu_naive
+                .map_or("-".into(), |x| format!("{x:.1}x")),
+            {
+                let mut n = r.note.clone();
+                if r.seconds.is_some() && !r.stable {
+                    n = format!("{} (median not settled, {} runs)", n, r.runs)
+                        .trim()
+                        .to_string();
+                }
+                n
+            },
+        ]);
+    }
+    let widths: Vec<usize> = (0..10)
+        .map(|c| {
+            lines
+                .iter()
+                .map(|l| l[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    lines
+        .iter()
+        .map(|l| {
+            l.iter()
+                .enumerate()
+                .map(|(c, v)| format!("{v:<w$}", w = widths[c]))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
