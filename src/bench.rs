@@ -188,7 +188,7 @@ fn median(v: &mut [f64]) -> f64 {
 /// One host-driven step: evaluate, then the book's update.
 fn host_step<E: Evaluator<Loss = f32>>(
     ev: &mut E,
-    params: &mut Vec<f32>,
+    params: &mut [f32],
     deltas: &mut [f32],
     hyper: &Hyper,
 ) -> Result<()> {
