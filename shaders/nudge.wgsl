@@ -6,6 +6,8 @@
 //   nudged_sse     one workgroup per (slot, sample): the forward pass of that sample with that nudge,
 //                  units spread over the workgroup, activations in workgroup memory -> squared error.
 //   reduce_losses  one workgroup per slot: strided lanes + binary tree over samples, x 1/(B*outputs).
+//   reduce_seq     the same sum, one invocation per slot (no barriers: far cheaper on llvmpipe),
+//                  used up to SEQ_REDUCE_MAX_BATCH samples.
 // Reuse method:
 //   forward_store  one workgroup per sample: the unperturbed pass, keeping every z and a in `cache`.
 //   reuse_dsse     one invocation per (parameter, sample), parameters of the last two layers: the
@@ -186,6 +188,46 @@ fn reduce_losses(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     if (lid == 0u) {
         out[chunk.eval_base + e_local] = lanes[0] * chunk.inv_count;
     }
+}
+
+// One invocation's version of reduce_losses' sum over the samples of `row`: lanes are visited in
+// bit-reversed order and merged like a binary counter, which reproduces the stride-halving tree
+// (lane t + lane t + stride) operation for operation.
+fn reduce_row(row: u32) -> f32 {
+    let batch = chunk.batch;
+    var width = 1u;
+    if (batch > 1u) {
+        width = min(1u << (32u - countLeadingZeros(batch - 1u)), REDUCE_WG);
+    }
+    let bits = countTrailingZeros(width);
+    var stack: array<f32, 9>;
+    var depth = 0u;
+    for (var i = 0u; i < width; i++) {
+        var t = 0u;
+        if (bits > 0u) {
+            t = reverseBits(i) >> (32u - bits);
+        }
+        var acc = 0.0;
+        for (var s = t; s < batch; s += REDUCE_WG) {
+            acc = acc + sse[row + s];
+        }
+        stack[depth] = acc;
+        depth++;
+        for (var j = i; (j & 1u) == 1u; j = j >> 1u) {
+            stack[depth - 2u] = stack[depth - 2u] + stack[depth - 1u];
+            depth--;
+        }
+    }
+    return stack[0];
+}
+
+@compute @workgroup_size(64)
+fn reduce_seq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let e_local = (wg.x + wg.y * chunk.reduce_grid_x) * WG_SIZE + lid;
+    if (e_local >= chunk.eval_count) {
+        return;
+    }
+    out[chunk.eval_base + e_local] = reduce_row(e_local * chunk.batch) * chunk.inv_count;
 }
 
 struct Nudged {

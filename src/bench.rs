@@ -266,6 +266,7 @@ pub fn run(opts: &BenchOptions, mut progress: impl FnMut(&Row)) -> Result<Vec<Ro
                 if opts.resident {
                     modes.push("resident");
                 }
+                let mut host_seconds = None;
                 for mode in modes {
                     let mut r = row(method, "gpu", &name, mode);
                     if too_big {
@@ -293,8 +294,10 @@ pub fn run(opts: &BenchOptions, mut progress: impl FnMut(&Row)) -> Result<Vec<Ro
                             host_step(&mut gpu, &mut params, &mut deltas, &hyper)
                         })?
                     } else {
-                        // Epochs per submission: enough to amortise the submit, bounded by the budget.
-                        let epochs = 100;
+                        // Epochs per submission: up to 100 to amortise the submit, fewer when a host
+                        // step is slow so that one timed batch stays within a fifth of the budget.
+                        let host = host_seconds.unwrap_or(1e-3);
+                        let epochs = ((opts.max_seconds / 5.0 / host) as usize).clamp(1, 100);
                         let h = Hyper { epochs, ..hyper };
                         let (s, runs, stable) = time_steps(budget, || {
                             let run = gpu.train_resident(&params, &h, epochs, |_, _| {})?;
@@ -304,6 +307,9 @@ pub fn run(opts: &BenchOptions, mut progress: impl FnMut(&Row)) -> Result<Vec<Ro
                         r.note = format!("{epochs} epochs per submission");
                         (s / epochs as f64, runs * epochs, stable)
                     };
+                    if mode == "host" {
+                        host_seconds = Some(s);
+                    }
                     (r.seconds, r.runs, r.stable) = (Some(s), runs, stable);
                     push(r, &mut rows);
                 }

@@ -125,7 +125,7 @@ pub struct TrainArgs {
     /// Seed of the random network.
     #[arg(long, requires = "layers")]
     pub seed: Option<u64>,
-    /// Data file (CSV: inputs then targets per row) [default: the book's x = [1, 1], y = [0]].
+    /// Data file (CSV: inputs then targets per row) [default: the book's one sample, inputs 1, 1 and target 0].
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Epochs (full-batch steps).

@@ -18,7 +18,7 @@ pub struct Dataset {
 pub const MAX_DATA_BYTES: u64 = 1 << 30;
 
 impl Dataset {
-    /// The book's data: one sample, x = [1, 1], y = [0].
+    /// The book's data: one sample, `x = [1, 1]`, `y = [0]`.
     pub fn book() -> Dataset {
         Dataset {
             x: Array2::from_shape_vec((1, 2), vec![1.0, 1.0]).expect("shape"),

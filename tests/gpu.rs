@@ -317,6 +317,17 @@ fn chunked_dispatches_give_the_same_losses() {
     }
 }
 
+/// More samples than the one-invocation reduction takes: the workgroup reduction must give the
+/// same tree.
+#[test]
+fn many_samples_use_the_workgroup_reduction_and_still_match() {
+    let Some(ctx) = gpu() else { return };
+    let model = Model::random(&[3, 2, 1], &[Activation::Tanh, Activation::Identity], 21).unwrap();
+    let data = random_data(&model, perturb::gpu::SEQ_REDUCE_MAX_BATCH + 1000, 22);
+    check_step(ctx, &model, &data, 1e-3, Method::Reuse, "9,192 samples");
+    check_step(fresh(), &model, &data, 1e-3, Method::Naive, "9,192 samples");
+}
+
 #[test]
 fn layer_wider_than_workgroup_memory_is_refused_with_numbers() {
     let Some(ctx) = gpu() else { return };

@@ -21,6 +21,9 @@ pub const LAYER_WORDS: usize = 8;
 /// Loop iterations one invocation may run on llvmpipe, which silently ends every loop of an
 /// invocation after 65,535 iterations in total; kept below that with a margin.
 pub const LOOP_BUDGET: u64 = 60_000;
+/// Up to this many samples the loss sums run one invocation per slot (`reduce_seq`, no barriers);
+/// beyond it a workgroup per slot (`reduce_losses`). Both compute the same tree.
+pub const SEQ_REDUCE_MAX_BATCH: usize = 8192;
 /// Upper bound on the per-sample squared-error buffer of one chunk of evaluations.
 const SSE_BUDGET_BYTES: u64 = 256 << 20;
 
@@ -144,6 +147,17 @@ struct Pipelines {
     update: wgpu::ComputePipeline,
 }
 
+impl Pipelines {
+    fn main(&self, kernel: Kernel) -> &wgpu::ComputePipeline {
+        match kernel {
+            Kernel::NudgedSse => &self.nudged_sse,
+            Kernel::ForwardStore => &self.forward_store,
+            Kernel::ReuseDsse => &self.reuse_dsse,
+            Kernel::ReuseDeep => &self.reuse_deep,
+        }
+    }
+}
+
 fn bind(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
     wgpu::BindGroupEntry {
         binding,
@@ -233,6 +247,7 @@ impl GpuEvaluator {
                 ctx.info.name
             )));
         }
+        let seq_reduce = b <= SEQ_REDUCE_MAX_BATCH;
         let mut chunks = Vec::new();
         // Slots [first, end) in chunks, `items_per_wg` (slot, sample) items per workgroup.
         let mut plan = |kernel: Kernel, first: u64, end: u64, items_per_wg: u64| {
@@ -245,7 +260,11 @@ impl GpuEvaluator {
             while at < end {
                 let count = per.min(end - at);
                 let g = grid((count * b as u64).div_ceil(items_per_wg), max_dim);
-                let r = grid(count, max_dim);
+                let r = if seq_reduce {
+                    grid(count.div_ceil(WG_SIZE as u64), max_dim)
+                } else {
+                    grid(count, max_dim)
+                };
                 chunks.push(Chunk {
                     kernel,
                     uniform: ChunkUniform {
@@ -415,7 +434,11 @@ impl GpuEvaluator {
                 forward_store: pipeline("forward_store"),
                 reuse_dsse: pipeline("reuse_dsse"),
                 reuse_deep: pipeline("reuse_deep"),
-                reduce: pipeline("reduce_losses"),
+                reduce: pipeline(if seq_reduce {
+                    "reduce_seq"
+                } else {
+                    "reduce_losses"
+                }),
                 update: pipeline("update"),
             };
             let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -505,12 +528,7 @@ impl GpuEvaluator {
                 &self.bind_group,
                 &[(i as u64 * self.uniform_stride) as u32],
             );
-            pass.set_pipeline(match c.kernel {
-                Kernel::NudgedSse => &self.pipelines.nudged_sse,
-                Kernel::ForwardStore => &self.pipelines.forward_store,
-                Kernel::ReuseDsse => &self.pipelines.reuse_dsse,
-                Kernel::ReuseDeep => &self.pipelines.reuse_deep,
-            });
+            pass.set_pipeline(self.pipelines.main(c.kernel));
             pass.dispatch_workgroups(c.grid.0, c.grid.1, 1);
             pass.set_pipeline(&self.pipelines.reduce);
             pass.dispatch_workgroups(c.reduce_grid.0, c.reduce_grid.1, 1);
