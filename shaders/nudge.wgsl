@@ -17,6 +17,10 @@
 //   reduce_losses  as above, so slot k + 1 holds L_k - L directly.
 // Resident loop:
 //   update         one invocation per parameter: next = p - (delta / eps) * lr, the host's float32 rule.
+//   fused_epochs   tiny models (naive method): one workgroup runs many whole epochs (every nudged
+//                  forward pass, the sums, the update) in one dispatch, parameters ping-ponging in
+//                  `next` and each epoch's loss kept in `cache`; the same arithmetic, in one thread
+//                  per (slot, sample) instead of one workgroup.
 //
 // No invocation loops more than (units per invocation) x (layer inputs) times, far below llvmpipe's
 // silent cap of 65,535 loop iterations per invocation (src/gpu/evaluator.rs checks the bound).
@@ -29,6 +33,10 @@ const MAX_WIDTH: u32 = 2048u;
 const LAYER_WORDS: u32 = 8u;
 const NO_NUDGE: u32 = 0xffffffffu;
 const METHOD_NAIVE: u32 = 0u;
+const FUSED_MAX_WIDTH: u32 = 32u;
+// Few invocations: llvmpipe pays per invocation group at every barrier, and tiny models have
+// little to spread.
+const FUSED_WG: u32 = 16u;
 
 // One per dispatch group, at a dynamic offset. Layout mirrored by ChunkUniform in Rust.
 struct Chunk {
@@ -347,4 +355,73 @@ fn update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         delta = out[k + 1u] - out[0];
     }
     next[k] = params[k] - (delta / chunk.eps) * chunk.lr;
+}
+
+// Parameter j of the current epoch in fused_epochs (which keeps parameters in `next`).
+fn fused_param(base: u32, j: u32, nudge: u32) -> f32 {
+    let w = next[base + j];
+    return select(w, w + chunk.eps, j == nudge);
+}
+
+@compute @workgroup_size(16)
+fn fused_epochs(@builtin(local_invocation_index) lid: u32) {
+    let p = chunk.num_params;
+    let b = chunk.batch;
+    let items = (p + 1u) * b;
+    for (var k = lid; k < p; k += FUSED_WG) {
+        next[k] = params[k];
+    }
+    storageBarrier();
+    // Two halves of FUSED_MAX_WIDTH: layer l writes half l % 2.
+    var h: array<f32, 64>;
+    var cur = 0u;
+    for (var epoch = 0u; epoch < chunk.eval_count; epoch++) {
+        let base = cur * p;
+        for (var it = lid; it < items; it += FUSED_WG) {
+            let e = it / b;
+            let s = it % b;
+            let nudge = select(e - 1u, NO_NUDGE, e == 0u);
+            for (var l = 0u; l < chunk.num_layers; l++) {
+                let info = layer_info(l);
+                let dst = (l % 2u) * FUSED_MAX_WIDTH;
+                let src = FUSED_MAX_WIDTH - dst;
+                for (var u = 0u; u < info.n_out; u++) {
+                    var acc = 0.0;
+                    for (var i = 0u; i < info.n_in; i++) {
+                        var x: f32;
+                        if (l == 0u) {
+                            x = xs[s * info.n_in + i];
+                        } else {
+                            x = h[src + i];
+                        }
+                        acc = acc + x * fused_param(base, info.w_off + i * info.n_out + u, nudge);
+                    }
+                    acc = acc + fused_param(base, info.b_off + u, nudge);
+                    h[dst + u] = activate(acc, info.kind);
+                }
+            }
+            let last = ((chunk.num_layers - 1u) % 2u) * FUSED_MAX_WIDTH;
+            var total = 0.0;
+            for (var o = 0u; o < chunk.outputs; o++) {
+                let d = h[last + o] - ys[s * chunk.outputs + o];
+                total = total + d * d;
+            }
+            sse[it] = total;
+        }
+        storageBarrier();
+        for (var e = lid; e <= p; e += FUSED_WG) {
+            out[e] = reduce_row(e * b) * chunk.inv_count;
+        }
+        storageBarrier();
+        let to = (1u - cur) * p;
+        for (var k = lid; k < p; k += FUSED_WG) {
+            let delta = out[k + 1u] - out[0];
+            next[to + k] = next[base + k] - (delta / chunk.eps) * chunk.lr;
+        }
+        if (lid == 0u) {
+            cache[epoch] = out[0];
+        }
+        storageBarrier();
+        cur = 1u - cur;
+    }
 }

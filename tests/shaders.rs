@@ -47,6 +47,7 @@ fn nudge_shader_parses_and_validates_without_a_gpu() {
         "reuse_dsse",
         "reuse_deep",
         "update",
+        "fused_epochs",
     ] {
         assert!(
             names.contains(&want),
@@ -61,6 +62,7 @@ fn workgroup_sizes_and_widths_match_the_rust_constants() {
     for ep in &module.entry_points {
         let want = match ep.name.as_str() {
             "reduce_losses" => REDUCE_WG,
+            "fused_epochs" => perturb::gpu::FUSED_WG,
             _ => WG_SIZE,
         };
         assert_eq!(ep.workgroup_size, [want, 1, 1], "{}", ep.name);

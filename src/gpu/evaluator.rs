@@ -24,6 +24,14 @@ pub const LOOP_BUDGET: u64 = 60_000;
 /// Up to this many samples the loss sums run one invocation per slot (`reduce_seq`, no barriers);
 /// beyond it a workgroup per slot (`reduce_losses`). Both compute the same tree.
 pub const SEQ_REDUCE_MAX_BATCH: usize = 8192;
+/// Most epochs the resident loop runs per submission (its losses come back together).
+pub const RESIDENT_MAX_BATCH: usize = 1024;
+/// Widest layer the one-workgroup `fused_epochs` kernel handles (`FUSED_MAX_WIDTH`).
+pub const FUSED_MAX_WIDTH: usize = 32;
+/// Invocations of the one `fused_epochs` workgroup (`FUSED_WG`).
+pub const FUSED_WG: u32 = 16;
+/// Most (slot, sample) items per epoch for `fused_epochs`: beyond this one workgroup is too little.
+const FUSED_MAX_ITEMS: usize = 1024;
 /// Upper bound on the per-sample squared-error buffer of one chunk of evaluations.
 const SSE_BUDGET_BYTES: u64 = 256 << 20;
 
@@ -115,6 +123,39 @@ pub fn loop_iterations(model: &Model) -> u64 {
     layers + 2 * model.layers().len() as u64 + model.outputs() as u64
 }
 
+/// Epochs one `fused_epochs` dispatch can run for this model (0 when it does not apply): naive
+/// method, one chunk, layers at most [`FUSED_MAX_WIDTH`] wide, at most `FUSED_MAX_ITEMS` (slot,
+/// sample) items, and every invocation within [`LOOP_BUDGET`] loop iterations.
+fn fused_epochs_per_dispatch(model: &Model, samples: usize, method: Method, chunks: usize) -> u64 {
+    let p = model.num_params() as u64;
+    let b = samples as u64;
+    let items = (p + 1) * b;
+    if method != Method::Naive
+        || chunks != 1
+        || model.max_width() > FUSED_MAX_WIDTH
+        || items > FUSED_MAX_ITEMS as u64
+    {
+        return 0;
+    }
+    let wg = FUSED_WG as u64;
+    let forward: u64 = model
+        .layers()
+        .iter()
+        .map(|l| l.outputs as u64 * (l.inputs as u64 + 1) + 1)
+        .sum();
+    let width = b.next_power_of_two().min(REDUCE_WG as u64);
+    let per_epoch = items.div_ceil(wg) * (forward + model.outputs() as u64 + 1)
+        + (p + 1).div_ceil(wg) * (2 * width + b + 2)
+        + p.div_ceil(wg)
+        + 4;
+    let epochs = (LOOP_BUDGET - p.div_ceil(wg)) / per_epoch;
+    if epochs < 4 {
+        0
+    } else {
+        epochs.min(RESIDENT_MAX_BATCH as u64)
+    }
+}
+
 /// Evaluates nudged losses on the GPU. Pipelines, bind group and buffers are built once; each
 /// host-driven step uploads the parameters, runs the dispatches and reads P + 1 floats back.
 #[derive(Debug)]
@@ -124,12 +165,15 @@ pub struct GpuEvaluator {
     bind_group: wgpu::BindGroup,
     params: wgpu::Buffer,
     next: wgpu::Buffer,
+    cache: wgpu::Buffer,
     uniforms: wgpu::Buffer,
     out: wgpu::Buffer,
     readback: wgpu::Buffer,
     chunks: Vec<Chunk>,
     /// The `update` dispatch's uniform slot and grid.
     update: (usize, (u32, u32)),
+    /// Epochs one `fused_epochs` dispatch may run (0: the model is not tiny enough).
+    fused_epochs: usize,
     uniform_stride: u64,
     written: Option<(u32, u32)>,
     method: Method,
@@ -145,6 +189,7 @@ struct Pipelines {
     reuse_deep: wgpu::ComputePipeline,
     reduce: wgpu::ComputePipeline,
     update: wgpu::ComputePipeline,
+    fused: Option<wgpu::ComputePipeline>,
 }
 
 impl Pipelines {
@@ -197,7 +242,7 @@ impl GpuEvaluator {
             )));
         }
         let total_units: usize = model.layers().iter().map(|l| l.outputs).sum();
-        let cache_floats = if opts.method == Method::Reuse {
+        let mut cache_floats = if opts.method == Method::Reuse {
             2 * total_units * b
         } else {
             1
@@ -296,6 +341,7 @@ impl GpuEvaluator {
                 );
             }
         }
+        let fused_epochs = fused_epochs_per_dispatch(model, b, opts.method, chunks.len());
         let update_grid = grid((p as u64).div_ceil(WG_SIZE as u64), max_dim);
         let update_slot = chunks.len();
         let max_slots = chunks
@@ -303,6 +349,9 @@ impl GpuEvaluator {
             .map(|c| c.uniform.eval_count as u64)
             .max()
             .unwrap_or(1);
+        // fused_epochs keeps each epoch's loss in the cache buffer.
+        cache_floats = cache_floats.max(fused_epochs as usize);
+        let readback_floats = (p as u64 + 1).max(RESIDENT_MAX_BATCH as u64);
 
         let device = &ctx.device;
         let align = limits.min_uniform_buffer_offset_alignment as u64;
@@ -356,20 +405,16 @@ impl GpuEvaluator {
                 init("ys", bytemuck::cast_slice(&ys), storage),
                 empty("sse", max_slots * sample_bytes, wgpu::BufferUsages::STORAGE),
                 empty("out", 4 * (p as u64 + 1), out_usage),
-                empty(
-                    "reuse cache",
-                    4 * cache_floats as u64,
-                    wgpu::BufferUsages::STORAGE,
-                ),
-                empty("next params", 4 * p as u64, out_usage),
+                empty("reuse cache", 4 * cache_floats as u64, out_usage),
+                empty("next params", 4 * 2 * p as u64, out_usage),
                 empty(
                     "readback",
-                    4 * (p as u64 + 1),
+                    4 * readback_floats,
                     wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 ),
                 empty(
                     "chunk uniforms",
-                    uniform_stride * (chunks.len() as u64 + 1),
+                    uniform_stride * (chunks.len() as u64 + 2),
                     wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 ),
             ]
@@ -440,6 +485,7 @@ impl GpuEvaluator {
                     "reduce_losses"
                 }),
                 update: pipeline("update"),
+                fused: (fused_epochs > 0).then(|| pipeline("fused_epochs")),
             };
             let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("nudge"),
@@ -472,11 +518,13 @@ impl GpuEvaluator {
             bind_group,
             params,
             next,
+            cache,
             uniforms,
             out,
             readback,
             chunks,
             update: (update_slot, update_grid),
+            fused_epochs: fused_epochs as usize,
             uniform_stride,
             written: None,
             method: opts.method,
@@ -561,8 +609,14 @@ impl GpuEvaluator {
         Ok(())
     }
 
-    /// Trains with the update on the GPU: `epochs_per_submit` epochs are encoded per submission and
-    /// the losses come back once per submission (then `on_epoch` runs for each). Same float32
+    /// Whether [`GpuEvaluator::train_resident`] runs whole batches of epochs in one dispatch.
+    pub fn is_fused(&self) -> bool {
+        self.fused_epochs > 0
+    }
+
+    /// Trains with the update on the GPU: up to `epochs_per_submit` epochs (at most
+    /// [`RESIDENT_MAX_BATCH`]) are encoded per submission and their losses come back together (then
+    /// `on_epoch` runs for each). Tiny models run a batch in one `fused_epochs` dispatch. Same float32
     /// arithmetic as [`crate::train::train`] with this evaluator; tests hold the two equal bit for bit.
     pub fn train_resident(
         &mut self,
@@ -581,40 +635,23 @@ impl GpuEvaluator {
         }
         let start = Instant::now();
         self.write_uniforms(hyper.eps as f32, hyper.lr as f32);
-        let queue = &self.ctx.queue;
-        queue.write_buffer(&self.params, 0, bytemuck::cast_slice(init));
-        // The readback buffer holds P + 1 floats; a batch of losses must fit it.
-        let per = epochs_per_submit.clamp(1, self.num_params + 1);
+        self.ctx
+            .queue
+            .write_buffer(&self.params, 0, bytemuck::cast_slice(init));
+        let mut per = epochs_per_submit.clamp(1, RESIDENT_MAX_BATCH);
+        if self.fused_epochs > 0 {
+            per = per.min(self.fused_epochs);
+        }
         let pbytes = 4 * self.num_params as u64;
         let mut losses = Vec::with_capacity(hyper.epochs);
         let mut batch = vec![0.0f32; per];
         while losses.len() < hyper.epochs {
             let n = per.min(hyper.epochs - losses.len());
-            let mut encoder =
-                self.ctx
-                    .device
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("resident epochs"),
-                    });
-            for e in 0..n {
-                {
-                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                        label: Some("epoch"),
-                        timestamp_writes: None,
-                    });
-                    self.encode_step(&mut pass);
-                    let (slot, g) = self.update;
-                    pass.set_bind_group(
-                        0,
-                        &self.bind_group,
-                        &[(slot as u64 * self.uniform_stride) as u32],
-                    );
-                    pass.set_pipeline(&self.pipelines.update);
-                    pass.dispatch_workgroups(g.0, g.1, 1);
-                }
-                encoder.copy_buffer_to_buffer(&self.out, 0, &self.readback, 4 * e as u64, Some(4));
-                encoder.copy_buffer_to_buffer(&self.next, 0, &self.params, 0, Some(pbytes));
-            }
+            let encoder = if self.fused_epochs > 0 {
+                self.encode_fused(n, pbytes)
+            } else {
+                self.encode_epochs(n, pbytes)
+            };
             self.ctx.queue.submit([encoder.finish()]);
             self.read_back(&mut batch[..n])?;
             for &l in &batch[..n] {
@@ -645,6 +682,85 @@ impl GpuEvaluator {
             params,
             seconds: start.elapsed().as_secs_f64(),
         })
+    }
+
+    /// `n` epochs as separate dispatches: the step's kernels, `update`, then copies of the loss
+    /// (into the readback buffer) and of the new parameters.
+    fn encode_epochs(&self, n: usize, pbytes: u64) -> wgpu::CommandEncoder {
+        let mut encoder = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("resident epochs"),
+            });
+        for e in 0..n {
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("epoch"),
+                    timestamp_writes: None,
+                });
+                self.encode_step(&mut pass);
+                let (slot, g) = self.update;
+                pass.set_bind_group(
+                    0,
+                    &self.bind_group,
+                    &[(slot as u64 * self.uniform_stride) as u32],
+                );
+                pass.set_pipeline(&self.pipelines.update);
+                pass.dispatch_workgroups(g.0, g.1, 1);
+            }
+            encoder.copy_buffer_to_buffer(&self.out, 0, &self.readback, 4 * e as u64, Some(4));
+            encoder.copy_buffer_to_buffer(&self.next, 0, &self.params, 0, Some(pbytes));
+        }
+        encoder
+    }
+
+    /// `n` epochs in one `fused_epochs` dispatch; the losses and the final parameters are copied out.
+    fn encode_fused(&self, n: usize, pbytes: u64) -> wgpu::CommandEncoder {
+        let slot = self.chunks.len() + 1;
+        let u = ChunkUniform {
+            eval_count: n as u32,
+            ..self.uniform_for_slot(0)
+        };
+        let at = slot as u64 * self.uniform_stride;
+        self.ctx
+            .queue
+            .write_buffer(&self.uniforms, at, bytemuck::bytes_of(&u));
+        let mut encoder = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("fused epochs"),
+            });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("fused epochs"),
+                timestamp_writes: None,
+            });
+            pass.set_bind_group(0, &self.bind_group, &[at as u32]);
+            pass.set_pipeline(self.pipelines.fused.as_ref().expect("fused pipeline"));
+            pass.dispatch_workgroups(1, 1, 1);
+        }
+        encoder.copy_buffer_to_buffer(&self.cache, 0, &self.readback, 0, Some(4 * n as u64));
+        // After n epochs the parameters sit in half n % 2 of `next`.
+        encoder.copy_buffer_to_buffer(
+            &self.next,
+            (n % 2) as u64 * pbytes,
+            &self.params,
+            0,
+            Some(pbytes),
+        );
+        encoder
+    }
+
+    /// The uniform of chunk `i` as written for the current eps and lr.
+    fn uniform_for_slot(&self, i: usize) -> ChunkUniform {
+        let (eps, lr) = self.written.map_or((0, 0), |w| w);
+        ChunkUniform {
+            eps: f32::from_bits(eps),
+            lr: f32::from_bits(lr),
+            ..self.chunks[i].uniform
+        }
     }
 }
 
