@@ -65,7 +65,8 @@ struct Chunk {
 @group(0) @binding(4) var<storage, read> ys: array<f32>;      // [batch][outputs]
 @group(0) @binding(5) var<storage, read_write> sse: array<f32>;    // [slot in chunk][batch]
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;    // [P + 1]: L, then L_k or L_k - L
-// Reuse cache: z at [unit][batch], then a at [total_units + unit][batch].
+// Reuse cache: z at [unit][batch], a at [total_units + unit][batch], then the inputs transposed,
+// x at [2 * total_units + input][batch] (written once by the host).
 @group(0) @binding(7) var<storage, read_write> cache: array<f32>;
 @group(0) @binding(8) var<storage, read_write> next: array<f32>;   // resident loop: updated params
 
@@ -266,7 +267,7 @@ fn reuse_nudge(k: u32, s: u32) -> Nudged {
         u = j % info.n_out;
         var xi: f32;
         if (l == 0u) {
-            xi = xs[s * info.n_in + i];
+            xi = cache[(2u * chunk.total_units + i) * chunk.batch + s];  // inputs, transposed
         } else {
             xi = a_at(layer_info(l - 1u).unit_off + i, s);
         }

@@ -4,7 +4,8 @@
 mod common;
 
 use common::{
-    assert_rel_close, assert_ulp_close, gpu, max_ulp, ulp_distance, OTHER_ADAPTER_TRAJECTORY_REL,
+    assert_rel_close, assert_step_close, assert_ulp_close, gpu, max_ulp, ulp_distance,
+    OTHER_ADAPTER_TRAJECTORY_REL,
 };
 use ndarray::Array2;
 use perturb::cpu::CpuEvaluator;
@@ -57,7 +58,7 @@ fn check_step(
     let mut c = CpuEvaluator::<f32>::with_method(model, data, method).unwrap();
     let gl = step(&mut g, &model.params, eps);
     let cl = step(&mut c, &model.params, eps);
-    assert_ulp_close(&format!("{what} ({})", method.name()), &gl, &cl, budget);
+    assert_step_close(&format!("{what} ({})", method.name()), &gl, &cl, budget);
 }
 
 #[test]
@@ -165,25 +166,18 @@ fn resident_loop_equals_host_loop_bit_for_bit() {
             let what = format!("{} {}", model.num_params(), method.name());
             let hl: Vec<f32> = h.losses.iter().map(|&l| l as f32).collect();
             let rl: Vec<f32> = r.losses.iter().map(|&l| l as f32).collect();
-            // GPU division need not be correctly rounded on other adapters.
-            let budget = if exact {
-                0
-            } else {
-                common::OTHER_ADAPTER_MAX_ULP
-            };
-            assert_ulp_close(
-                &format!("{what}: resident vs host losses"),
-                &rl,
-                &hl,
-                budget,
-            );
             if exact {
+                assert_ulp_close(&format!("{what}: resident vs host losses"), &rl, &hl, 0);
                 assert_ulp_close(
                     &format!("{what}: resident vs host parameters"),
                     &r.params,
                     &h.params,
                     0,
                 );
+            } else {
+                // GPU division need not be correctly rounded there, so trajectories drift apart.
+                let what = format!("{what}: resident vs host losses");
+                assert_rel_close(&what, &r.losses, &h.losses, OTHER_ADAPTER_TRAJECTORY_REL);
             }
         }
     }
@@ -215,7 +209,7 @@ fn random_models_nudged_losses_match_cpu_reference() {
                 step(&mut g, &model.params, 1e-3),
                 step(&mut c, &model.params, 1e-3),
             );
-            assert_ulp_close(&what, &gs, &cs, budget);
+            assert_step_close(&what, &gs, &cs, budget);
             // A short run: the update and the next steps stay together too.
             let hyper = Hyper {
                 epochs: 3,
@@ -313,7 +307,7 @@ fn chunked_dispatches_give_the_same_losses() {
         );
         let mut cpu = CpuEvaluator::<f32>::with_method(&model, &data, method).unwrap();
         let c = step(&mut cpu, &model.params, 1e-3);
-        assert_ulp_close(&format!("{name}: chunked vs CPU"), &b, &c, budget);
+        assert_step_close(&format!("{name}: chunked vs CPU"), &b, &c, budget);
     }
 }
 

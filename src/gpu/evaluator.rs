@@ -242,8 +242,10 @@ impl GpuEvaluator {
             )));
         }
         let total_units: usize = model.layers().iter().map(|l| l.outputs).sum();
+        // Reuse cache: z and a of every unit, then the inputs transposed to [input][sample] so that
+        // neighbouring invocations (neighbouring samples) read neighbouring words.
         let mut cache_floats = if opts.method == Method::Reuse {
-            2 * total_units * b
+            (2 * total_units + model.inputs()) * b
         } else {
             1
         };
@@ -292,7 +294,10 @@ impl GpuEvaluator {
                 ctx.info.name
             )));
         }
-        let seq_reduce = b <= SEQ_REDUCE_MAX_BATCH;
+        // One invocation per slot suits CPU-backed adapters (llvmpipe pays for every barrier); a
+        // real GPU wants a workgroup per slot, whose reads of the samples are coalesced.
+        let cpu_adapter = ctx.info.device_type == wgpu::DeviceType::Cpu;
+        let seq_reduce = b <= SEQ_REDUCE_MAX_BATCH && (cpu_adapter || b <= 32);
         let mut chunks = Vec::new();
         // Slots [first, end) in chunks, `items_per_wg` (slot, sample) items per workgroup.
         let mut plan = |kernel: Kernel, first: u64, end: u64, items_per_wg: u64| {
@@ -405,7 +410,11 @@ impl GpuEvaluator {
                 init("ys", bytemuck::cast_slice(&ys), storage),
                 empty("sse", max_slots * sample_bytes, wgpu::BufferUsages::STORAGE),
                 empty("out", 4 * (p as u64 + 1), out_usage),
-                empty("reuse cache", 4 * cache_floats as u64, out_usage),
+                empty(
+                    "reuse cache",
+                    4 * cache_floats as u64,
+                    out_usage | wgpu::BufferUsages::COPY_DST,
+                ),
                 empty("next params", 4 * 2 * p as u64, out_usage),
                 empty(
                     "readback",
@@ -511,6 +520,12 @@ impl GpuEvaluator {
             });
             (pipelines, bind_group)
         })?;
+        if opts.method == Method::Reuse {
+            let xt: Vec<f32> = data.x.t().iter().copied().collect();
+            let at = 4 * (2 * total_units * b) as u64;
+            ctx.queue
+                .write_buffer(&cache, at, bytemuck::cast_slice(&xt));
+        }
         ctx.take_error()?;
         Ok(GpuEvaluator {
             ctx,

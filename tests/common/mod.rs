@@ -103,3 +103,36 @@ pub fn assert_rel_close(what: &str, gpu: &[f64], cpu: &[f64], rel: f64) {
         cpu[worst]
     );
 }
+
+/// Spacing of float32 values at `x`.
+pub fn ulp_of(x: f32) -> f64 {
+    let a = x.abs();
+    (f32::from_bits(a.to_bits() + 1) - a) as f64
+}
+
+/// Compares one step, `[L, delta_0, …]`. With `budget` 0 every value must match bit for bit.
+/// Otherwise L may be `budget` ULP off, and each delta — a small difference of two losses, whose
+/// own ULPs say nothing — may be off by `budget` ULPs *of L*. On failure names the worst index.
+pub fn assert_step_close(what: &str, gpu: &[f32], cpu: &[f32], budget: u64) {
+    if budget == 0 {
+        return assert_ulp_close(what, gpu, cpu, 0);
+    }
+    assert_ulp_close(&format!("{what}: loss"), &gpu[..1], &cpu[..1], budget);
+    let unit = ulp_of(cpu[0]);
+    let (worst, d) = gpu[1..]
+        .iter()
+        .zip(&cpu[1..])
+        .map(|(&g, &c)| (g as f64 - c as f64).abs() / unit)
+        .enumerate()
+        .fold(
+            (0, 0.0),
+            |w, (i, d)| if d > w.1 || d.is_nan() { (i, d) } else { w },
+        );
+    eprintln!("{what}: worst delta {d:.2} ULP(L) at parameter {worst}");
+    assert!(
+        d <= budget as f64,
+        "{what}: delta {worst} differs by {d:.2} ULPs of the loss (allowed {budget}): gpu {:e} vs cpu {:e}",
+        gpu[worst + 1],
+        cpu[worst + 1]
+    );
+}
