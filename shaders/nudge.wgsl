@@ -15,6 +15,7 @@
 //   reuse_deep     one workgroup per (parameter, sample), parameters of earlier layers: as above,
 //                  then full forward passes of the later layers in workgroup memory.
 //   reduce_losses  as above, so slot k + 1 holds L_k - L directly.
+//   reuse_fused    reuse_dsse and its reduction in one workgroup per parameter (hardware GPUs).
 // Resident loop:
 //   update         one invocation per parameter: next = p - (delta / eps) * lr, the host's float32 rule.
 //   fused_epochs   tiny models (naive method): one workgroup runs many whole epochs (every nudged
@@ -276,19 +277,12 @@ fn reuse_nudge(k: u32, s: u32) -> Nudged {
     return Nudged(l, u, activate(z, info.kind), a_at(info.unit_off + u, s));
 }
 
-@compute @workgroup_size(64)
-fn reuse_dsse(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let item = (wg.x + wg.y * chunk.grid_x) * WG_SIZE + lid;
-    if (item >= chunk.eval_count * chunk.batch) {
-        return;
-    }
-    let k = chunk.eval_base - 1u + item / chunk.batch;
-    let s = item % chunk.batch;
+// The change of sample s's squared error when parameter k (of the last two layers) is nudged.
+fn reuse_shallow(k: u32, s: u32) -> f32 {
     let n = reuse_nudge(k, s);
     let y_off = s * chunk.outputs;
     if (n.l + 1u == chunk.num_layers) {
-        sse[item] = dsse_term(n.a_new, n.a_old, ys[y_off + n.u]);
-        return;
+        return dsse_term(n.a_new, n.a_old, ys[y_off + n.u]);
     }
     let delta = n.a_new - n.a_old;
     let nx = layer_info(n.l + 1u);
@@ -298,7 +292,43 @@ fn reuse_dsse(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
         let a2 = activate(z_at(unit, s) + delta * params[nx.w_off + n.u * nx.n_out + v], nx.kind);
         total = total + dsse_term(a2, a_at(unit, s), ys[y_off + v]);
     }
-    sse[item] = total;
+    return total;
+}
+
+@compute @workgroup_size(64)
+fn reuse_dsse(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let item = (wg.x + wg.y * chunk.grid_x) * WG_SIZE + lid;
+    if (item >= chunk.eval_count * chunk.batch) {
+        return;
+    }
+    sse[item] = reuse_shallow(chunk.eval_base - 1u + item / chunk.batch, item % chunk.batch);
+}
+
+// reuse_dsse and reduce_losses in one, for hardware GPUs: a workgroup per parameter whose lane t
+// handles samples t, t + 256, ... and keeps their sum in a register (reduce_losses' order), so
+// the per-sample changes never go through memory.
+@compute @workgroup_size(256)
+fn reuse_fused(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let e_local = wg.x + wg.y * chunk.grid_x;
+    if (e_local >= chunk.eval_count) {
+        return;
+    }
+    let k = chunk.eval_base - 1u + e_local;
+    var acc = 0.0;
+    for (var s = lid; s < chunk.batch; s += REDUCE_WG) {
+        acc = acc + reuse_shallow(k, s);
+    }
+    lanes[lid] = acc;
+    workgroupBarrier();
+    for (var stride = REDUCE_WG / 2u; stride > 0u; stride = stride / 2u) {
+        if (lid < stride) {
+            lanes[lid] = lanes[lid] + lanes[lid + stride];
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        out[chunk.eval_base + e_local] = lanes[0] * chunk.inv_count;
+    }
 }
 
 @compute @workgroup_size(64)

@@ -253,6 +253,48 @@ fn medium_model_past_the_llvmpipe_loop_limit_matches_cpu_reference() {
     );
 }
 
+/// The fused reuse kernel (compute and reduce in one workgroup per parameter; the default on
+/// hardware GPUs) gives the same numbers as the split one and as the CPU.
+#[test]
+fn fused_reuse_kernel_matches_cpu_reference() {
+    let Some(ctx) = gpu() else { return };
+    let budget = max_ulp(&ctx);
+    drop(ctx);
+    let cases = [
+        (Model::book(), Dataset::book()),
+        {
+            let m = Model::random(&[64, 128, 10], &[Activation::Tanh, Activation::Identity], 5)
+                .unwrap();
+            let d = random_data(&m, 300, 6);
+            (m, d)
+        },
+        {
+            let m = Model::random(
+                &[5, 9, 6, 3],
+                &[Activation::Relu, Activation::Sigmoid, Activation::Tanh],
+                7,
+            )
+            .unwrap();
+            let d = random_data(&m, 33, 8);
+            (m, d)
+        },
+    ];
+    for (model, data) in cases {
+        let mut c = CpuEvaluator::<f32>::with_method(&model, &data, Method::Reuse).unwrap();
+        let cs = step(&mut c, &model.params, 1e-3);
+        for fused in [true, false] {
+            let opts = GpuOptions {
+                method: Method::Reuse,
+                fused_reuse: Some(fused),
+                ..Default::default()
+            };
+            let mut g = GpuEvaluator::with_options(fresh(), &model, &data, opts).unwrap();
+            let what = format!("{} params, fused {fused}", model.num_params());
+            assert_step_close(&what, &step(&mut g, &model.params, 1e-3), &cs, budget);
+        }
+    }
+}
+
 /// MNIST-sized (784-128-10, P = 101,770, 256 samples) with the reuse method: 26 million
 /// (parameter, sample) items, split over several dispatch chunks.
 #[test]
@@ -293,6 +335,7 @@ fn chunked_dispatches_give_the_same_losses() {
         let opts = GpuOptions {
             method,
             max_evals_per_chunk: 7,
+            ..Default::default()
         };
         let mut many = GpuEvaluator::with_options(fresh(), &model, &data, opts).unwrap();
         assert!(many.num_chunks() >= (model.num_params() + 1).div_ceil(7));

@@ -48,6 +48,7 @@ fn nudge_shader_parses_and_validates_without_a_gpu() {
         "reuse_deep",
         "update",
         "fused_epochs",
+        "reuse_fused",
     ] {
         assert!(
             names.contains(&want),
@@ -61,7 +62,7 @@ fn workgroup_sizes_and_widths_match_the_rust_constants() {
     let module = parse(&nudge_shader_source());
     for ep in &module.entry_points {
         let want = match ep.name.as_str() {
-            "reduce_losses" => REDUCE_WG,
+            "reduce_losses" | "reuse_fused" => REDUCE_WG,
             "fused_epochs" => perturb::gpu::FUSED_WG,
             _ => WG_SIZE,
         };

@@ -78,6 +78,8 @@ enum Kernel {
     ForwardStore,
     ReuseDsse,
     ReuseDeep,
+    /// `reuse_fused`: computes and reduces in one dispatch (no `reduce` dispatch follows).
+    ReuseFused,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -95,6 +97,11 @@ pub struct GpuOptions {
     pub method: Method,
     /// At most this many evaluations per pair of dispatches (device limits may force fewer).
     pub max_evals_per_chunk: u64,
+    /// Reuse method: compute and reduce the last two layers' deltas in one kernel (`Some(true)`),
+    /// in two (`Some(false)`), or choose by adapter (`None`: fused on hardware GPUs, where it saves
+    /// the memory traffic; split on CPU adapters such as llvmpipe, where barriers are dear).
+    /// Results are identical either way.
+    pub fused_reuse: Option<bool>,
 }
 
 impl Default for GpuOptions {
@@ -102,6 +109,7 @@ impl Default for GpuOptions {
         GpuOptions {
             method: Method::Naive,
             max_evals_per_chunk: u64::MAX,
+            fused_reuse: None,
         }
     }
 }
@@ -190,6 +198,7 @@ struct Pipelines {
     reduce: wgpu::ComputePipeline,
     update: wgpu::ComputePipeline,
     fused: Option<wgpu::ComputePipeline>,
+    reuse_fused: Option<wgpu::ComputePipeline>,
 }
 
 impl Pipelines {
@@ -199,6 +208,7 @@ impl Pipelines {
             Kernel::ForwardStore => &self.forward_store,
             Kernel::ReuseDsse => &self.reuse_dsse,
             Kernel::ReuseDeep => &self.reuse_deep,
+            Kernel::ReuseFused => self.reuse_fused.as_ref().expect("built when planned"),
         }
     }
 }
@@ -298,6 +308,7 @@ impl GpuEvaluator {
         // real GPU wants a workgroup per slot, whose reads of the samples are coalesced.
         let cpu_adapter = ctx.info.device_type == wgpu::DeviceType::Cpu;
         let seq_reduce = b <= SEQ_REDUCE_MAX_BATCH && (cpu_adapter || b <= 32);
+        let fused_reuse = opts.method == Method::Reuse && opts.fused_reuse.unwrap_or(!cpu_adapter);
         let mut chunks = Vec::new();
         // Slots [first, end) in chunks, `items_per_wg` (slot, sample) items per workgroup.
         let mut plan = |kernel: Kernel, first: u64, end: u64, items_per_wg: u64| {
@@ -309,7 +320,11 @@ impl GpuEvaluator {
             let mut at = first;
             while at < end {
                 let count = per.min(end - at);
-                let g = grid((count * b as u64).div_ceil(items_per_wg), max_dim);
+                let g = if kernel == Kernel::ReuseFused {
+                    grid(count, max_dim)
+                } else {
+                    grid((count * b as u64).div_ceil(items_per_wg), max_dim)
+                };
                 let r = if seq_reduce {
                     grid(count.div_ceil(WG_SIZE as u64), max_dim)
                 } else {
@@ -338,12 +353,12 @@ impl GpuEvaluator {
                 // Parameters of the last two layers need no workgroup memory; earlier ones do.
                 let shallow_from = model.weight_offset(num_layers.saturating_sub(2)) as u64;
                 plan(Kernel::ReuseDeep, 1, 1 + shallow_from, 1);
-                plan(
-                    Kernel::ReuseDsse,
-                    1 + shallow_from,
-                    1 + p as u64,
-                    WG_SIZE as u64,
-                );
+                let shallow = if fused_reuse {
+                    Kernel::ReuseFused
+                } else {
+                    Kernel::ReuseDsse
+                };
+                plan(shallow, 1 + shallow_from, 1 + p as u64, WG_SIZE as u64);
             }
         }
         let fused_epochs = fused_epochs_per_dispatch(model, b, opts.method, chunks.len());
@@ -495,6 +510,7 @@ impl GpuEvaluator {
                 }),
                 update: pipeline("update"),
                 fused: (fused_epochs > 0).then(|| pipeline("fused_epochs")),
+                reuse_fused: fused_reuse.then(|| pipeline("reuse_fused")),
             };
             let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("nudge"),
@@ -593,6 +609,9 @@ impl GpuEvaluator {
             );
             pass.set_pipeline(self.pipelines.main(c.kernel));
             pass.dispatch_workgroups(c.grid.0, c.grid.1, 1);
+            if c.kernel == Kernel::ReuseFused {
+                continue;
+            }
             pass.set_pipeline(&self.pipelines.reduce);
             pass.dispatch_workgroups(c.reduce_grid.0, c.reduce_grid.1, 1);
         }
