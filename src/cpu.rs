@@ -476,8 +476,18 @@ impl<R: Real> ReusePlan<'_, R> {
 /// the tree here starts at that width.
 pub fn reduce_sse<R: Real>(sse: &[R]) -> R {
     let width = sse.len().next_power_of_two().min(REDUCE_LANES);
+    // Small sample counts (the book has one) skip clearing a 256-lane array every call.
+    if width <= 16 {
+        let mut lanes = [R::ZERO; 16];
+        return reduce_lanes(sse, &mut lanes[..width]);
+    }
     let mut lanes = [R::ZERO; REDUCE_LANES];
-    for (t, lane) in lanes.iter_mut().enumerate().take(width) {
+    reduce_lanes(sse, &mut lanes[..width])
+}
+
+fn reduce_lanes<R: Real>(sse: &[R], lanes: &mut [R]) -> R {
+    let width = lanes.len();
+    for (t, lane) in lanes.iter_mut().enumerate() {
         let mut acc = R::ZERO;
         for &v in sse.iter().skip(t).step_by(REDUCE_LANES) {
             acc = acc + v;
