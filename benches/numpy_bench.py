@@ -10,11 +10,20 @@ Methods (one row per size and method; the median seconds of one step is reported
   numpy-loop        the notebook's way: a Python loop over every parameter, each doing a full forward pass
                     with np.dot. To be fair but plain, it nudges one value in place and restores it; the
                     literal notebook instead deepcopies ALL weights for every nudge (slower still).
-  numpy-vectorized  all P + 1 losses from batched forward passes, chunked over nudges (<= 512 MB). Nudged
-                    weights are never materialised: nudging W_l[i, j] (or b_l[j]) changes pre-activation
-                    column j of layer l by delta * a_{l-1}[:, i] (or delta), so that column is recomputed for
-                    every nudge at once, its change enters the next layer as a rank-1 update, and any layers
-                    after that run as batched matmuls over the nudges. Works for any depth.
+  numpy-vectorized  the same naive algorithm, vectorised: the P + 1 networks (unnudged, then one per nudged
+                    parameter) run as batched forward passes, in chunks of C networks (~8 MB per chunk,
+                    measured faster here than bigger chunks; at least one network per chunk). Each
+                    network does the FULL forward pass over all B samples, every layer included: the nudged
+                    parameter array is materialised as a (C, in, out) or (C, out) stack (one nudged copy per
+                    network) and used via batched matmul, (C, B, in) @ (C, in, out); the other layers share
+                    their weights, so (C, B, in) is multiplied as one (C * B, in) @ (in, out) matmul. Nothing
+                    is reused between networks beyond what a plain batched forward pass shares.
+  numpy-reuse       a cheaper algorithm (the reuse idea, in NumPy), NOT the naive one: all P + 1 losses,
+                    chunked over nudges (<= 512 MB), without materialising nudged weights. Nudging W_l[i, j]
+                    (or b_l[j]) changes pre-activation column j of layer l by delta * a_{l-1}[:, i] (or
+                    delta), so that column is recomputed for every nudge at once, its change enters the next
+                    layer as a rank-1 update, and any layers after that run as batched matmuls over the
+                    nudges. Layers before l are not recomputed. Works for any depth.
 
 Sizes: book = the book's 2-3-1 network and sample (B=1); small = 16-32-4, B=64; medium = 64-128-10, B=64;
 mnist = 784-128-10, B=256. Random params are uniform in +-1/sqrt(fan_in) (default_rng(1)), data x, y
@@ -23,12 +32,14 @@ uniform in [-1, 1) (default_rng(2)).
 Timing: one warm-up step, then steps until >= 1 s and >= 5 runs, but a row never spends more than
 --max-seconds; a row whose single step is estimated to exceed that is emitted with "skipped". Timings are
 sensitive to other load on the CPUs (multithreaded BLAS stalls when its threads are descheduled), so the
-JSON records the load average before the run. Before timing, the two methods' gradients are compared on
-book and small (key "agreement"; a warning goes to stderr if they differ by more than 1e-2 relative to the
+JSON records the load average before the run. numpy-loop and numpy-vectorized estimate one step first
+(from one forward pass, resp. ~0.1 s of timed chunks per parameter array); numpy-reuse is cheap and just runs.
+Before timing, numpy-vectorized's and numpy-reuse's gradients are each compared with numpy-loop's on book
+and small (key "agreement"; a warning goes to stderr if they differ by more than 1e-2 relative to the
 largest gradient).
 
-Run: python3 benches/numpy_bench.py [--sizes book,small,medium,mnist] [--methods numpy-loop,numpy-vectorized]
-                                     [--max-seconds 20]       (prints JSON on stdout)
+Run: python3 benches/numpy_bench.py [--sizes book,small,medium,mnist]
+         [--methods numpy-loop,numpy-vectorized,numpy-reuse] [--max-seconds 20]       (prints JSON on stdout)
 """
 import argparse
 import json
@@ -41,7 +52,8 @@ import numpy as np
 
 F32 = np.float32
 EPS, LR = F32(1e-4), F32(0.01)
-CHUNK_BYTES = 512 * 2**20
+CHUNK_BYTES = 512 * 2**20          # numpy-reuse's chunk budget
+FULL_CHUNK_BYTES = 8 * 2**20       # numpy-vectorized's: measured faster here than larger chunks (cache)
 SIZES = {"small": ([16, 32, 4], 64), "medium": ([64, 128, 10], 64), "mnist": ([784, 128, 10], 256)}
 
 
@@ -66,6 +78,14 @@ def make_size(name):
 
 def sigmoid(z):
     return F32(1) / (F32(1) + np.exp(-z))
+
+
+def sigmoid_inplace(z):
+    """sigmoid(z) by the same float32 operations, written into z: saves big temporaries (numpy-vectorized)."""
+    np.negative(z, out=z)
+    np.exp(z, out=z)
+    z += F32(1)
+    return np.reciprocal(z, out=z)
 
 
 def loss(params, x, y):
@@ -93,6 +113,69 @@ def grad_loop(params, x, y):
 
 
 # ---------------------------------------------------------------- numpy-vectorized
+def batched_losses(params, x, y, c, nudged=None):
+    """Losses of c networks, each by a full forward pass over all B samples, run as batched matmuls.
+
+    nudged = (k, stack): every network's params[k] is its own slice of stack, shape (c, *params[k].shape);
+    all other params are the same in every network. Returns c losses, shape (c,)."""
+    k_nudged, stack = nudged if nudged else (None, None)
+    batch, n = x.shape[0], len(params) // 2
+    a = np.broadcast_to(x, (c, *x.shape))  # (c, B, in): every network gets the same samples
+    for l in range(n):
+        W, b = params[2 * l], params[2 * l + 1]
+        if k_nudged == 2 * l:
+            z = np.matmul(a, stack)                                   # (c, B, in) @ (c, in, out)
+        else:
+            z = (a.reshape(c * batch, -1) @ W).reshape(c, batch, -1)  # shared W: one big matmul
+        z += stack[:, None, :] if k_nudged == 2 * l + 1 else b
+        a = sigmoid_inplace(z) if l + 1 < n else z
+    return np.mean(np.square(a - y), axis=(1, 2))
+
+
+def full_chunks(params, batch):
+    """(k, start, stop): chunks of nudges, never crossing a parameter array, each <= ~FULL_CHUNK_BYTES
+    (but at least one network)."""
+    widest = max([params[0].shape[0]] + [W.shape[1] for W in params[0::2]])
+    for k, p in enumerate(params):
+        per_net = 4 * (p.size + 4 * batch * widest)  # its nudged copy of p + ~4 (B, width) temporaries
+        chunk = max(1, FULL_CHUNK_BYTES // per_net)
+        for start in range(0, p.size, chunk):
+            yield k, start, min(start + chunk, p.size)
+
+
+def chunk_losses(params, x, y, k, start, stop):
+    """Losses of the networks with flat element start..stop-1 of params[k] nudged (one each)."""
+    p, c = params[k], stop - start
+    stack = np.repeat(p[None], c, axis=0)
+    flat = stack.reshape(c, -1)
+    flat[np.arange(c), np.arange(start, stop)] += EPS  # the same float32 nudge as numpy-loop's
+    return batched_losses(params, x, y, c, (k, stack))
+
+
+def grad_vectorized(params, x, y):
+    base = batched_losses(params, x, y, 1)[0]  # the unnudged network, by the same batched code
+    flats = [np.empty(p.size, F32) for p in params]
+    for k, start, stop in full_chunks(params, x.shape[0]):
+        flats[k][start:stop] = (chunk_losses(params, x, y, k, start, stop) - base) / EPS
+    return [g.reshape(p.shape) for g, p in zip(flats, params)]
+
+
+def estimate_vectorized(params, x, y, probe_seconds=0.1):
+    """Seconds for one numpy-vectorized step: for every parameter array, its chunks are timed until
+    probe_seconds have passed (at least one chunk), and the time per nudge is scaled to the array's size."""
+    batched_losses(params, x, y, 1)  # warm-up
+    spent, done = [0.0] * len(params), [0] * len(params)
+    for k, start, stop in full_chunks(params, x.shape[0]):
+        if spent[k] >= probe_seconds:
+            continue
+        t = time.perf_counter()
+        chunk_losses(params, x, y, k, start, stop)
+        spent[k] += time.perf_counter() - t
+        done[k] += stop - start
+    return sum(s / d * p.size for s, d, p in zip(spent, done, params))
+
+
+# ---------------------------------------------------------------- numpy-reuse
 def nudged_losses(params, x, y):
     """All P + 1 losses (unnudged first, then params in order), computed in chunks of nudges."""
     Ws, bs, n = params[0::2], params[1::2], len(params) // 2
@@ -127,7 +210,7 @@ def nudged_losses(params, x, y):
     return np.concatenate(out)
 
 
-def grad_vectorized(params, x, y):
+def grad_reuse(params, x, y):
     losses = nudged_losses(params, x, y)
     flat = (losses[1:] - losses[0]) / EPS
     grads, at = [], 0
@@ -139,7 +222,7 @@ def grad_vectorized(params, x, y):
 
 
 # ---------------------------------------------------------------- timing
-METHODS = {"numpy-loop": grad_loop, "numpy-vectorized": grad_vectorized}
+METHODS = {"numpy-loop": grad_loop, "numpy-vectorized": grad_vectorized, "numpy-reuse": grad_reuse}
 
 
 def step(method, params, x, y):
@@ -163,11 +246,13 @@ def time_row(name, method, max_seconds):
     params, x, y = make_size(name)
     n_params, batch = sum(p.size for p in params), x.shape[0]
     row = {"size": name, "params": int(n_params), "samples": int(batch), "method": method}
-    if method == "numpy-loop":
-        est = estimate_loop(params, x, y)
+    if method in ("numpy-loop", "numpy-vectorized"):
+        if method == "numpy-loop":
+            est, how = estimate_loop(params, x, y), f"{n_params + 1} forward passes"
+        else:
+            est, how = estimate_vectorized(params, x, y), "from timed chunks of every parameter array"
         if 2 * est > max_seconds:  # warm-up plus one timed step would not fit
-            row["skipped"] = (f"estimated {est:.1f} s per step ({n_params + 1} forward passes), "
-                              f"over --max-seconds {max_seconds:g}")
+            row["skipped"] = (f"estimated {est:.1f} s per step ({how}), over --max-seconds {max_seconds:g}")
             return row
     start = time.perf_counter()
     step(method, params, x, y)  # warm-up
@@ -186,16 +271,18 @@ def time_row(name, method, max_seconds):
     return row
 
 
-def agreement(name):
+def agreement(name, method):
+    """Compares method's gradients with numpy-loop's on one step of size name."""
     params, x, y = make_size(name)
     g_loop = np.concatenate([g.ravel() for g in grad_loop(params, x, y)])
-    g_vec = np.concatenate([g.ravel() for g in grad_vectorized(params, x, y)])
-    diff, scale = float(np.max(np.abs(g_vec - g_loop))), float(np.max(np.abs(g_loop)))
+    g_other = np.concatenate([g.ravel() for g in METHODS[method](params, x, y)])
+    diff, scale = float(np.max(np.abs(g_other - g_loop))), float(np.max(np.abs(g_loop)))
     rel = diff / max(scale, 1e-12)
     if rel >= 1e-2:
-        print(f"WARNING: {name}: numpy-vectorized and numpy-loop gradients differ: max |diff| {diff:.3g}, "
+        print(f"WARNING: {name}: {method} and numpy-loop gradients differ: max |diff| {diff:.3g}, "
               f"{rel:.3g} of max |grad| {scale:.3g}", file=sys.stderr)
-    return {"size": name, "max_abs_diff": diff, "max_abs_grad": scale, "relative": rel, "ok": rel < 1e-2}
+    return {"size": name, "method": method, "max_abs_diff": diff, "max_abs_grad": scale, "relative": rel,
+            "ok": rel < 1e-2}
 
 
 def machine():
@@ -225,7 +312,7 @@ def blas():
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="book,small,medium,mnist")
-    ap.add_argument("--methods", default="numpy-loop,numpy-vectorized")
+    ap.add_argument("--methods", default="numpy-loop,numpy-vectorized,numpy-reuse")
     ap.add_argument("--max-seconds", type=float, default=20.0)
     args = ap.parse_args()
     sizes, methods = args.sizes.split(","), args.methods.split(",")
@@ -237,6 +324,7 @@ if __name__ == "__main__":
             ap.error(f"unknown method {m!r}")
     result = {"numpy_version": np.__version__, "machine": machine(), "blas": blas(),
               "cpu_count": os.cpu_count(), "load_average_before": list(os.getloadavg()),
-              "agreement": [agreement(s) for s in ("book", "small")],
+              "agreement": [agreement(s, m) for s in ("book", "small")
+                            for m in ("numpy-vectorized", "numpy-reuse")],
               "rows": [time_row(s, m, args.max_seconds) for s in sizes for m in methods]}
     print(json.dumps(result, indent=1))
