@@ -18,10 +18,10 @@
 //! depend on the thread count.
 
 use crate::data::Dataset;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::{Activation, Model};
 use crate::precision::Real;
-use crate::train::{DeviceInfo, Evaluator, Method};
+use crate::train::{check_lengths, DeviceInfo, Evaluator, Method};
 use std::marker::PhantomData;
 
 /// Lanes of the loss reduction: the reduce workgroup size in `shaders/nudge.wgsl`.
@@ -238,33 +238,22 @@ impl<R: Real> CpuEvaluator<R> {
         let inputs = self.layers[0].inputs;
         let outputs = self.layers[self.layers.len() - 1].outputs;
         let bufs = &mut self.scratch[0].bufs;
+        let cache = &mut self.cache;
         for s in 0..b {
             let x = &self.x[s * inputs..(s + 1) * inputs];
-            let (mut cur, mut next) = (&mut bufs.a, &mut bufs.b);
-            for (l, layer) in self.layers.iter().enumerate() {
-                let out = &mut next[..layer.outputs];
-                dense(
-                    layer,
-                    if l == 0 {
-                        None
-                    } else {
-                        Some(&cur[..layer.inputs])
-                    },
-                    x,
-                    params,
-                    out,
-                );
-                let bias = &params[layer.b_off..][..layer.outputs];
-                for (u, (o, &bv)) in out.iter_mut().zip(bias).enumerate() {
-                    let z = *o + R::from_f32(bv);
+            let pred = forward_each(
+                &self.layers,
+                x,
+                params,
+                &mut bufs.a,
+                &mut bufs.b,
+                |layer, u, z, a| {
                     let cell = (layer.unit_off + u) * b + s;
-                    self.cache.z[cell] = z;
-                    *o = z.activate(layer.act);
-                    self.cache.a[cell] = *o;
-                }
-                std::mem::swap(&mut cur, &mut next);
-            }
-            bufs.sse[s] = sse(&cur[..outputs], &self.y[s * outputs..(s + 1) * outputs]);
+                    cache.z[cell] = z;
+                    cache.a[cell] = a;
+                },
+            );
+            bufs.sse[s] = sse(pred, &self.y[s * outputs..(s + 1) * outputs]);
         }
         R::mean(reduce_sse(&bufs.sse), b * outputs)
     }
@@ -318,23 +307,32 @@ fn forward<'a, R: Real>(
     a: &'a mut Vec<R>,
     b: &'a mut Vec<R>,
 ) -> &'a [R] {
+    forward_each(layers, x, p, a, b, |_, _, _, _| {})
+}
+
+/// The forward pass of one sample; `seen(layer, unit, z, a)` sees every pre-activation and output.
+fn forward_each<'a, R: Real>(
+    layers: &[LayerPlan],
+    x: &[f32],
+    p: &[f32],
+    a: &'a mut Vec<R>,
+    b: &'a mut Vec<R>,
+    mut seen: impl FnMut(&LayerPlan, usize, R, R),
+) -> &'a [R] {
     let (mut cur, mut next) = (a, b);
     for (l, layer) in layers.iter().enumerate() {
         let out = &mut next[..layer.outputs];
-        dense(
-            layer,
-            if l == 0 {
-                None
-            } else {
-                Some(&cur[..layer.inputs])
-            },
-            x,
-            p,
-            out,
-        );
+        let input = if l == 0 {
+            None
+        } else {
+            Some(&cur[..layer.inputs])
+        };
+        dense(layer, input, x, p, out);
         let bias = &p[layer.b_off..][..layer.outputs];
-        for (o, &bv) in out.iter_mut().zip(bias) {
-            *o = (*o + R::from_f32(bv)).activate(layer.act);
+        for (u, (o, &bv)) in out.iter_mut().zip(bias).enumerate() {
+            let z = *o + R::from_f32(bv);
+            *o = z.activate(layer.act);
+            seen(layer, u, z, *o);
         }
         std::mem::swap(&mut cur, &mut next);
     }
@@ -512,14 +510,7 @@ impl<R: Real> Evaluator for CpuEvaluator<R> {
     }
 
     fn evaluate(&mut self, params: &[f32], eps: f32, deltas: &mut [R]) -> Result<R> {
-        if params.len() != self.num_params || deltas.len() != self.num_params {
-            return Err(Error::Config(format!(
-                "evaluate: {} params and {} delta slots for a model of {} parameters",
-                params.len(),
-                deltas.len(),
-                self.num_params
-            )));
-        }
+        check_lengths(params.len(), deltas.len(), self.num_params)?;
         Ok(match self.method {
             Method::Naive => self.evaluate_naive(params, eps, deltas),
             Method::Reuse => self.evaluate_reuse(params, eps, deltas),

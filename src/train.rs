@@ -75,6 +75,16 @@ pub trait Evaluator {
     fn device(&self) -> DeviceInfo;
 }
 
+/// The error for an [`Evaluator::evaluate`] call whose slices do not fit the model.
+pub(crate) fn check_lengths(params: usize, deltas: usize, num_params: usize) -> Result<()> {
+    if params != num_params || deltas != num_params {
+        return Err(Error::Config(format!(
+            "evaluate: {params} params and {deltas} delta slots for a model of {num_params} parameters"
+        )));
+    }
+    Ok(())
+}
+
 /// Hyperparameters of a training run.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Hyper {

@@ -6,7 +6,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::precision::inv_count;
-use crate::train::{DeviceInfo, Evaluator, History, Hyper, Method};
+use crate::train::{check_lengths, DeviceInfo, Evaluator, History, Hyper, Method};
 use std::time::Instant;
 use wgpu::util::DeviceExt;
 
@@ -806,14 +806,7 @@ impl Evaluator for GpuEvaluator {
     }
 
     fn evaluate(&mut self, params: &[f32], eps: f32, deltas: &mut [f32]) -> Result<f32> {
-        if params.len() != self.num_params || deltas.len() != self.num_params {
-            return Err(Error::Config(format!(
-                "evaluate: {} params and {} delta slots for a model of {} parameters",
-                params.len(),
-                deltas.len(),
-                self.num_params
-            )));
-        }
+        check_lengths(params.len(), deltas.len(), self.num_params)?;
         let lr = self.written.map_or(0.0, |(_, lr)| f32::from_bits(lr));
         self.write_uniforms(eps, lr);
         self.ctx
