@@ -176,6 +176,20 @@ fn forward_store(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     }
 }
 
+// Each of the REDUCE_WG invocations brings one lane's partial sum; lanes are combined pairwise,
+// halving the stride each round. Invocation 0 gets the total. Call in uniform control flow.
+fn tree_sum(lid: u32, lane: f32) -> f32 {
+    lanes[lid] = lane;
+    workgroupBarrier();
+    for (var stride = REDUCE_WG / 2u; stride > 0u; stride = stride / 2u) {
+        if (lid < stride) {
+            lanes[lid] = lanes[lid] + lanes[lid + stride];
+        }
+        workgroupBarrier();
+    }
+    return lanes[0];
+}
+
 @compute @workgroup_size(256)
 fn reduce_losses(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let e_local = wg.x + wg.y * chunk.reduce_grid_x;
@@ -187,16 +201,9 @@ fn reduce_losses(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     for (var s = lid; s < chunk.batch; s += REDUCE_WG) {
         acc = acc + sse[row + s];
     }
-    lanes[lid] = acc;
-    workgroupBarrier();
-    for (var stride = REDUCE_WG / 2u; stride > 0u; stride = stride / 2u) {
-        if (lid < stride) {
-            lanes[lid] = lanes[lid] + lanes[lid + stride];
-        }
-        workgroupBarrier();
-    }
+    let total = tree_sum(lid, acc);
     if (lid == 0u) {
-        out[chunk.eval_base + e_local] = lanes[0] * chunk.inv_count;
+        out[chunk.eval_base + e_local] = total * chunk.inv_count;
     }
 }
 
@@ -318,16 +325,9 @@ fn reuse_fused(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     for (var s = lid; s < chunk.batch; s += REDUCE_WG) {
         acc = acc + reuse_shallow(k, s);
     }
-    lanes[lid] = acc;
-    workgroupBarrier();
-    for (var stride = REDUCE_WG / 2u; stride > 0u; stride = stride / 2u) {
-        if (lid < stride) {
-            lanes[lid] = lanes[lid] + lanes[lid + stride];
-        }
-        workgroupBarrier();
-    }
+    let total = tree_sum(lid, acc);
     if (lid == 0u) {
-        out[chunk.eval_base + e_local] = lanes[0] * chunk.inv_count;
+        out[chunk.eval_base + e_local] = total * chunk.inv_count;
     }
 }
 
