@@ -84,17 +84,26 @@ pub fn assert_ulp_close(what: &str, gpu: &[f32], cpu: &[f32], max: u64) {
     );
 }
 
-/// Asserts relative closeness (for adapters that are not bit-exact); names the worst index.
-pub fn assert_rel_close(what: &str, gpu: &[f64], cpu: &[f64], rel: f64) {
-    let (worst, r) = gpu
+/// Index and value of the largest error; a NaN counts as largest.
+pub fn largest(errors: &[f64]) -> (usize, f64) {
+    errors
         .iter()
-        .zip(cpu)
-        .map(|(g, c)| (g - c).abs() / c.abs().max(1e-6))
+        .copied()
         .enumerate()
         .fold(
             (0, 0.0),
-            |w, (i, r)| if r > w.1 || r.is_nan() { (i, r) } else { w },
-        );
+            |w, (i, e)| if e > w.1 || e.is_nan() { (i, e) } else { w },
+        )
+}
+
+/// Asserts relative closeness (for adapters that are not bit-exact); names the worst index.
+pub fn assert_rel_close(what: &str, gpu: &[f64], cpu: &[f64], rel: f64) {
+    let errors: Vec<f64> = gpu
+        .iter()
+        .zip(cpu)
+        .map(|(g, c)| (g - c).abs() / c.abs().max(1e-6))
+        .collect();
+    let (worst, r) = largest(&errors);
     eprintln!("{what}: worst relative difference {r:e} at index {worst}");
     assert!(
         r <= rel,
@@ -119,15 +128,12 @@ pub fn assert_step_close(what: &str, gpu: &[f32], cpu: &[f32], budget: u64) {
     }
     assert_ulp_close(&format!("{what}: loss"), &gpu[..1], &cpu[..1], budget);
     let unit = ulp_of(cpu[0]);
-    let (worst, d) = gpu[1..]
+    let errors: Vec<f64> = gpu[1..]
         .iter()
         .zip(&cpu[1..])
         .map(|(&g, &c)| (g as f64 - c as f64).abs() / unit)
-        .enumerate()
-        .fold(
-            (0, 0.0),
-            |w, (i, d)| if d > w.1 || d.is_nan() { (i, d) } else { w },
-        );
+        .collect();
+    let (worst, d) = largest(&errors);
     eprintln!("{what}: worst delta {d:.2} ULP(L) at parameter {worst}");
     assert!(
         d <= budget as f64,
