@@ -1,0 +1,111 @@
+//! `perturb bench`.
+
+use super::{pick, AdapterArgs};
+use crate::bench::{self, BenchOptions, Size};
+use crate::error::{Error, Result};
+use crate::train::Method;
+use clap::Args;
+use std::path::PathBuf;
+
+/// `perturb bench` options.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Sizes: book (2-3-1, B=1), small (16-32-4, B=64), medium (64-128-10, B=64), mnist (784-128-10, B=256).
+    #[arg(long, default_value = "book,small,medium,mnist")]
+    pub sizes: String,
+    /// Methods: naive, reuse.
+    #[arg(long, default_value = "naive,reuse")]
+    pub methods: String,
+    /// Devices: cpu, gpu.
+    #[arg(long, default_value = "cpu,gpu")]
+    pub devices: String,
+    /// Loop modes for GPU rows: host, resident.
+    #[arg(long, default_value = "host,resident")]
+    pub modes: String,
+    /// Also time the book's algorithm in NumPy (plain loop and vectorised), via python3.
+    #[arg(long)]
+    pub numpy: bool,
+    /// Write the rows as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Time budget per row in seconds (a single step longer than this is still run once).
+    #[arg(long, default_value_t = 3.0)]
+    pub max_seconds: f64,
+    /// Skip naive rows whose step needs more multiply-adds than this.
+    #[arg(long, default_value_t = 1e10)]
+    pub max_work: f64,
+    /// Adapter choice.
+    #[command(flatten)]
+    pub adapter: AdapterArgs,
+}
+
+/// Runs `perturb bench`.
+pub fn bench(args: &BenchArgs) -> Result<()> {
+    let sizes = args
+        .sizes
+        .split(',')
+        .map(Size::named)
+        .collect::<Result<Vec<_>>>()?;
+    let methods = pick(&args.methods, "methods", &["naive", "reuse"], |s| {
+        if s == "naive" {
+            Method::Naive
+        } else {
+            Method::Reuse
+        }
+    })?;
+    let devices = pick(&args.devices, "devices", &["cpu", "gpu"], str::to_string)?;
+    let modes = pick(&args.modes, "modes", &["host", "resident"], str::to_string)?;
+    if !(args.max_seconds > 0.0 && args.max_seconds.is_finite()) {
+        return Err(Error::Config(format!(
+            "--max-seconds must be > 0, got {}",
+            args.max_seconds
+        )));
+    }
+    let opts = BenchOptions {
+        sizes: sizes.clone(),
+        methods,
+        cpu: devices.iter().any(|d| d == "cpu"),
+        gpu: devices.iter().any(|d| d == "gpu"),
+        resident: modes.iter().any(|m| m == "resident"),
+        max_seconds: args.max_seconds,
+        max_work: args.max_work,
+        adapter: args.adapter.options(),
+    };
+    if !modes.iter().any(|m| m == "host") {
+        return Err(Error::Config(
+            "--modes must include host (CPU rows and the baseline are host-driven)".into(),
+        ));
+    }
+    say!("timing one training step (all P + 1 losses and the update), median of repeated runs");
+    let mut rows = bench::run(&opts, |r| {
+        let t = r
+            .seconds
+            .map_or(r.note.clone(), |s| format!("{:.3e} s/step", s));
+        say!(
+            "  {:<7} {:<6} {:<4} {:<9} {t}",
+            r.size,
+            r.method,
+            r.device,
+            r.mode
+        );
+    })?;
+    if args.numpy {
+        let (version, mut extra) = bench::numpy_rows(&sizes, args.max_seconds.max(5.0) * 4.0)?;
+        say!("  NumPy {version}: {} rows", extra.len());
+        rows.append(&mut extra);
+        bench::fill_speedups(&mut rows);
+    }
+    say!("\n{}", bench::table(&rows));
+    if rows
+        .iter()
+        .any(|r| r.device == "gpu" && r.adapter.to_lowercase().contains("llvmpipe"))
+    {
+        say!("\nllvmpipe is Mesa's software GPU: its rows are CPU time spent emulating a GPU.");
+    }
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&rows).expect("rows serialise");
+        std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))?;
+        say!("wrote {}", path.display());
+    }
+    Ok(())
+}
