@@ -2,12 +2,18 @@
 // belongs to parameter k. Summation orders are the contract with src/cpu.rs, which follows them
 // line for line (see its module docs).
 //
+// A step may hold several runs (a sweep) and several coordinate offsets (central and Richardson
+// differences): each chunk belongs to one run and one offset, and its uniform says where that
+// run's parameters, outputs and reuse cache start (param_base, out_base, cache_base).
+//
 // Naive method (the book), per chunk of slots:
 //   nudged_sse     one workgroup per (slot, sample): the forward pass of that sample with that nudge,
 //                  units spread over the workgroup, activations in workgroup memory -> squared error.
 //   reduce_losses  one workgroup per slot: strided lanes + binary tree over samples, x 1/(B*outputs).
 //   reduce_seq     the same sum, one invocation per slot (no barriers: far cheaper on llvmpipe),
 //                  used up to SEQ_REDUCE_MAX_BATCH samples.
+//   spsa_sse       nudged_sse for SPSA: slot 1 + d moves every parameter by +-eps times direction
+//                  d / 2, regenerated from the run's seed (shaders/rng.wgsl), never stored.
 // Reuse method:
 //   forward_store  one workgroup per sample: the unperturbed pass, keeping every z and a in `cache`.
 //   reuse_dsse     one invocation per (parameter, sample), parameters of the last two layers: the
@@ -25,7 +31,8 @@
 //
 // No invocation loops more than (units per invocation) x (layer inputs) times, far below llvmpipe's
 // silent cap of 65,535 loop iterations per invocation (src/gpu/evaluator.rs checks the bound).
-// Prepended at load time: shaders/math.wgsl (activate, exp_f32, ...).
+// Prepended at load time: shaders/math.wgsl (activate, exp_f32, ...) and shaders/rng.wgsl
+// (direction).
 
 // Shared with src/gpu/evaluator.rs (checked by tests/shaders.rs).
 const WG_SIZE: u32 = 64u;
@@ -33,6 +40,7 @@ const REDUCE_WG: u32 = 256u;
 const MAX_WIDTH: u32 = 2048u;
 const LAYER_WORDS: u32 = 8u;
 const NO_NUDGE: u32 = 0xffffffffu;
+const NO_DIR: u32 = 0xffffffffu;
 const METHOD_NAIVE: u32 = 0u;
 const FUSED_MAX_WIDTH: u32 = 32u;
 // Few invocations: llvmpipe pays per invocation group at every barrier, and tiny models have
@@ -55,7 +63,14 @@ struct Chunk {
     lr: f32,
     inv_count: f32,      // 1 / (batch * outputs), rounded on the host
     zero: f32,           // always 0.0; see reuse_nudge
-    _pad: vec2<u32>,
+    param_base: u32,     // this chunk's run: its parameters start at params[param_base]
+    out_base: u32,       // slot e of this chunk goes to out[out_base + e]
+    cache_base: u32,     // the run's reuse cache starts at cache[cache_base]
+    seed_lo: u32,        // SPSA: the run's seed, the step, the distribution of the directions
+    seed_hi: u32,
+    step: u32,
+    dist: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> chunk: Chunk;
@@ -65,7 +80,7 @@ struct Chunk {
 @group(0) @binding(3) var<storage, read> xs: array<f32>;      // [batch][inputs]
 @group(0) @binding(4) var<storage, read> ys: array<f32>;      // [batch][outputs]
 @group(0) @binding(5) var<storage, read_write> sse: array<f32>;    // [slot in chunk][batch]
-@group(0) @binding(6) var<storage, read_write> out: array<f32>;    // [P + 1]: L, then L_k or L_k - L
+@group(0) @binding(6) var<storage, read_write> out: array<f32>;    // per run: L, then L_k or L_k - L
 // Reuse cache: z at [unit][batch], a at [total_units + unit][batch], then the inputs transposed,
 // x at [2 * total_units + input][batch] (written once by the host).
 @group(0) @binding(7) var<storage, read_write> cache: array<f32>;
@@ -90,15 +105,28 @@ fn layer_info(l: u32) -> LayerInfo {
 }
 
 fn z_at(unit: u32, s: u32) -> f32 {
-    return cache[unit * chunk.batch + s];
+    return cache[chunk.cache_base + unit * chunk.batch + s];
 }
 
 fn a_at(unit: u32, s: u32) -> f32 {
-    return cache[(chunk.total_units + unit) * chunk.batch + s];
+    return cache[chunk.cache_base + (chunk.total_units + unit) * chunk.batch + s];
 }
 
-fn param(j: u32, nudge: u32) -> f32 {
-    let w = params[j];
+// Parameter j of this chunk's run.
+fn pw(j: u32) -> f32 {
+    return params[chunk.param_base + j];
+}
+
+// Parameter j as evaluation (nudge, dir) sees it: moved by eps if j == nudge; or, for an SPSA
+// evaluation dir != NO_DIR, moved by +eps (dir even) or -eps (dir odd) times component j of
+// direction dir / 2. Callers pass constants for what they do not use, which the compiler folds.
+fn param(j: u32, nudge: u32, dir: u32) -> f32 {
+    let w = pw(j);
+    if (dir != NO_DIR) {
+        let h = select(-chunk.eps, chunk.eps, (dir & 1u) == 0u);
+        let seed = vec2<u32>(chunk.seed_lo, chunk.seed_hi);
+        return w + h * direction(seed, chunk.step, dir >> 1u, j, chunk.dist);
+    }
     return select(w, w + chunk.eps, j == nudge);
 }
 
@@ -107,9 +135,10 @@ fn dsse_term(a_new: f32, a_old: f32, y: f32) -> f32 {
     return (a_new - a_old) * ((a_new - y) + (a_old - y));
 }
 
-// The forward pass of sample s with parameter `nudge` moved by eps (NO_NUDGE: none), spread over
-// the workgroup; `store` keeps z and a in the cache. Returns (in invocation 0) the squared error.
-fn forward_sample(s: u32, nudge: u32, lid: u32, store: bool) -> f32 {
+// The forward pass of sample s with parameter `nudge` moved by eps (NO_NUDGE: none), or along
+// SPSA evaluation `dir` (NO_DIR: none), spread over the workgroup; `store` keeps z and a in the
+// cache. Returns (in invocation 0) the squared error.
+fn forward_sample(s: u32, nudge: u32, dir: u32, lid: u32, store: bool) -> f32 {
     for (var l = 0u; l < chunk.num_layers; l++) {
         let info = layer_info(l);
         let dst = (l % 2u) * MAX_WIDTH;
@@ -119,20 +148,20 @@ fn forward_sample(s: u32, nudge: u32, lid: u32, store: bool) -> f32 {
             if (l == 0u) {
                 let x_off = s * info.n_in;
                 for (var i = 0u; i < info.n_in; i++) {
-                    acc = acc + xs[x_off + i] * param(info.w_off + i * info.n_out + u, nudge);
+                    acc = acc + xs[x_off + i] * param(info.w_off + i * info.n_out + u, nudge, dir);
                 }
             } else {
                 for (var i = 0u; i < info.n_in; i++) {
-                    acc = acc + acts[src + i] * param(info.w_off + i * info.n_out + u, nudge);
+                    acc = acc + acts[src + i] * param(info.w_off + i * info.n_out + u, nudge, dir);
                 }
             }
-            acc = acc + param(info.b_off + u, nudge);
+            acc = acc + param(info.b_off + u, nudge, dir);
             let a = activate(acc, info.kind);
             acts[dst + u] = a;
             if (store) {
                 let unit = info.unit_off + u;
-                cache[unit * chunk.batch + s] = acc;
-                cache[(chunk.total_units + unit) * chunk.batch + s] = a;
+                cache[chunk.cache_base + unit * chunk.batch + s] = acc;
+                cache[chunk.cache_base + (chunk.total_units + unit) * chunk.batch + s] = a;
             }
         }
         workgroupBarrier();
@@ -158,7 +187,23 @@ fn nudged_sse(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     }
     let e = chunk.eval_base + item / chunk.batch;
     let s = item % chunk.batch;
-    let total = forward_sample(s, select(e - 1u, NO_NUDGE, e == 0u), lid, false);
+    let total = forward_sample(s, select(e - 1u, NO_NUDGE, e == 0u), NO_DIR, lid, false);
+    if (lid == 0u) {
+        sse[item] = total;
+    }
+}
+
+// nudged_sse for SPSA: slot 0 is the unperturbed network, slot 1 + d is evaluation d (direction
+// d / 2, sign by parity).
+@compute @workgroup_size(64)
+fn spsa_sse(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let item = wg.x + wg.y * chunk.grid_x;
+    if (item >= chunk.eval_count * chunk.batch) {
+        return;
+    }
+    let e = chunk.eval_base + item / chunk.batch;
+    let s = item % chunk.batch;
+    let total = forward_sample(s, NO_NUDGE, select(e - 1u, NO_DIR, e == 0u), lid, false);
     if (lid == 0u) {
         sse[item] = total;
     }
@@ -170,7 +215,7 @@ fn forward_store(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     if (s >= chunk.batch) {
         return;
     }
-    let total = forward_sample(s, NO_NUDGE, lid, true);
+    let total = forward_sample(s, NO_NUDGE, NO_DIR, lid, true);
     if (lid == 0u) {
         sse[s] = total;
     }
@@ -203,7 +248,7 @@ fn reduce_losses(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     }
     let total = tree_sum(lid, acc);
     if (lid == 0u) {
-        out[chunk.eval_base + e_local] = total * chunk.inv_count;
+        out[chunk.out_base + chunk.eval_base + e_local] = total * chunk.inv_count;
     }
 }
 
@@ -244,7 +289,7 @@ fn reduce_seq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     if (e_local >= chunk.eval_count) {
         return;
     }
-    out[chunk.eval_base + e_local] = reduce_row(e_local * chunk.batch) * chunk.inv_count;
+    out[chunk.out_base + chunk.eval_base + e_local] = reduce_row(e_local * chunk.batch) * chunk.inv_count;
 }
 
 struct Nudged {
@@ -261,7 +306,7 @@ fn reuse_nudge(k: u32, s: u32) -> Nudged {
         l++;
     }
     let info = layer_info(l);
-    let w = params[k];
+    let w = pw(k);
     // `+ zero` (a runtime 0.0) keeps the compiler from folding (w + eps) - w into eps.
     let d = (w + chunk.eps) - (w + chunk.zero);
     var u: u32;
@@ -275,7 +320,7 @@ fn reuse_nudge(k: u32, s: u32) -> Nudged {
         u = j % info.n_out;
         var xi: f32;
         if (l == 0u) {
-            xi = cache[(2u * chunk.total_units + i) * chunk.batch + s];  // inputs, transposed
+            xi = cache[chunk.cache_base + (2u * chunk.total_units + i) * chunk.batch + s];  // inputs, transposed
         } else {
             xi = a_at(layer_info(l - 1u).unit_off + i, s);
         }
@@ -296,7 +341,7 @@ fn reuse_shallow(k: u32, s: u32) -> f32 {
     var total = 0.0;
     for (var v = 0u; v < nx.n_out; v++) {
         let unit = nx.unit_off + v;
-        let a2 = activate(z_at(unit, s) + delta * params[nx.w_off + n.u * nx.n_out + v], nx.kind);
+        let a2 = activate(z_at(unit, s) + delta * pw(nx.w_off + n.u * nx.n_out + v), nx.kind);
         total = total + dsse_term(a2, a_at(unit, s), ys[y_off + v]);
     }
     return total;
@@ -327,7 +372,7 @@ fn reuse_fused(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     }
     let total = tree_sum(lid, acc);
     if (lid == 0u) {
-        out[chunk.eval_base + e_local] = total * chunk.inv_count;
+        out[chunk.out_base + chunk.eval_base + e_local] = total * chunk.inv_count;
     }
 }
 
@@ -348,16 +393,16 @@ fn reuse_deep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
         let src = MAX_WIDTH - dst;
         if (m == n.l + 1u) {
             for (var v = lid; v < info.n_out; v += WG_SIZE) {
-                let z = z_at(info.unit_off + v, s) + delta * params[info.w_off + n.u * info.n_out + v];
+                let z = z_at(info.unit_off + v, s) + delta * pw(info.w_off + n.u * info.n_out + v);
                 acts[dst + v] = activate(z, info.kind);
             }
         } else if (m > n.l + 1u) {
             for (var v = lid; v < info.n_out; v += WG_SIZE) {
                 var acc = 0.0;
                 for (var i = 0u; i < info.n_in; i++) {
-                    acc = acc + acts[src + i] * params[info.w_off + i * info.n_out + v];
+                    acc = acc + acts[src + i] * pw(info.w_off + i * info.n_out + v);
                 }
-                acc = acc + params[info.b_off + v];
+                acc = acc + pw(info.b_off + v);
                 acts[dst + v] = activate(acc, info.kind);
             }
         }

@@ -226,6 +226,7 @@ pub fn run(opts: &BenchOptions, mut progress: impl FnMut(&Row)) -> Result<Vec<Ro
         epochs: 1,
         lr: 1e-3,
         eps: 1e-4,
+        ..Hyper::book()
     };
     let mut rows = Vec::new();
     for size in &opts.sizes {

@@ -19,9 +19,10 @@
 
 use crate::data::Dataset;
 use crate::error::Result;
+use crate::estimate::Probe;
 use crate::model::{Activation, Model};
 use crate::precision::Real;
-use crate::train::{check_lengths, DeviceInfo, Evaluator, Method};
+use crate::train::{check_probe, DeviceInfo, Evaluator, Method};
 use std::marker::PhantomData;
 
 /// Lanes of the loss reduction: the reduce workgroup size in `shaders/nudge.wgsl`.
@@ -195,8 +196,8 @@ impl<R: Real> CpuEvaluator<R> {
         }
     }
 
-    fn evaluate_naive(&mut self, params: &[f32], eps: f32, deltas: &mut [R]) -> R {
-        let base = self.loss(params);
+    /// `deltas[k] = L(params with params[k] + eps) − base` for every k.
+    fn naive_deltas(&mut self, params: &[f32], base: R, eps: f32, deltas: &mut [R]) {
         for s in &mut self.scratch {
             s.params.clear();
             s.params.extend_from_slice(params);
@@ -210,11 +211,10 @@ impl<R: Real> CpuEvaluator<R> {
             lk - base
         };
         for_each_param(threads, &mut self.scratch, deltas, &each);
-        base
     }
 
-    fn evaluate_reuse(&mut self, params: &[f32], eps: f32, deltas: &mut [R]) -> R {
-        let base = self.forward_store(params);
+    /// `deltas[k]` of the reuse method, from the cache [`CpuEvaluator::forward_store`] filled.
+    fn reuse_deltas(&mut self, params: &[f32], eps: f32, deltas: &mut [R]) {
         let outputs = self.layers.last().map_or(1, |l| l.outputs);
         let threads = self.threads_for(self.num_params * self.samples * (outputs + 1));
         let plan = ReusePlan {
@@ -229,7 +229,46 @@ impl<R: Real> CpuEvaluator<R> {
         for_each_param(threads, &mut self.scratch, deltas, &|k, s| {
             plan.delta(k, &mut s.bufs)
         });
-        base
+    }
+
+    /// `out[i] = L(probe's perturbed parameters i) − base` for every direction evaluation.
+    fn direction_deltas(&mut self, params: &[f32], probe: &Probe, base: R, out: &mut [R]) {
+        for s in &mut self.scratch {
+            s.params.resize(params.len(), 0.0);
+        }
+        let threads = self.threads_for(out.len() * self.macs_per_pass());
+        let (layers, x, y, samples) = (&self.layers, &self.x, &self.y, self.samples);
+        let each = |i: usize, s: &mut Scratch<R>| {
+            probe.perturbed(params, i, &mut s.params);
+            loss_at(layers, x, y, samples, &s.params, &mut s.bufs) - base
+        };
+        for_each_param(threads, &mut self.scratch, out, &each);
+    }
+
+    /// One run of [`Evaluator::probe`]: returns the loss and fills `values`.
+    fn probe_run(&mut self, params: &[f32], probe: &Probe, values: &mut [R]) -> R {
+        let p = self.num_params;
+        match *probe {
+            Probe::Coordinates { offsets, count } => {
+                let base = match self.method {
+                    Method::Naive => self.loss(params),
+                    Method::Reuse => self.forward_store(params),
+                };
+                for (j, &eps) in offsets[..count].iter().enumerate() {
+                    let out = &mut values[j * p..(j + 1) * p];
+                    match self.method {
+                        Method::Naive => self.naive_deltas(params, base, eps, out),
+                        Method::Reuse => self.reuse_deltas(params, eps, out),
+                    }
+                }
+                base
+            }
+            Probe::Directions { .. } => {
+                let base = self.loss(params);
+                self.direction_deltas(params, probe, base, values);
+                base
+            }
+        }
     }
 
     /// The unperturbed pass of the reuse method: fills the cache and returns the loss.
@@ -509,12 +548,36 @@ impl<R: Real> Evaluator for CpuEvaluator<R> {
         self.num_params
     }
 
-    fn evaluate(&mut self, params: &[f32], eps: f32, deltas: &mut [R]) -> Result<R> {
-        check_lengths(params.len(), deltas.len(), self.num_params)?;
-        Ok(match self.method {
-            Method::Naive => self.evaluate_naive(params, eps, deltas),
-            Method::Reuse => self.evaluate_reuse(params, eps, deltas),
-        })
+    fn max_runs(&self) -> usize {
+        usize::MAX
+    }
+
+    fn probe(
+        &mut self,
+        params: &[f32],
+        probes: &[Probe],
+        active: &[bool],
+        losses: &mut [R],
+        values: &mut [R],
+    ) -> Result<()> {
+        let p = self.num_params;
+        let (_, n) = check_probe(
+            p,
+            usize::MAX,
+            params.len(),
+            probes,
+            active,
+            losses.len(),
+            values.len(),
+        )?;
+        for (r, probe) in probes.iter().enumerate().filter(|(r, _)| active[*r]) {
+            losses[r] = self.probe_run(
+                &params[r * p..(r + 1) * p],
+                probe,
+                &mut values[r * n..(r + 1) * n],
+            );
+        }
+        Ok(())
     }
 
     fn device(&self) -> DeviceInfo {

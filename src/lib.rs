@@ -11,19 +11,23 @@
 //! ```
 
 pub mod bench;
+pub mod check;
 pub mod cli;
 pub mod cpu;
 pub mod data;
 pub mod error;
+pub mod estimate;
 pub mod gpu;
 pub mod math;
 pub mod model;
 pub mod precision;
 pub mod report;
+pub mod rng;
 pub mod train;
 
 pub use data::Dataset;
 pub use error::{Error, Result};
+pub use estimate::{Estimator, Probe, StepMode};
 pub use model::{Activation, Layer, Model};
 pub use precision::{Precision, Real};
 pub use train::{DeviceInfo, Evaluator, History, Hyper, Method};

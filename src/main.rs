@@ -8,6 +8,8 @@ fn main() -> ExitCode {
         Command::Train(args) => cli::train(args),
         Command::Devices(args) => cli::devices(args),
         Command::Bench(args) => cli::bench(args),
+        Command::Check(args) => cli::check(args),
+        Command::Sweep(args) => cli::sweep(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -128,3 +128,22 @@ pub fn format_predictions(
     }
     out
 }
+
+/// A number as a person would write it in a table: plain when moderate (0.01, 100), scientific
+/// when huge or tiny (1e30, 2.5e-9).
+pub fn compact(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() || (1e-4..1e6).contains(&x.abs()) {
+        format!("{x}")
+    } else {
+        format!("{x:e}")
+    }
+}
+
+/// A loss with the book's eight decimals, or in scientific notation when that would hide it.
+pub fn format_loss(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() || (1e-3..1e4).contains(&x.abs()) {
+        format!("{x:.8}")
+    } else {
+        format!("{x:.8e}")
+    }
+}

@@ -421,3 +421,182 @@ fn gpu_cli_trains_the_book_in_both_loops_and_methods() {
     assert_eq!(last[0].1, last[1].1);
     assert_eq!(last[2].1, last[3].1);
 }
+
+#[test]
+fn check_reports_every_estimator_and_the_eps_sweep() {
+    let d = dir("check");
+    let json = d.join("check.json");
+    let o = perturb(&["check", "--json", json.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for want in [
+        "loss 0.33455009",
+        "forward     nominal",
+        "central     exact",
+        "richardson  exact",
+        "spsa        nominal",
+        "relative error against backprop over eps",
+        "1e-7",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = report["estimators"].as_array().unwrap();
+    let err = |est: &str, step: &str| {
+        rows.iter()
+            .find(|r| r["estimator"] == est && r["step"] == step)
+            .unwrap()["overall"]["max_error"]
+            .as_f64()
+            .unwrap()
+    };
+    // The measurement on the book's network, float64 loss, eps 1e-4: nominal central is no
+    // better than forward (~2e-4 vs ~1e-4); exact central is ~3e-11.
+    assert!(err("central", "nominal") > err("forward", "nominal"));
+    assert!(
+        err("central", "exact") < 1e-9,
+        "{}",
+        err("central", "exact")
+    );
+    assert_eq!(report["backprop"].as_array().unwrap().len(), 13);
+    assert_eq!(report["sweep"].as_array().unwrap().len(), 6 * 7);
+}
+
+#[test]
+fn sweep_trains_the_books_learning_rates_side_by_side_on_cpu() {
+    let d = dir("sweep");
+    let json = d.join("sweep.json");
+    let o = perturb(&[
+        "sweep",
+        "--device",
+        "cpu",
+        "--lr",
+        "0.01,0.1,1e30",
+        "--epochs",
+        "20",
+        "--report",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("3 runs"), "{out}");
+    assert!(out.contains("diverged: epoch"), "{out}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    assert_eq!(runs[0]["outcome"], "finished");
+    assert_eq!(runs[0]["losses"].as_array().unwrap().len(), 20);
+    assert_eq!(runs[2]["outcome"], "diverged");
+    // The sweep's first run equals `perturb train` with the same settings.
+    let o = perturb(&["train", "--device", "cpu", "--epochs", "20"]);
+    let last = stdout(&o)
+        .lines()
+        .find(|l| l.starts_with("epoch     20"))
+        .unwrap()
+        .to_string();
+    let want = format!("{:.8}", runs[0]["final_loss"].as_f64().unwrap());
+    assert!(last.ends_with(&want), "{last} vs {want}");
+}
+
+#[test]
+fn estimator_options_train_and_bad_combinations_are_refused() {
+    for args in [
+        &["--estimator", "central", "--step", "exact"][..],
+        &["--estimator", "richardson", "--method", "reuse"],
+        &[
+            "--estimator",
+            "spsa",
+            "--samples",
+            "4",
+            "--direction",
+            "gaussian",
+        ],
+    ] {
+        let mut all = vec!["train", "--device", "cpu", "--epochs", "3"];
+        all.extend_from_slice(args);
+        let o = perturb(&all);
+        assert!(o.status.success(), "{all:?}: {}", stderr(&o));
+        assert!(stdout(&o).contains("estimator:"), "{}", stdout(&o));
+    }
+    assert_fails(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--estimator",
+            "spsa",
+            "--samples",
+            "0",
+        ],
+        &["--samples"],
+    );
+    assert_fails(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--estimator",
+            "spsa",
+            "--step",
+            "exact",
+        ],
+        &["--step exact"],
+    );
+    assert_fails(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--estimator",
+            "spsa",
+            "--method",
+            "reuse",
+        ],
+        &["--method naive"],
+    );
+    assert_fails(
+        &["sweep", "--device", "cpu", "--lr", "0.1,x"],
+        &["--lr", "\"x\""],
+    );
+    assert_fails(&["sweep", "--device", "cpu", "--lr", "0.1,-1"], &["--lr"]);
+    assert_fails(&["check", "--device", "gpu"], &["--precision f32"]);
+}
+
+#[test]
+fn a_vanished_nudge_is_reported_on_stderr() {
+    let d = dir("vanish");
+    let model = d.join("big.json");
+    let o = perturb(&[
+        "train",
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--save",
+        model.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Put the book's lr = 1 weight into the saved model.
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&model).unwrap()).unwrap();
+    m["layers"][1]["weights"][0][0] = serde_json::json!(12755.0);
+    std::fs::write(&model, m.to_string()).unwrap();
+    let o = perturb(&[
+        "train",
+        "--device",
+        "cpu",
+        "--epochs",
+        "2",
+        "--step",
+        "exact",
+        "--model",
+        model.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("vanished") && err.contains("12755"),
+        "no warning: {err}"
+    );
+}

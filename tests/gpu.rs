@@ -155,6 +155,7 @@ fn resident_loop_equals_host_loop_bit_for_bit() {
                 epochs: 37,
                 lr: 0.05,
                 eps: 1e-3,
+                ..Hyper::book()
             };
             let mut host = gpu_eval(fresh(), &model, &data, method);
             let mut resident = gpu_eval(fresh(), &model, &data, method);
@@ -215,6 +216,7 @@ fn random_models_nudged_losses_match_cpu_reference() {
                 epochs: 3,
                 lr: 0.1,
                 eps: 1e-3,
+                ..Hyper::book()
             };
             let gr = train(&mut g, &model.params, &hyper, |_, _| {}).unwrap();
             let cr = train(&mut c, &model.params, &hyper, |_, _| {}).unwrap();

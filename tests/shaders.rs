@@ -49,6 +49,7 @@ fn nudge_shader_parses_and_validates_without_a_gpu() {
         "update",
         "fused_epochs",
         "reuse_fused",
+        "spsa_sse",
     ] {
         assert!(
             names.contains(&want),
@@ -133,6 +134,13 @@ fn chunk_uniform_layout_matches_the_wgsl_struct() {
         ("method", std::mem::offset_of!(ChunkUniform, method)),
         ("lr", std::mem::offset_of!(ChunkUniform, lr)),
         ("zero", std::mem::offset_of!(ChunkUniform, zero)),
+        ("param_base", std::mem::offset_of!(ChunkUniform, param_base)),
+        ("out_base", std::mem::offset_of!(ChunkUniform, out_base)),
+        ("cache_base", std::mem::offset_of!(ChunkUniform, cache_base)),
+        ("seed_lo", std::mem::offset_of!(ChunkUniform, seed_lo)),
+        ("seed_hi", std::mem::offset_of!(ChunkUniform, seed_hi)),
+        ("step", std::mem::offset_of!(ChunkUniform, step)),
+        ("dist", std::mem::offset_of!(ChunkUniform, dist)),
     ];
     for (name, offset) in rust {
         let m = members
@@ -168,4 +176,26 @@ fn math_constants_match_the_rust_bit_patterns() {
             .unwrap_or_else(|| panic!("{name} missing"));
         assert_eq!(*lit, naga::Literal::U32(a.code()), "{name}");
     }
+}
+
+#[test]
+fn rng_constants_match_the_rust_direction_codes() {
+    let module = parse(&nudge_shader_source());
+    let consts = constants(&module);
+    let get = |name: &str| {
+        consts
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, l)| *l)
+            .unwrap_or_else(|| panic!("constant {name} missing from WGSL"))
+    };
+    use perturb::rng::Direction;
+    assert_eq!(
+        get("DIR_RADEMACHER"),
+        naga::Literal::U32(Direction::Rademacher.code())
+    );
+    assert_eq!(
+        get("DIR_GAUSSIAN"),
+        naga::Literal::U32(Direction::Gaussian.code())
+    );
 }

@@ -1,9 +1,14 @@
 //! The command line: `perturb train`, `perturb devices` and `perturb bench`, one file each.
 
+use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::estimate::{Estimator, StepMode};
 use crate::gpu::AdapterOptions;
+use crate::model::{Activation, Model};
+use crate::rng::Direction;
 use crate::train::Method;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
 
 // `println!` that ends the process quietly when stdout is closed (`perturb train | head`) instead
 // of panicking.
@@ -17,11 +22,15 @@ macro_rules! say {
 }
 
 mod bench;
+mod check;
 mod devices;
+mod sweep;
 mod train;
 
 pub use bench::{bench, BenchArgs};
+pub use check::{check, CheckArgs};
 pub use devices::devices;
+pub use sweep::{sweep, SweepArgs, SweepReport, SweepRun, MAX_SWEEP_RUNS};
 pub use train::{train, TrainArgs};
 
 /// Train neural networks by weight perturbation on the GPU (the book's chapter-1 algorithm).
@@ -42,6 +51,10 @@ pub enum Command {
     Devices(AdapterArgs),
     /// Time training steps over named sizes, methods, devices and loop modes.
     Bench(BenchArgs),
+    /// Measure every gradient estimator against backpropagation, with an eps sweep.
+    Check(CheckArgs),
+    /// Train several runs (lr × eps × seed) side by side, all in one evaluation per epoch.
+    Sweep(SweepArgs),
 }
 
 /// Which adapter to use.
@@ -99,6 +112,144 @@ impl From<MethodArg> for Method {
             MethodArg::Naive => Method::Naive,
             MethodArg::Reuse => Method::Reuse,
         }
+    }
+}
+
+/// Gradient estimator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EstimatorArg {
+    /// (L(w + h) − L(w)) / h: the book's.
+    Forward,
+    /// (L(w + h) − L(w − h)) / 2h.
+    Central,
+    /// Central differences at h and h/2 combined to cancel the h² error term.
+    Richardson,
+    /// Simultaneous perturbation along random directions (see --samples, --direction).
+    Spsa,
+}
+
+/// What nudges are divided by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StepArg {
+    /// The nominal eps (the book).
+    Nominal,
+    /// The step float32 actually applied, fl32(w + eps) − w.
+    Exact,
+}
+
+/// Distribution of SPSA directions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DirectionArg {
+    /// ±1.
+    Rademacher,
+    /// Approximately N(0, 1) (Irwin–Hall sum of 12 uniforms − 6).
+    Gaussian,
+}
+
+/// How the gradient is estimated.
+#[derive(Debug, Args, Clone)]
+pub struct EstimatorArgs {
+    /// Gradient estimator.
+    #[arg(long, value_enum, default_value_t = EstimatorArg::Forward)]
+    pub estimator: EstimatorArg,
+    /// What each nudge is divided by.
+    #[arg(long, value_enum, default_value_t = StepArg::Nominal)]
+    pub step: StepArg,
+    /// SPSA: random directions per step, evaluated in parallel.
+    #[arg(long, default_value_t = 1)]
+    pub samples: u32,
+    /// SPSA: distribution of the direction's components.
+    #[arg(long, value_enum, default_value_t = DirectionArg::Rademacher)]
+    pub direction: DirectionArg,
+}
+
+impl EstimatorArgs {
+    /// The estimator and step mode asked for.
+    pub fn get(&self) -> (Estimator, StepMode) {
+        let estimator = match self.estimator {
+            EstimatorArg::Forward => Estimator::Forward,
+            EstimatorArg::Central => Estimator::Central,
+            EstimatorArg::Richardson => Estimator::Richardson,
+            EstimatorArg::Spsa => Estimator::Spsa {
+                samples: self.samples,
+                direction: match self.direction {
+                    DirectionArg::Rademacher => Direction::Rademacher,
+                    DirectionArg::Gaussian => Direction::Gaussian,
+                },
+            },
+        };
+        let step = match self.step {
+            StepArg::Nominal => StepMode::Nominal,
+            StepArg::Exact => StepMode::Exact,
+        };
+        (estimator, step)
+    }
+}
+
+/// The network and the data it trains on.
+#[derive(Debug, Args, Clone)]
+pub struct NetArgs {
+    /// Model file (JSON) to start from [default: the book's network].
+    #[arg(long, conflicts_with_all = ["layers", "activations"])]
+    pub model: Option<PathBuf>,
+    /// Random network: widths from input to output, e.g. 2,3,1 (seeded by --seed).
+    #[arg(long)]
+    pub layers: Option<String>,
+    /// One activation per layer (sigmoid, tanh, relu, identity) [default: sigmoid…, identity].
+    #[arg(long, requires = "layers")]
+    pub activations: Option<String>,
+    /// Data file (CSV: inputs then targets per row) [default: the book's one sample, inputs 1, 1 and target 0].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+}
+
+impl NetArgs {
+    /// The model: the file, a random network of `--layers` drawn with `seed`, or the book's.
+    pub fn model(&self, seed: u64) -> Result<Model> {
+        if let Some(path) = &self.model {
+            return Model::load(path);
+        }
+        let Some(layers) = &self.layers else {
+            return Ok(Model::book());
+        };
+        let widths = parse_list(layers, "--layers", |p| {
+            p.parse::<usize>().ok().filter(|&w| w > 0)
+        })?;
+        let activations = match &self.activations {
+            Some(a) => a
+                .split(',')
+                .map(Activation::parse)
+                .collect::<Result<Vec<_>>>()?,
+            None => (1..widths.len())
+                .map(|l| {
+                    if l + 1 == widths.len() {
+                        Activation::Identity
+                    } else {
+                        Activation::Sigmoid
+                    }
+                })
+                .collect(),
+        };
+        Model::random(&widths, &activations, seed)
+    }
+
+    /// The data file, or the book's one sample when it fits the model.
+    pub fn data(&self, model: &Model) -> Result<Dataset> {
+        let data = match &self.data {
+            Some(path) => Dataset::load_csv(path, model)?,
+            None => {
+                let book = Dataset::book();
+                book.check_fits(model, "the book's data (x = [1, 1], y = [0])")
+                    .map_err(|e| Error::Config(format!("{e}; give --data for this model")))?;
+                book
+            }
+        };
+        let origin = self
+            .data
+            .as_ref()
+            .map_or("data".to_string(), |p| p.display().to_string());
+        data.check_fits(model, &origin)?;
+        Ok(data)
     }
 }
 

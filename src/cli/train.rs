@@ -1,35 +1,30 @@
 //! `perturb train`.
 
-use super::{parse_list, AdapterArgs, DeviceKind, LoopArg, MethodArg, PrecisionArg};
+use super::{AdapterArgs, DeviceKind, EstimatorArgs, LoopArg, MethodArg, NetArgs, PrecisionArg};
 use crate::cpu::CpuEvaluator;
-use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::estimate::{Estimator, StepMode};
 use crate::gpu::{GpuContext, GpuEvaluator, GpuOptions};
-use crate::model::{Activation, Model};
+use crate::model::Model;
 use crate::precision::Precision;
 use crate::report::{self, Report, Settings};
-use crate::train::{self, Evaluator, History, Hyper, Method};
+use crate::train::{self, Control, Evaluator, History, Hyper, Method, Outcome, Run, Vanished};
 use clap::Args;
 use std::path::PathBuf;
+use std::time::Instant;
 
 /// `perturb train` options.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Model file (JSON) to start from [default: the book's network].
-    #[arg(long, conflicts_with_all = ["layers", "activations", "seed"])]
-    pub model: Option<PathBuf>,
-    /// Random network: widths from input to output, e.g. 2,3,1.
+    /// Network and data.
+    #[command(flatten)]
+    pub net: NetArgs,
+    /// Seed of the random network (--layers) and of the SPSA directions.
     #[arg(long)]
-    pub layers: Option<String>,
-    /// One activation per layer (sigmoid, tanh, relu, identity) [default: sigmoid…, identity].
-    #[arg(long, requires = "layers")]
-    pub activations: Option<String>,
-    /// Seed of the random network.
-    #[arg(long, requires = "layers")]
     pub seed: Option<u64>,
-    /// Data file (CSV: inputs then targets per row) [default: the book's one sample, inputs 1, 1 and target 0].
-    #[arg(long)]
-    pub data: Option<PathBuf>,
+    /// Gradient estimator.
+    #[command(flatten)]
+    pub estimator: EstimatorArgs,
     /// Epochs (full-batch steps).
     #[arg(long, default_value_t = 100)]
     pub epochs: usize,
@@ -65,52 +60,16 @@ pub struct TrainArgs {
     pub adapter: AdapterArgs,
 }
 
-fn load_model(args: &TrainArgs) -> Result<Model> {
-    if let Some(path) = &args.model {
-        return Model::load(path);
-    }
-    let Some(layers) = &args.layers else {
-        return Ok(Model::book());
-    };
-    let widths = parse_list(layers, "--layers", |p| {
-        p.parse::<usize>().ok().filter(|&w| w > 0)
-    })?;
-    let activations = match &args.activations {
-        Some(a) => a
-            .split(',')
-            .map(Activation::parse)
-            .collect::<Result<Vec<_>>>()?,
-        None => (1..widths.len())
-            .map(|l| {
-                if l + 1 == widths.len() {
-                    Activation::Identity
-                } else {
-                    Activation::Sigmoid
-                }
-            })
-            .collect(),
-    };
-    Model::random(&widths, &activations, args.seed.unwrap_or(0))
-}
-
-fn load_data(args: &TrainArgs, model: &Model) -> Result<Dataset> {
-    match &args.data {
-        Some(path) => Dataset::load_csv(path, model),
-        None => {
-            let book = Dataset::book();
-            book.check_fits(model, "the book's data (x = [1, 1], y = [0])")
-                .map_err(|e| Error::Config(format!("{e}; give --data for this model")))?;
-            Ok(book)
-        }
-    }
-}
-
 /// Runs `perturb train`.
 pub fn train(args: &TrainArgs) -> Result<()> {
+    let (estimator, step) = args.estimator.get();
     let hyper = Hyper {
         epochs: args.epochs,
         lr: args.lr,
         eps: args.eps,
+        estimator,
+        step,
+        seed: args.seed.unwrap_or(0),
     };
     hyper.validate()?;
     let precision = match args.precision {
@@ -129,13 +88,13 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         ));
     }
     let method = Method::from(args.method);
-    let model = load_model(args)?;
-    let data = load_data(args, &model)?;
-    let origin = args
-        .data
-        .as_ref()
-        .map_or("data".to_string(), |p| p.display().to_string());
-    data.check_fits(&model, &origin)?;
+    if matches!(estimator, Estimator::Spsa { .. }) && method == Method::Reuse {
+        return Err(Error::Config(
+            "--estimator spsa moves every parameter at once, so --method reuse has nothing to reuse; use --method naive".into(),
+        ));
+    }
+    let model = args.net.model(hyper.seed)?;
+    let data = args.net.data(&model)?;
 
     say!(
         "perturb: {} network, {} parameters, {} sample{}, {} epochs, lr {}, eps {}",
@@ -147,11 +106,15 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         hyper.lr,
         hyper.eps
     );
+    if estimator != Estimator::Forward || step != StepMode::Nominal {
+        say!("estimator: {}", describe_estimator(&hyper));
+    }
     let (history, device) = match (args.device, precision) {
         (DeviceKind::Gpu, _) => {
             let ctx = GpuContext::new(&args.adapter.options())?;
             let opts = GpuOptions {
                 method,
+                shape: estimator.shape(),
                 ..Default::default()
             };
             let mut gpu = GpuEvaluator::with_options(ctx, &model, &data, opts)?;
@@ -235,6 +198,36 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// `central differences over exact steps`, `spsa, 4 rademacher directions per step`.
+pub(crate) fn describe_estimator(h: &Hyper) -> String {
+    match h.estimator {
+        Estimator::Spsa { samples, direction } => format!(
+            "spsa, {samples} {} direction{} per step, seed {}",
+            direction.name(),
+            if samples == 1 { "" } else { "s" },
+            h.seed
+        ),
+        e => format!("{} differences over {} steps", e.name(), h.step.name()),
+    }
+}
+
+/// The warning for nudges that vanished in float32, if any did.
+pub(crate) fn vanished_warning(v: &Vanished, eps: f64) -> Option<String> {
+    if !v.any() {
+        return None;
+    }
+    let (k, w) = v.first_params[0];
+    let w = if w.abs() < 1e6 {
+        format!("{w}")
+    } else {
+        format!("{w:e}")
+    };
+    Some(format!(
+        "warning: from epoch {} the nudge {eps} vanished in float32 for up to {} parameter(s) (w + eps == w), first parameter {k} at w = {w}: their gradient was taken as 0; a larger --eps avoids this",
+        v.first_epoch, v.max_count
+    ))
+}
+
 fn run<E: Evaluator>(
     ev: &mut E,
     model: &Model,
@@ -250,10 +243,24 @@ fn run<E: Evaluator>(
         device.backend,
         method.name()
     );
-    let history = train::train(ev, &model.params, hyper, |epoch, loss| {
-        if report::shows_epoch(epoch, hyper.epochs) {
-            say!("epoch {epoch:>6}  loss {loss:.8}");
+    let start = Instant::now();
+    let mut runs = [Run::new(*hyper, model.params.clone())];
+    train::train_runs(ev, &mut runs, Control::default(), |e| {
+        if report::shows_epoch(e.epoch, hyper.epochs) {
+            say!("epoch {:>6}  loss {:.8}", e.epoch, e.loss);
         }
     })?;
+    let [run] = runs;
+    if let Some(w) = vanished_warning(&run.vanished, hyper.eps) {
+        eprintln!("perturb: {w}");
+    }
+    if let Some(Outcome::Diverged { epoch, what }) = run.outcome {
+        return Err(Error::Diverged { epoch, what });
+    }
+    let history = History {
+        losses: run.losses,
+        params: run.params,
+        seconds: start.elapsed().as_secs_f64(),
+    };
     Ok((history, device))
 }

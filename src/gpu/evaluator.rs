@@ -4,9 +4,10 @@
 use super::context::GpuContext;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::estimate::{Estimator, Probe, Shape, StepMode, MAX_OFFSETS, MAX_SPSA_SAMPLES};
 use crate::model::Model;
 use crate::precision::inv_count;
-use crate::train::{check_lengths, DeviceInfo, Evaluator, History, Hyper, Method};
+use crate::train::{check_probe, DeviceInfo, Evaluator, History, Hyper, Method};
 use std::time::Instant;
 use wgpu::util::DeviceExt;
 
@@ -67,14 +68,29 @@ pub struct ChunkUniform {
     pub inv_count: f32,
     /// Always 0.0 (a runtime zero the shader compiler cannot fold away).
     pub zero: f32,
+    /// First parameter of this chunk's run in the parameter buffer.
+    pub param_base: u32,
+    /// Where slot 0 of this chunk would go in the output buffer.
+    pub out_base: u32,
+    /// First float of this chunk's run in the reuse cache.
+    pub cache_base: u32,
+    /// SPSA: low word of the run's seed.
+    pub seed_lo: u32,
+    /// SPSA: high word of the run's seed.
+    pub seed_hi: u32,
+    /// SPSA: 0-based step.
+    pub step: u32,
+    /// SPSA: [`crate::rng::Direction::code`].
+    pub dist: u32,
     /// Padding to 16 bytes.
-    pub _pad: [u32; 2],
+    pub _pad: u32,
 }
 
 /// Which kernel a dispatch group runs before its reduction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kernel {
     NudgedSse,
+    SpsaSse,
     ForwardStore,
     ReuseDsse,
     ReuseDeep,
@@ -85,6 +101,10 @@ enum Kernel {
 #[derive(Clone, Copy, Debug)]
 struct Chunk {
     kernel: Kernel,
+    /// The run whose parameters it evaluates.
+    run: usize,
+    /// Which of the probe's coordinate offsets it applies.
+    offset: usize,
     uniform: ChunkUniform,
     grid: (u32, u32),
     reduce_grid: (u32, u32),
@@ -102,6 +122,10 @@ pub struct GpuOptions {
     /// the memory traffic; split on CPU adapters such as llvmpipe, where barriers are dear).
     /// Results are identical either way.
     pub fused_reuse: Option<bool>,
+    /// Runs evaluated together (a sweep), each with its own parameters, eps and seed.
+    pub runs: usize,
+    /// What every probe evaluates (see [`crate::estimate::Shape`]).
+    pub shape: Shape,
 }
 
 impl Default for GpuOptions {
@@ -110,6 +134,8 @@ impl Default for GpuOptions {
             method: Method::Naive,
             max_evals_per_chunk: u64::MAX,
             fused_reuse: None,
+            runs: 1,
+            shape: Shape::Coordinates(1),
         }
     }
 }
@@ -134,11 +160,18 @@ pub fn loop_iterations(model: &Model) -> u64 {
 /// Epochs one `fused_epochs` dispatch can run for this model (0 when it does not apply): naive
 /// method, one chunk, layers at most [`FUSED_MAX_WIDTH`] wide, at most `FUSED_MAX_ITEMS` (slot,
 /// sample) items, and every invocation within [`LOOP_BUDGET`] loop iterations.
-fn fused_epochs_per_dispatch(model: &Model, samples: usize, method: Method, chunks: usize) -> u64 {
+fn fused_epochs_per_dispatch(
+    model: &Model,
+    samples: usize,
+    opts: &GpuOptions,
+    chunks: usize,
+) -> u64 {
     let p = model.num_params() as u64;
     let b = samples as u64;
     let items = (p + 1) * b;
-    if method != Method::Naive
+    if opts.method != Method::Naive
+        || opts.runs != 1
+        || opts.shape != Shape::Coordinates(1)
         || chunks != 1
         || model.max_width() > FUSED_MAX_WIDTH
         || items > FUSED_MAX_ITEMS as u64
@@ -183,15 +216,19 @@ pub struct GpuEvaluator {
     /// Epochs one `fused_epochs` dispatch may run (0: the model is not tiny enough).
     fused_epochs: usize,
     uniform_stride: u64,
-    written: Option<(u32, u32)>,
+    /// The uniforms as last written (chunks, then the `update` slot), to skip unchanged writes.
+    written: Vec<ChunkUniform>,
     method: Method,
     num_params: usize,
+    runs: usize,
+    shape: Shape,
     out_scratch: Vec<f32>,
 }
 
 #[derive(Debug)]
 struct Pipelines {
     nudged_sse: wgpu::ComputePipeline,
+    spsa_sse: Option<wgpu::ComputePipeline>,
     forward_store: wgpu::ComputePipeline,
     reuse_dsse: wgpu::ComputePipeline,
     reuse_deep: wgpu::ComputePipeline,
@@ -205,6 +242,7 @@ impl Pipelines {
     fn main(&self, kernel: Kernel) -> &wgpu::ComputePipeline {
         match kernel {
             Kernel::NudgedSse => &self.nudged_sse,
+            Kernel::SpsaSse => self.spsa_sse.as_ref().expect("built when planned"),
             Kernel::ForwardStore => &self.forward_store,
             Kernel::ReuseDsse => &self.reuse_dsse,
             Kernel::ReuseDeep => &self.reuse_deep,
@@ -234,7 +272,29 @@ impl GpuEvaluator {
         opts: GpuOptions,
     ) -> Result<GpuEvaluator> {
         data.check_fits(model, "data")?;
+        match opts.shape {
+            Shape::Coordinates(count) if (1..=MAX_OFFSETS).contains(&count) => {}
+            Shape::Directions(q) if (1..=MAX_SPSA_SAMPLES).contains(&q) => {
+                if opts.method != Method::Naive {
+                    return Err(Error::Config(
+                        "SPSA moves every parameter, so nothing can be reused: use --method naive"
+                            .into(),
+                    ));
+                }
+            }
+            shape => {
+                return Err(Error::Config(format!(
+                    "cannot evaluate probes of {shape:?}"
+                )))
+            }
+        }
+        if opts.runs == 0 {
+            return Err(Error::Config(
+                "a GPU evaluator needs at least one run".into(),
+            ));
+        }
         let limits = ctx.limits.clone();
+        let runs = opts.runs;
         let p = model.num_params();
         let b = data.len();
         let num_layers = model.layers().len();
@@ -254,19 +314,23 @@ impl GpuEvaluator {
         let total_units: usize = model.layers().iter().map(|l| l.outputs).sum();
         // Reuse cache: z and a of every unit, then the inputs transposed to [input][sample] so that
         // neighbouring invocations (neighbouring samples) read neighbouring words.
-        let mut cache_floats = if opts.method == Method::Reuse {
+        let cache_per_run = if opts.method == Method::Reuse {
             (2 * total_units + model.inputs()) * b
         } else {
-            1
+            0
         };
+        let mut cache_floats = (runs * cache_per_run).max(1);
+        let values = opts.shape.len(p);
+        let out_per_run = 1 + values;
+        let out_floats = runs as u64 * out_per_run as u64;
         let max_binding = limits
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size);
         for (what, bytes) in [
-            ("the parameters", 4 * p as u64),
+            ("the parameters", 4 * (runs * p) as u64),
             ("the inputs", 4 * data.x.len() as u64),
             ("the targets", 4 * data.y.len() as u64),
-            ("the losses", 4 * (p as u64 + 1)),
+            ("the losses", 4 * out_floats),
             (
                 "the reuse cache (2 × units × samples)",
                 4 * cache_floats as u64,
@@ -279,9 +343,13 @@ impl GpuEvaluator {
                 )));
             }
         }
-        if b > u32::MAX as usize / 2 || p > u32::MAX as usize / 2 {
+        if b > u32::MAX as usize / 2
+            || runs * p > u32::MAX as usize / 2
+            || out_floats > u32::MAX as u64 / 2
+            || cache_floats > u32::MAX as usize / 2
+        {
             return Err(Error::TooLarge(format!(
-                "{p} parameters × {b} samples overflow 32-bit indices"
+                "{runs} run(s) of {p} parameters × {b} samples overflow 32-bit indices"
             )));
         }
 
@@ -310,58 +378,78 @@ impl GpuEvaluator {
         let seq_reduce = b <= SEQ_REDUCE_MAX_BATCH && (cpu_adapter || b <= 32);
         let fused_reuse = opts.method == Method::Reuse && opts.fused_reuse.unwrap_or(!cpu_adapter);
         let mut chunks = Vec::new();
-        // Slots [first, end) in chunks, `items_per_wg` (slot, sample) items per workgroup.
-        let mut plan = |kernel: Kernel, first: u64, end: u64, items_per_wg: u64| {
-            let by_grid = (max_dim as u64 * max_dim as u64 * items_per_wg) / b as u64;
-            let per = by_bytes
-                .min(by_grid)
-                .min(opts.max_evals_per_chunk.max(1))
-                .max(1);
-            let mut at = first;
-            while at < end {
-                let count = per.min(end - at);
-                let g = if kernel == Kernel::ReuseFused {
-                    grid(count, max_dim)
-                } else {
-                    grid((count * b as u64).div_ceil(items_per_wg), max_dim)
-                };
-                let r = if seq_reduce {
-                    grid(count.div_ceil(WG_SIZE as u64), max_dim)
-                } else {
-                    grid(count, max_dim)
-                };
-                chunks.push(Chunk {
-                    kernel,
-                    uniform: ChunkUniform {
-                        eval_base: at as u32,
-                        eval_count: count as u32,
-                        grid_x: g.0,
-                        reduce_grid_x: r.0,
-                        ..base
-                    },
-                    grid: g,
-                    reduce_grid: r,
-                });
-                at += count;
-            }
-        };
-        match opts.method {
-            Method::Naive => plan(Kernel::NudgedSse, 0, p as u64 + 1, 1),
-            Method::Reuse => {
-                // Slot 0 (the unperturbed pass) is one "evaluation" of B samples, a workgroup each.
-                plan(Kernel::ForwardStore, 0, 1, 1);
-                // Parameters of the last two layers need no workgroup memory; earlier ones do.
-                let shallow_from = model.weight_offset(num_layers.saturating_sub(2)) as u64;
-                plan(Kernel::ReuseDeep, 1, 1 + shallow_from, 1);
-                let shallow = if fused_reuse {
-                    Kernel::ReuseFused
-                } else {
-                    Kernel::ReuseDsse
-                };
-                plan(shallow, 1 + shallow_from, 1 + p as u64, WG_SIZE as u64);
+        // Slots [first, end) of `run`'s offset `offset` in chunks, `items_per_wg` (slot, sample)
+        // items per workgroup. Slot 0 is the unperturbed network, slot k + 1 parameter k (or SPSA
+        // evaluation k); offset j's slots land after the earlier offsets' P values.
+        let mut plan =
+            |kernel: Kernel, run: usize, offset: usize, first: u64, end: u64, items_per_wg: u64| {
+                let by_grid = (max_dim as u64 * max_dim as u64 * items_per_wg) / b as u64;
+                let per = by_bytes
+                    .min(by_grid)
+                    .min(opts.max_evals_per_chunk.max(1))
+                    .max(1);
+                let mut at = first;
+                while at < end {
+                    let count = per.min(end - at);
+                    let g = if kernel == Kernel::ReuseFused {
+                        grid(count, max_dim)
+                    } else {
+                        grid((count * b as u64).div_ceil(items_per_wg), max_dim)
+                    };
+                    let r = if seq_reduce {
+                        grid(count.div_ceil(WG_SIZE as u64), max_dim)
+                    } else {
+                        grid(count, max_dim)
+                    };
+                    chunks.push(Chunk {
+                        kernel,
+                        run,
+                        offset,
+                        uniform: ChunkUniform {
+                            eval_base: at as u32,
+                            eval_count: count as u32,
+                            grid_x: g.0,
+                            reduce_grid_x: r.0,
+                            param_base: (run * p) as u32,
+                            out_base: (run * out_per_run + offset * p) as u32,
+                            cache_base: (run * cache_per_run) as u32,
+                            ..base
+                        },
+                        grid: g,
+                        reduce_grid: r,
+                    });
+                    at += count;
+                }
+            };
+        let p64 = p as u64;
+        for run in 0..runs {
+            match (opts.shape, opts.method) {
+                (Shape::Directions(q), _) => plan(Kernel::SpsaSse, run, 0, 0, 1 + 2 * q as u64, 1),
+                (Shape::Coordinates(count), Method::Naive) => {
+                    plan(Kernel::NudgedSse, run, 0, 0, p64 + 1, 1);
+                    for j in 1..count {
+                        plan(Kernel::NudgedSse, run, j, 1, p64 + 1, 1);
+                    }
+                }
+                (Shape::Coordinates(count), Method::Reuse) => {
+                    // Slot 0 (the unperturbed pass) is one "evaluation" of B samples, a workgroup
+                    // each; every offset reuses what it stored.
+                    plan(Kernel::ForwardStore, run, 0, 0, 1, 1);
+                    // Parameters of the last two layers need no workgroup memory; earlier ones do.
+                    let shallow_from = model.weight_offset(num_layers.saturating_sub(2)) as u64;
+                    let shallow = if fused_reuse {
+                        Kernel::ReuseFused
+                    } else {
+                        Kernel::ReuseDsse
+                    };
+                    for j in 0..count {
+                        plan(Kernel::ReuseDeep, run, j, 1, 1 + shallow_from, 1);
+                        plan(shallow, run, j, 1 + shallow_from, 1 + p64, WG_SIZE as u64);
+                    }
+                }
             }
         }
-        let fused_epochs = fused_epochs_per_dispatch(model, b, opts.method, chunks.len());
+        let fused_epochs = fused_epochs_per_dispatch(model, b, &opts, chunks.len());
         let update_grid = grid((p as u64).div_ceil(WG_SIZE as u64), max_dim);
         let update_slot = chunks.len();
         let max_slots = chunks
@@ -371,7 +459,7 @@ impl GpuEvaluator {
             .unwrap_or(1);
         // fused_epochs keeps each epoch's loss in the cache buffer.
         cache_floats = cache_floats.max(fused_epochs as usize);
-        let readback_floats = (p as u64 + 1).max(RESIDENT_MAX_BATCH as u64);
+        let readback_floats = out_floats.max(RESIDENT_MAX_BATCH as u64).max(p64);
 
         let device = &ctx.device;
         let align = limits.min_uniform_buffer_offset_alignment as u64;
@@ -417,14 +505,14 @@ impl GpuEvaluator {
             [
                 init(
                     "params",
-                    bytemuck::cast_slice(&model.params),
+                    bytemuck::cast_slice(&model.params.repeat(runs)),
                     storage | wgpu::BufferUsages::COPY_SRC,
                 ),
                 init("layers", bytemuck::cast_slice(&layer_table), storage),
                 init("xs", bytemuck::cast_slice(&xs), storage),
                 init("ys", bytemuck::cast_slice(&ys), storage),
                 empty("sse", max_slots * sample_bytes, wgpu::BufferUsages::STORAGE),
-                empty("out", 4 * (p as u64 + 1), out_usage),
+                empty("out", 4 * out_floats, out_usage),
                 empty(
                     "reuse cache",
                     4 * cache_floats as u64,
@@ -500,6 +588,7 @@ impl GpuEvaluator {
             };
             let pipelines = Pipelines {
                 nudged_sse: pipeline("nudged_sse"),
+                spsa_sse: matches!(opts.shape, Shape::Directions(_)).then(|| pipeline("spsa_sse")),
                 forward_store: pipeline("forward_store"),
                 reuse_dsse: pipeline("reuse_dsse"),
                 reuse_deep: pipeline("reuse_deep"),
@@ -538,9 +627,11 @@ impl GpuEvaluator {
         })?;
         if opts.method == Method::Reuse {
             let xt: Vec<f32> = data.x.t().iter().copied().collect();
-            let at = 4 * (2 * total_units * b) as u64;
-            ctx.queue
-                .write_buffer(&cache, at, bytemuck::cast_slice(&xt));
+            for run in 0..runs {
+                let at = 4 * (run * cache_per_run + 2 * total_units * b) as u64;
+                ctx.queue
+                    .write_buffer(&cache, at, bytemuck::cast_slice(&xt));
+            }
         }
         ctx.take_error()?;
         Ok(GpuEvaluator {
@@ -557,10 +648,12 @@ impl GpuEvaluator {
             update: (update_slot, update_grid),
             fused_epochs: fused_epochs as usize,
             uniform_stride,
-            written: None,
+            written: Vec::new(),
             method: opts.method,
             num_params: p,
-            out_scratch: vec![0.0; p + 1],
+            runs,
+            shape: opts.shape,
+            out_scratch: vec![0.0; out_floats as usize],
         })
     }
 
@@ -579,29 +672,57 @@ impl GpuEvaluator {
         self.chunks.len()
     }
 
-    /// Writes every uniform slot for this `eps` and `lr` (only when they change).
-    fn write_uniforms(&mut self, eps: f32, lr: f32) {
-        if self.written == Some((eps.to_bits(), lr.to_bits())) {
+    /// Writes every uniform slot for `probes` (run r's chunks take probe r's eps, seed and step)
+    /// and `lr`, skipping the write when nothing changed.
+    fn write_uniforms(&mut self, probes: &[Probe], lr: f32) {
+        let mut slots: Vec<ChunkUniform> = self
+            .chunks
+            .iter()
+            .map(|c| {
+                let mut u = ChunkUniform { lr, ..c.uniform };
+                match probes.get(c.run) {
+                    Some(&Probe::Coordinates { offsets, .. }) => u.eps = offsets[c.offset],
+                    Some(&Probe::Directions {
+                        eps,
+                        seed,
+                        step,
+                        direction,
+                        ..
+                    }) => {
+                        u.eps = eps;
+                        u.seed_lo = seed as u32;
+                        u.seed_hi = (seed >> 32) as u32;
+                        u.step = step;
+                        u.dist = direction.code();
+                    }
+                    None => {}
+                }
+                u
+            })
+            .collect();
+        slots.push(ChunkUniform {
+            grid_x: self.update.1 .0,
+            ..slots[0]
+        });
+        if slots == self.written {
             return;
         }
         let stride = self.uniform_stride as usize;
         let size = std::mem::size_of::<ChunkUniform>();
-        let mut bytes = vec![0u8; stride * (self.chunks.len() + 1)];
-        let slots = self.chunks.iter().map(|c| c.uniform).chain([ChunkUniform {
-            grid_x: self.update.1 .0,
-            ..self.chunks[0].uniform
-        }]);
-        for (i, u) in slots.enumerate() {
-            let u = ChunkUniform { eps, lr, ..u };
-            bytes[i * stride..i * stride + size].copy_from_slice(bytemuck::bytes_of(&u));
+        let mut bytes = vec![0u8; stride * slots.len()];
+        for (i, u) in slots.iter().enumerate() {
+            bytes[i * stride..i * stride + size].copy_from_slice(bytemuck::bytes_of(u));
         }
         self.ctx.queue.write_buffer(&self.uniforms, 0, &bytes);
-        self.written = Some((eps.to_bits(), lr.to_bits()));
+        self.written = slots;
     }
 
-    /// Records one step's dispatches (all slots of `out`) into `pass`.
-    fn encode_step(&self, pass: &mut wgpu::ComputePass<'_>) {
+    /// Records one step's dispatches for the runs marked in `active` into `pass`.
+    fn encode_step(&self, pass: &mut wgpu::ComputePass<'_>, active: &[bool]) {
         for (i, c) in self.chunks.iter().enumerate() {
+            if !active.get(c.run).copied().unwrap_or(false) {
+                continue;
+            }
             pass.set_bind_group(
                 0,
                 &self.bind_group,
@@ -660,6 +781,14 @@ impl GpuEvaluator {
         mut on_epoch: impl FnMut(usize, f64),
     ) -> Result<History> {
         hyper.validate()?;
+        if hyper.estimator != Estimator::Forward
+            || hyper.step != StepMode::Nominal
+            || self.shape != Shape::Coordinates(1)
+        {
+            return Err(Error::Config(
+                "--loop resident runs the book's forward difference over the nominal eps; use --loop host for other estimators".into(),
+            ));
+        }
         if init.len() != self.num_params {
             return Err(Error::Config(format!(
                 "{} initial parameters for a model of {}",
@@ -668,7 +797,7 @@ impl GpuEvaluator {
             )));
         }
         let start = Instant::now();
-        self.write_uniforms(hyper.eps as f32, hyper.lr as f32);
+        self.write_uniforms(&[hyper.probe(1)], hyper.lr as f32);
         self.ctx
             .queue
             .write_buffer(&self.params, 0, bytemuck::cast_slice(init));
@@ -733,7 +862,7 @@ impl GpuEvaluator {
                     label: Some("epoch"),
                     timestamp_writes: None,
                 });
-                self.encode_step(&mut pass);
+                self.encode_step(&mut pass, &[true]);
                 let (slot, g) = self.update;
                 pass.set_bind_group(
                     0,
@@ -754,7 +883,7 @@ impl GpuEvaluator {
         let slot = self.chunks.len() + 1;
         let u = ChunkUniform {
             eval_count: n as u32,
-            ..self.uniform_for_slot(0)
+            ..self.written[0]
         };
         let at = slot as u64 * self.uniform_stride;
         self.ctx
@@ -786,16 +915,6 @@ impl GpuEvaluator {
         );
         encoder
     }
-
-    /// The uniform of chunk `i` as written for the current eps and lr.
-    fn uniform_for_slot(&self, i: usize) -> ChunkUniform {
-        let (eps, lr) = self.written.map_or((0, 0), |w| w);
-        ChunkUniform {
-            eps: f32::from_bits(eps),
-            lr: f32::from_bits(lr),
-            ..self.chunks[i].uniform
-        }
-    }
 }
 
 impl Evaluator for GpuEvaluator {
@@ -805,10 +924,37 @@ impl Evaluator for GpuEvaluator {
         self.num_params
     }
 
-    fn evaluate(&mut self, params: &[f32], eps: f32, deltas: &mut [f32]) -> Result<f32> {
-        check_lengths(params.len(), deltas.len(), self.num_params)?;
-        let lr = self.written.map_or(0.0, |(_, lr)| f32::from_bits(lr));
-        self.write_uniforms(eps, lr);
+    fn max_runs(&self) -> usize {
+        self.runs
+    }
+
+    fn probe(
+        &mut self,
+        params: &[f32],
+        probes: &[Probe],
+        active: &[bool],
+        losses: &mut [f32],
+        values: &mut [f32],
+    ) -> Result<()> {
+        let p = self.num_params;
+        let (runs, n) = check_probe(
+            p,
+            self.runs,
+            params.len(),
+            probes,
+            active,
+            losses.len(),
+            values.len(),
+        )?;
+        if probes[0].shape() != self.shape {
+            return Err(Error::Config(format!(
+                "probe: this GPU evaluator was built for {:?}, not {:?}",
+                self.shape,
+                probes[0].shape()
+            )));
+        }
+        let lr = self.written.first().map_or(0.0, |u| u.lr);
+        self.write_uniforms(probes, lr);
         self.ctx
             .queue
             .write_buffer(&self.params, 0, bytemuck::cast_slice(params));
@@ -820,27 +966,32 @@ impl Evaluator for GpuEvaluator {
             });
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("nudged losses"),
+                label: Some("perturbed losses"),
                 timestamp_writes: None,
             });
-            self.encode_step(&mut pass);
+            self.encode_step(&mut pass, active);
         }
-        let bytes = 4 * (self.num_params as u64 + 1);
-        encoder.copy_buffer_to_buffer(&self.out, 0, &self.readback, 0, Some(bytes));
+        let floats = runs * (1 + n);
+        encoder.copy_buffer_to_buffer(&self.out, 0, &self.readback, 0, Some(4 * floats as u64));
         self.ctx.queue.submit([encoder.finish()]);
         let mut out = std::mem::take(&mut self.out_scratch);
-        let read = self.read_back(&mut out);
-        let base = out[0];
-        match self.method {
-            Method::Naive => {
-                for (d, &lk) in deltas.iter_mut().zip(&out[1..]) {
-                    *d = lk - base;
+        let read = self.read_back(&mut out[..floats]);
+        for r in (0..runs).filter(|&r| active[r]) {
+            let row = &out[r * (1 + n)..(r + 1) * (1 + n)];
+            let base = row[0];
+            losses[r] = base;
+            let dst = &mut values[r * n..(r + 1) * n];
+            // Reuse sums each coordinate's change directly; full passes come back as losses.
+            if self.method == Method::Reuse && matches!(self.shape, Shape::Coordinates(_)) {
+                dst.copy_from_slice(&row[1..]);
+            } else {
+                for (d, &l) in dst.iter_mut().zip(&row[1..]) {
+                    *d = l - base;
                 }
             }
-            Method::Reuse => deltas.copy_from_slice(&out[1..]),
         }
         self.out_scratch = out;
-        read.map(|()| base)
+        read
     }
 
     fn device(&self) -> DeviceInfo {

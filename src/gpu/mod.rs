@@ -14,7 +14,16 @@ pub use evaluator::{
 /// `shaders/math.wgsl`: the WGSL twin of [`crate::math`].
 pub const MATH_WGSL: &str = include_str!("../../shaders/math.wgsl");
 
-/// The WGSL module of the nudged-loss kernels: `shaders/math.wgsl` followed by `shaders/nudge.wgsl`.
+/// `shaders/rng.wgsl`: the WGSL twin of [`crate::rng`].
+pub const RNG_WGSL: &str = include_str!("../../shaders/rng.wgsl");
+
+/// The WGSL module of the nudged-loss kernels: `shaders/math.wgsl`, `shaders/rng.wgsl`, then
+/// `shaders/nudge.wgsl`.
 pub fn nudge_shader_source() -> String {
-    [MATH_WGSL, include_str!("../../shaders/nudge.wgsl")].concat()
+    [
+        MATH_WGSL,
+        RNG_WGSL,
+        include_str!("../../shaders/nudge.wgsl"),
+    ]
+    .concat()
 }

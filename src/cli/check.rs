@@ -1,0 +1,174 @@
+//! `perturb check`.
+
+use super::{AdapterArgs, DeviceKind, DirectionArg, NetArgs, PrecisionArg};
+use crate::check::{self, CheckReport, COORDINATE_ESTIMATORS, SWEEP_EPS};
+use crate::cpu::CpuEvaluator;
+use crate::error::{Error, Result};
+use crate::estimate::Estimator;
+use crate::gpu::{GpuContext, GpuEvaluator, GpuOptions};
+use crate::report;
+use crate::rng::Direction;
+use clap::Args;
+use std::path::PathBuf;
+
+/// `perturb check` options.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Network and data (the parameters checked are the model's).
+    #[command(flatten)]
+    pub net: NetArgs,
+    /// Seed of the random network (--layers) and of the SPSA directions.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The nudge of the main table (the sweep covers 1e-1 … 1e-7).
+    #[arg(long, default_value_t = 0.0001, allow_hyphen_values = true)]
+    pub eps: f64,
+    /// Where the perturbed losses are computed.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
+    /// Float type of the perturbed losses (f64 needs --device cpu).
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F64)]
+    pub precision: PrecisionArg,
+    /// SPSA directions for the SPSA row (0: no SPSA row).
+    #[arg(long, default_value_t = 64)]
+    pub samples: u32,
+    /// Distribution of the SPSA directions.
+    #[arg(long, value_enum, default_value_t = DirectionArg::Rademacher)]
+    pub direction: DirectionArg,
+    /// Write the report (every row, the backprop gradient) as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Adapter choice.
+    #[command(flatten)]
+    pub adapter: AdapterArgs,
+}
+
+/// Runs `perturb check`.
+pub fn check(args: &CheckArgs) -> Result<()> {
+    if args.precision == PrecisionArg::F64 && args.device == DeviceKind::Gpu {
+        return Err(Error::Config(
+            "the GPU computes in float32: add --precision f32 to check GPU estimates".into(),
+        ));
+    }
+    let model = args.net.model(args.seed)?;
+    let data = args.net.data(&model)?;
+    let spsa = (args.samples > 0).then(|| {
+        let direction = match args.direction {
+            DirectionArg::Rademacher => Direction::Rademacher,
+            DirectionArg::Gaussian => Direction::Gaussian,
+        };
+        let e = Estimator::Spsa {
+            samples: args.samples,
+            direction,
+        };
+        (e, args.seed)
+    });
+    if let Some((e, _)) = spsa {
+        e.validate()?;
+    }
+    let report = match (args.device, args.precision) {
+        (DeviceKind::Cpu, PrecisionArg::F64) => check::run(&model, &data, args.eps, spsa, |_| {
+            CpuEvaluator::<f64>::new(&model, &data)
+        })?,
+        (DeviceKind::Cpu, PrecisionArg::F32) => check::run(&model, &data, args.eps, spsa, |_| {
+            CpuEvaluator::<f32>::new(&model, &data)
+        })?,
+        (DeviceKind::Gpu, _) => check::run(&model, &data, args.eps, spsa, |e| {
+            let ctx = GpuContext::new(&args.adapter.options())?;
+            let opts = GpuOptions {
+                shape: e.shape(),
+                ..Default::default()
+            };
+            GpuEvaluator::with_options(ctx, &model, &data, opts)
+        })?,
+    };
+    say!(
+        "perturb check: {} network, {} parameters, {} sample{}; loss {:.8} (backprop in float64)",
+        report::describe_model(&model),
+        model.num_params(),
+        data.len(),
+        if data.len() == 1 { "" } else { "s" },
+        report.loss
+    );
+    say!(
+        "perturbed losses: {} — {} ({}), {}\n",
+        report.device.kind,
+        report.device.adapter,
+        report.device.backend,
+        if args.precision == PrecisionArg::F64 {
+            "float64"
+        } else {
+            "float32"
+        }
+    );
+    say!("{}", table(&report));
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report).expect("report serialises");
+        std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))?;
+        say!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// The console tables: estimators at the chosen eps (overall and per layer), then the eps sweep.
+pub fn table(r: &CheckReport) -> String {
+    let mut out = String::new();
+    let layers = r.estimators.first().map_or(0, |row| row.layers.len());
+    out += &format!(
+        "{:<11} {:<8} {:>8}  {:>10}  {:>10}  {:>12}",
+        "estimator", "step", "eps", "rel. error", "max error", "cosine"
+    );
+    for l in 1..=layers {
+        out += &format!("  {:>10}", format!("layer {l}"));
+    }
+    out += "\n";
+    for row in &r.estimators {
+        out += &format!(
+            "{:<11} {:<8} {:>8.0e}  {:>10.3e}  {:>10.3e}  {:>12.9}",
+            row.estimator,
+            row.step,
+            row.eps,
+            row.overall.relative_error,
+            row.overall.max_error,
+            row.overall.cosine
+        );
+        for a in &row.layers {
+            out += &format!("  {:>10.3e}", a.relative_error);
+        }
+        if row.vanished > 0 {
+            out += &format!("  ({} nudges vanished)", row.vanished);
+        }
+        out += "\n";
+    }
+    out += "\nrelative error against backprop over eps (* marks each column's best):\n";
+    out += &format!("{:>8}", "eps");
+    for (e, s) in COORDINATE_ESTIMATORS {
+        out += &format!("  {:>18}", format!("{}/{}", e.name(), s.name()));
+    }
+    out += "\n";
+    for &eps in &SWEEP_EPS {
+        out += &format!("{eps:>8.0e}");
+        for (e, s) in COORDINATE_ESTIMATORS {
+            let cell = r
+                .sweep
+                .iter()
+                .find(|row| row.estimator == e.name() && row.step == s.name() && row.eps == eps);
+            let best = r
+                .best
+                .iter()
+                .any(|b| b.estimator == e.name() && b.step == s.name() && b.eps == eps);
+            match cell {
+                Some(row) => {
+                    out += &format!(
+                        "  {:>17.3e}{}",
+                        row.overall.relative_error,
+                        if best { "*" } else { " " }
+                    )
+                }
+                None => out += &format!("  {:>18}", "-"),
+            }
+        }
+        out += "\n";
+    }
+    out
+}
