@@ -141,7 +141,7 @@ pub fn compact(x: f64) -> String {
 
 /// A loss with the book's eight decimals, or in scientific notation when that would hide it.
 pub fn format_loss(x: f64) -> String {
-    if x == 0.0 || !x.is_finite() || (1e-3..1e4).contains(&x.abs()) {
+    if x == 0.0 || !x.is_finite() || (1e-4..1e4).contains(&x.abs()) {
         format!("{x:.8}")
     } else {
         format!("{x:.8e}")
