@@ -23,6 +23,7 @@ pub mod model;
 pub mod precision;
 pub mod report;
 pub mod rng;
+pub mod session;
 pub mod train;
 
 pub use data::Dataset;
@@ -30,4 +31,5 @@ pub use error::{Error, Result};
 pub use estimate::{Estimator, Probe, StepMode};
 pub use model::{Activation, Layer, Model};
 pub use precision::{Precision, Real};
-pub use train::{DeviceInfo, Evaluator, History, Hyper, Method};
+pub use session::{Device, Loop, Trained, Training};
+pub use train::{DeviceInfo, Evaluator, History, Hyper, Method, Outcome};
