@@ -16,8 +16,11 @@
 //                  d / 2, regenerated from the run's seed (shaders/rng.wgsl), never stored.
 // Reuse method:
 //   forward_store  one workgroup per sample: the unperturbed pass, keeping every z and a in `cache`.
+//   reuse_prepare  identity output layer: per (last hidden unit, sample) the sums that make the
+//                  output layer's change closed-form (see below), once per step.
 //   reuse_dsse     one invocation per (parameter, sample), parameters of the last two layers: the
-//                  nudged unit, a rank-one update of the next layer, the change of the squared error.
+//                  nudged unit, a rank-one update of the next layer (closed-form for an identity
+//                  output layer), the change of the squared error.
 //   reuse_deep     one workgroup per (parameter, sample), parameters of earlier layers: as above,
 //                  then full forward passes of the later layers in workgroup memory.
 //   reduce_losses  as above, so slot k + 1 holds L_k - L directly.
@@ -70,7 +73,7 @@ struct Chunk {
     seed_hi: u32,
     step: u32,
     dist: u32,
-    _pad: u32,
+    ab_off: u32,         // reuse, identity output layer: the closed-form sums in the run's cache; 0: none
 }
 
 @group(0) @binding(0) var<uniform> chunk: Chunk;
@@ -337,6 +340,12 @@ fn reuse_shallow(k: u32, s: u32) -> f32 {
         return dsse_term(n.a_new, n.a_old, ys[y_off + n.u]);
     }
     let delta = n.a_new - n.a_old;
+    if (chunk.ab_off != 0u && n.l + 2u == chunk.num_layers) {
+        // Identity output layer: the closed form of reuse_prepare, O(1) instead of O(outputs).
+        let ab = chunk.cache_base + chunk.ab_off;
+        let hidden = layer_info(n.l + 1u).n_in;
+        return delta * (cache[ab + n.u * chunk.batch + s] + delta * cache[ab + hidden * chunk.batch + n.u]);
+    }
     let nx = layer_info(n.l + 1u);
     var total = 0.0;
     for (var v = 0u; v < nx.n_out; v++) {
@@ -345,6 +354,36 @@ fn reuse_shallow(k: u32, s: u32) -> f32 {
         total = total + dsse_term(a2, a_at(unit, s), ys[y_off + v]);
     }
     return total;
+}
+
+// Reuse with an identity output layer, after forward_store: one invocation per (hidden unit u of
+// the last hidden layer, sample s). A change d of u changes output v by t = d * W[u][v] and the
+// squared error by sum_v t * (2 (a_v - y_v) + t) = d * ab[u][s] + d^2 * bb[u], with
+// ab = sum_v W[u][v] * (e + e), e = a_v - y_v, and bb = sum_v W[u][v]^2 (invocations with s = 0).
+@compute @workgroup_size(64)
+fn reuse_prepare(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let local = (wg.x + wg.y * chunk.grid_x) * WG_SIZE + lid;
+    if (local >= chunk.eval_count * chunk.batch) {
+        return;
+    }
+    let u = chunk.eval_base + local / chunk.batch;
+    let s = local % chunk.batch;
+    let out_layer = layer_info(chunk.num_layers - 1u);
+    let ab = chunk.cache_base + chunk.ab_off;
+    let row = out_layer.w_off + u * out_layer.n_out;
+    var acc = 0.0;
+    for (var v = 0u; v < out_layer.n_out; v++) {
+        let e = a_at(out_layer.unit_off + v, s) - ys[s * chunk.outputs + v];
+        acc = acc + pw(row + v) * (e + e);
+    }
+    cache[ab + u * chunk.batch + s] = acc;
+    if (s == 0u) {
+        var sq = 0.0;
+        for (var v = 0u; v < out_layer.n_out; v++) {
+            sq = sq + pw(row + v) * pw(row + v);
+        }
+        cache[ab + out_layer.n_in * chunk.batch + u] = sq;
+    }
 }
 
 @compute @workgroup_size(64)

@@ -9,8 +9,10 @@
 //! of the unperturbed pass and, for a nudge of parameter k in layer l, unit u (input i):
 //! - `d = fl(w + eps) − w`; `z' = z[u] + x[i]·d` (a bias: `z' = z[u] + d`); `a' = act(z')`;
 //! - if l is the last layer: `dsse = (a' − a)·((a' − y) + (a − y))` for that output only;
-//! - else `δ = a' − a[u]` and for every unit v of layer l+1, `z2 = z[v] + δ·W[u][v]`,
-//!   `a2 = act(z2)`; later layers run a full forward pass from there;
+//! - else `δ = a' − a[u]`; if layer l+1 is an identity output layer, `dsse = δ·(ab[u] + δ·bb[u])`
+//!   from per-step sums over the outputs (see `output_terms`);
+//! - otherwise for every unit v of layer l+1, `z2 = z[v] + δ·W[u][v]`, `a2 = act(z2)`; later
+//!   layers run a full forward pass from there;
 //! - on the last layer, `dsse += (a' − a)·((a' − y) + (a − y))` per output in order;
 //! - `delta_k` = [`reduce_sse`] of the samples' `dsse`, times 1/(B·outputs).
 //!
@@ -57,11 +59,15 @@ struct Bufs<R> {
     sse: Vec<R>,
 }
 
-/// The unperturbed pass kept by the reuse method: `z` and `a` as `[unit][sample]`.
+/// The unperturbed pass kept by the reuse method: `z` and `a` as `[unit][sample]`; with an identity
+/// output layer also `ab[u][s] = Σ_v W[u][v]·2(a_v − y_v)` and `bb[u] = Σ_v W[u][v]²` over the
+/// output layer's weights (see [`output_terms`]).
 #[derive(Clone, Debug)]
 struct Cache<R> {
     z: Vec<R>,
     a: Vec<R>,
+    ab: Vec<R>,
+    bb: Vec<R>,
 }
 
 impl<R> Default for Cache<R> {
@@ -69,8 +75,19 @@ impl<R> Default for Cache<R> {
         Cache {
             z: Vec::new(),
             a: Vec::new(),
+            ab: Vec::new(),
+            bb: Vec::new(),
         }
     }
+}
+
+/// Whether the reuse method sums the output layer in closed form: an identity output layer of at
+/// least two outputs after at least one hidden layer (with one output there is no loop to save).
+pub fn closed_form_output(model: &Model) -> bool {
+    let layers = model.layers();
+    layers.len() >= 2
+        && layers[layers.len() - 1].activation == Activation::Identity
+        && model.outputs() >= 2
 }
 
 /// CPU evaluator computing losses in `R` (`f32` mirrors the GPU bit for bit; `f64` is the notebook).
@@ -128,9 +145,16 @@ impl<R: Real> CpuEvaluator<R> {
         };
         if method == Method::Reuse {
             let cells = unit_off * data.len();
+            let hidden = if closed_form_output(model) {
+                model.layers()[model.layers().len() - 1].inputs
+            } else {
+                0
+            };
             ev.cache = Cache {
                 z: vec![R::ZERO; cells],
                 a: vec![R::ZERO; cells],
+                ab: vec![R::ZERO; hidden * data.len()],
+                bb: vec![R::ZERO; hidden],
             };
         }
         ev.set_threads(threads);
@@ -293,6 +317,9 @@ impl<R: Real> CpuEvaluator<R> {
                 },
             );
             bufs.sse[s] = sse(pred, &self.y[s * outputs..(s + 1) * outputs]);
+        }
+        if !cache.bb.is_empty() {
+            output_terms(&self.layers, &self.y, b, params, cache);
         }
         R::mean(reduce_sse(&bufs.sse), b * outputs)
     }
@@ -468,6 +495,10 @@ impl<R: Real> ReusePlan<'_, R> {
                 continue;
             }
             let delta = a_new - a_old;
+            if l + 1 == last && !self.cache.bb.is_empty() {
+                bufs.sse[s] = delta * (self.cache.ab[u * b + s] + delta * self.cache.bb[u]);
+                continue;
+            }
             let next = layers[l + 1];
             let row = &self.params[next.w_off + u * next.outputs..][..next.outputs];
             let mut dsse = R::ZERO;
@@ -504,6 +535,37 @@ impl<R: Real> ReusePlan<'_, R> {
             bufs.sse[s] = dsse;
         }
         R::mean(reduce_sse(&bufs.sse), b * outputs)
+    }
+}
+
+/// The closed form of the output layer for the reuse method when it is the identity: a change δ of
+/// hidden unit u changes output v by `t_v = δ·W[u][v]`, and the squared error by
+/// `Σ_v t_v·(2(a_v − y_v) + t_v) = δ·ab[u][s] + δ²·bb[u]`, so a nudge costs O(1) per sample instead
+/// of O(outputs). Sums run over v in order: `ab = Σ W[u][v]·(e + e)` with `e = a_v − y_v`, and
+/// `bb = Σ W[u][v]·W[u][v]` (the `reuse_prepare` kernel does the same).
+fn output_terms<R: Real>(
+    layers: &[LayerPlan],
+    y: &[f32],
+    b: usize,
+    params: &[f32],
+    cache: &mut Cache<R>,
+) {
+    let out = layers[layers.len() - 1];
+    for u in 0..out.inputs {
+        let row = &params[out.w_off + u * out.outputs..][..out.outputs];
+        let mut sq = R::ZERO;
+        for &w in row {
+            sq = sq + R::from_f32(w) * R::from_f32(w);
+        }
+        cache.bb[u] = sq;
+        for s in 0..b {
+            let mut acc = R::ZERO;
+            for (v, &w) in row.iter().enumerate() {
+                let e = cache.a[(out.unit_off + v) * b + s] - R::from_f32(y[s * out.outputs + v]);
+                acc = acc + R::from_f32(w) * (e + e);
+            }
+            cache.ab[u * b + s] = acc;
+        }
     }
 }
 

@@ -50,6 +50,7 @@ fn nudge_shader_parses_and_validates_without_a_gpu() {
         "fused_epochs",
         "reuse_fused",
         "spsa_sse",
+        "reuse_prepare",
     ] {
         assert!(
             names.contains(&want),
@@ -141,6 +142,7 @@ fn chunk_uniform_layout_matches_the_wgsl_struct() {
         ("seed_hi", std::mem::offset_of!(ChunkUniform, seed_hi)),
         ("step", std::mem::offset_of!(ChunkUniform, step)),
         ("dist", std::mem::offset_of!(ChunkUniform, dist)),
+        ("ab_off", std::mem::offset_of!(ChunkUniform, ab_off)),
     ];
     for (name, offset) in rust {
         let m = members

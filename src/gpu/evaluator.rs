@@ -82,8 +82,9 @@ pub struct ChunkUniform {
     pub step: u32,
     /// SPSA: [`crate::rng::Direction::code`].
     pub dist: u32,
-    /// Padding to 16 bytes.
-    pub _pad: u32,
+    /// Reuse with an identity output layer: where the closed-form sums start in a run's cache
+    /// (0: not used).
+    pub ab_off: u32,
 }
 
 /// Which kernel a dispatch group runs before its reduction.
@@ -94,6 +95,8 @@ enum Kernel {
     ForwardStore,
     ReuseDsse,
     ReuseDeep,
+    /// `reuse_prepare`: the closed-form output sums, no reduction follows.
+    ReusePrepare,
     /// `reuse_fused`: computes and reduces in one dispatch (no `reduce` dispatch follows).
     ReuseFused,
 }
@@ -232,6 +235,7 @@ struct Pipelines {
     forward_store: wgpu::ComputePipeline,
     reuse_dsse: wgpu::ComputePipeline,
     reuse_deep: wgpu::ComputePipeline,
+    reuse_prepare: wgpu::ComputePipeline,
     reduce: wgpu::ComputePipeline,
     update: wgpu::ComputePipeline,
     fused: Option<wgpu::ComputePipeline>,
@@ -246,6 +250,7 @@ impl Pipelines {
             Kernel::ForwardStore => &self.forward_store,
             Kernel::ReuseDsse => &self.reuse_dsse,
             Kernel::ReuseDeep => &self.reuse_deep,
+            Kernel::ReusePrepare => &self.reuse_prepare,
             Kernel::ReuseFused => self.reuse_fused.as_ref().expect("built when planned"),
         }
     }
@@ -314,8 +319,20 @@ impl GpuEvaluator {
         let total_units: usize = model.layers().iter().map(|l| l.outputs).sum();
         // Reuse cache: z and a of every unit, then the inputs transposed to [input][sample] so that
         // neighbouring invocations (neighbouring samples) read neighbouring words.
-        let cache_per_run = if opts.method == Method::Reuse {
+        // Closed-form output sums (identity output layer): ab [hidden][sample], then bb [hidden].
+        let closed = opts.method == Method::Reuse && crate::cpu::closed_form_output(model);
+        let hidden = if closed {
+            model.layers()[num_layers - 1].inputs
+        } else {
+            0
+        };
+        let ab_off = if closed {
             (2 * total_units + model.inputs()) * b
+        } else {
+            0
+        };
+        let cache_per_run = if opts.method == Method::Reuse {
+            (2 * total_units + model.inputs()) * b + hidden * (b + 1)
         } else {
             0
         };
@@ -361,6 +378,7 @@ impl GpuEvaluator {
             num_params: p as u32,
             method: (opts.method == Method::Reuse) as u32,
             inv_count: inv_count(b * model.outputs()),
+            ab_off: ab_off as u32,
             ..Default::default()
         };
         let max_dim = limits.max_compute_workgroups_per_dimension;
@@ -435,6 +453,16 @@ impl GpuEvaluator {
                     // Slot 0 (the unperturbed pass) is one "evaluation" of B samples, a workgroup
                     // each; every offset reuses what it stored.
                     plan(Kernel::ForwardStore, run, 0, 0, 1, 1);
+                    if closed {
+                        plan(
+                            Kernel::ReusePrepare,
+                            run,
+                            0,
+                            0,
+                            hidden as u64,
+                            WG_SIZE as u64,
+                        );
+                    }
                     // Parameters of the last two layers need no workgroup memory; earlier ones do.
                     let shallow_from = model.weight_offset(num_layers.saturating_sub(2)) as u64;
                     let shallow = if fused_reuse {
@@ -592,6 +620,7 @@ impl GpuEvaluator {
                 forward_store: pipeline("forward_store"),
                 reuse_dsse: pipeline("reuse_dsse"),
                 reuse_deep: pipeline("reuse_deep"),
+                reuse_prepare: pipeline("reuse_prepare"),
                 reduce: pipeline(if seq_reduce {
                     "reduce_seq"
                 } else {
@@ -730,7 +759,7 @@ impl GpuEvaluator {
             );
             pass.set_pipeline(self.pipelines.main(c.kernel));
             pass.dispatch_workgroups(c.grid.0, c.grid.1, 1);
-            if c.kernel == Kernel::ReuseFused {
+            if matches!(c.kernel, Kernel::ReuseFused | Kernel::ReusePrepare) {
                 continue;
             }
             pass.set_pipeline(&self.pipelines.reduce);
