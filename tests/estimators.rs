@@ -523,3 +523,41 @@ fn probes_of_the_wrong_shape_or_length_are_errors_not_panics() {
     let e = GpuEvaluator::with_options(fresh(), &model, &data, opts).unwrap_err();
     assert!(e.to_string().contains("--method naive"), "{e}");
 }
+
+/// Buffers are sized before anything is allocated: a sweep whose perturbed losses need more than
+/// one storage binding allows is refused with both numbers, on any adapter.
+#[test]
+fn a_step_larger_than_the_storage_binding_limit_is_refused_with_the_numbers() {
+    let Some(ctx) = gpu() else { return };
+    let limit = ctx
+        .limits
+        .max_storage_buffer_binding_size
+        .min(ctx.limits.max_buffer_size);
+    // Three Richardson runs: 3 × (1 + 4P) floats of losses, just over the limit.
+    let runs = 3u64;
+    let p_needed = (limit / 4 / runs / 4 + 1) as usize;
+    let width = ((p_needed as f64).sqrt() as usize).clamp(2, 2048);
+    let model = Model::random(
+        &[1, width, p_needed.div_ceil(width + 1).max(1)],
+        &[Activation::Sigmoid, Activation::Identity],
+        0,
+    );
+    let Ok(model) = model else {
+        eprintln!("SKIPPED: the adapter allows {limit} bytes, more than a model may have");
+        return;
+    };
+    let data = random_data(&model, 1, 0);
+    let needed = 4 * runs * (1 + 4 * model.num_params() as u64);
+    assert!(needed > limit, "{needed} vs {limit}");
+    let opts = GpuOptions {
+        runs: runs as usize,
+        shape: Shape::Coordinates(4),
+        ..Default::default()
+    };
+    let e = GpuEvaluator::with_options(ctx, &model, &data, opts).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&needed.to_string()) && msg.contains(&limit.to_string()),
+        "{msg}"
+    );
+}
