@@ -18,6 +18,7 @@ pub mod error;
 pub mod gpu;
 pub mod math;
 pub mod model;
+pub mod npy;
 pub mod plot;
 pub mod precision;
 pub mod report;

@@ -95,7 +95,7 @@ fn load_model(args: &TrainArgs) -> Result<Model> {
 
 fn load_data(args: &TrainArgs, model: &Model) -> Result<Dataset> {
     match &args.data {
-        Some(path) => Dataset::load_csv(path, model),
+        Some(path) => Dataset::load(path, model),
         None => {
             let book = Dataset::book();
             book.check_fits(model, "the book's data (x = [1, 1], y = [0])")
