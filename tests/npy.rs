@@ -197,6 +197,9 @@ fn cli_npz_report_and_model_load_in_rust_and_numpy() {
     assert_eq!(losses, json_losses);
 }
 
+/// `.npz` members: names and `.npy` bytes.
+type Members = Vec<(String, Vec<u8>)>;
+
 /// A `.npy` with a hand-written header and data.
 fn raw_npy(header: &str, data: &[u8]) -> Vec<u8> {
     let mut out = b"\x93NUMPY\x01\x00".to_vec();
@@ -327,7 +330,7 @@ fn malformed_npz_data_is_refused_with_the_file_name() {
     let model = Model::book();
     let x = encode_f32(&[2, 2], &[1.0, 2.0, 3.0, 4.0]);
     let y = encode_f32(&[3], &[0.0, 1.0, 2.0]);
-    let cases: Vec<(&str, Vec<(String, Vec<u8>)>, &str)> = vec![
+    let cases: Vec<(&str, Members, &str)> = vec![
         ("noy.npz", vec![("x".into(), x.clone())], "no array \"y\""),
         (
             "rows.npz",
@@ -363,7 +366,7 @@ fn malformed_model_npz_is_refused_with_the_array_name() {
     let w = |r: usize, c: usize| encode_f32(&[r, c], &vec![0.5; r * c]);
     let b = |n: usize| encode_f32(&[n], &vec![0.0; n]);
     let book = |extra: Vec<(&str, Vec<u8>)>| {
-        let mut m: Vec<(String, Vec<u8>)> = vec![
+        let mut m: Members = vec![
             ("W1".into(), w(2, 3)),
             ("b1".into(), b(3)),
             ("W2".into(), w(3, 1)),
@@ -375,7 +378,7 @@ fn malformed_model_npz_is_refused_with_the_array_name() {
         }
         m
     };
-    let cases: Vec<(&str, Vec<(String, Vec<u8>)>, &str)> = vec![
+    let cases: Vec<(&str, Members, &str)> = vec![
         ("empty.npz", vec![], "no array W1"),
         (
             "nob2.npz",

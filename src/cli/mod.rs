@@ -6,18 +6,19 @@ use crate::train::Method;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 // `println!` that ends the process quietly when stdout is closed (`perturb train | head`) instead
-// of panicking.
+// of panicking, and prints nothing under `perturb train --quiet` or `--json` (see `output`).
 macro_rules! say {
     ($($t:tt)*) => {{
-        let line = format!($($t)*);
-        if std::io::Write::write_all(&mut std::io::stdout(), (line + "\n").as_bytes()).is_err() {
-            std::process::exit(141);
+        if !$crate::cli::output::silenced() {
+            let line = format!($($t)*);
+            $crate::cli::output::print_line(&line);
         }
     }};
 }
 
 mod bench;
 mod devices;
+pub mod output;
 mod train;
 
 pub use bench::{bench, BenchArgs};
@@ -53,6 +54,9 @@ pub struct AdapterArgs {
     /// Use a software adapter (lavapipe / llvmpipe).
     #[arg(long)]
     pub force_fallback: bool,
+    /// Only these backends, comma-separated: vulkan, gl, metal, dx12 [default: $WGPU_BACKEND, else all].
+    #[arg(long, value_name = "LIST")]
+    pub backend: Option<String>,
 }
 
 impl AdapterArgs {
@@ -62,6 +66,9 @@ impl AdapterArgs {
             o.name = self.adapter.clone();
         }
         o.force_fallback = self.force_fallback;
+        if self.backend.is_some() {
+            o.backend = self.backend.clone();
+        }
         o
     }
 }

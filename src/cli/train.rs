@@ -1,5 +1,6 @@
 //! `perturb train`.
 
+use super::output::{self, OutputArgs};
 use super::{parse_list, AdapterArgs, DeviceKind, LoopArg, MethodArg, PrecisionArg};
 use crate::cpu::CpuEvaluator;
 use crate::data::Dataset;
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 /// `perturb train` options.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Model file (JSON) to start from [default: the book's network].
+    /// Model file (JSON, or NumPy .npz with W1, b1, …) to start from [default: the book's network].
     #[arg(long, conflicts_with_all = ["layers", "activations", "seed"])]
     pub model: Option<PathBuf>,
     /// Random network: widths from input to output, e.g. 2,3,1.
@@ -27,7 +28,8 @@ pub struct TrainArgs {
     /// Seed of the random network.
     #[arg(long, requires = "layers")]
     pub seed: Option<u64>,
-    /// Data file (CSV: inputs then targets per row) [default: the book's one sample, inputs 1, 1 and target 0].
+    /// Data file: CSV (inputs then targets per row), NumPy .npz (x, y), .npy (rows like the CSV) or
+    /// x.npy,y.npy [default: the book's one sample, inputs 1, 1 and target 0].
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Epochs (full-batch steps).
@@ -54,15 +56,18 @@ pub struct TrainArgs {
     /// Float type of the forward pass and loss (f64 needs --device cpu).
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     pub precision: PrecisionArg,
-    /// Write a JSON report (losses, model, predictions, device, seconds).
+    /// Write a report (losses, model, predictions, device, seconds): JSON, or .npz (arrays).
     #[arg(long)]
     pub report: Option<PathBuf>,
-    /// Write the trained model (JSON model file).
+    /// Write the trained model: JSON model file, or .npz (W1, b1, …, activations).
     #[arg(long)]
     pub save: Option<PathBuf>,
     /// Adapter choice.
     #[command(flatten)]
     pub adapter: AdapterArgs,
+    /// Console output and plot.
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 fn load_model(args: &TrainArgs) -> Result<Model> {
@@ -113,6 +118,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         eps: args.eps,
     };
     hyper.validate()?;
+    output::begin(&args.output)?;
     let precision = match args.precision {
         PrecisionArg::F32 => Precision::F32,
         PrecisionArg::F64 => Precision::F64,
@@ -169,11 +175,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
                     &model.params,
                     &hyper,
                     args.epochs_per_submit,
-                    |epoch, loss| {
-                        if report::shows_epoch(epoch, epochs) {
-                            say!("epoch {epoch:>6}  loss {loss:.8}");
-                        }
-                    },
+                    |epoch, loss| output::epoch(epoch, epochs, loss),
                 )?;
                 (history, device)
             } else {
@@ -209,30 +211,30 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         trained.save(path)?;
         say!("saved the trained model to {}", path.display());
     }
+    let report = Report {
+        losses: history.losses.clone(),
+        model: trained.to_file(),
+        predictions,
+        device,
+        seconds: history.seconds,
+        settings: Settings {
+            epochs: hyper.epochs,
+            lr: hyper.lr,
+            eps: hyper.eps,
+            precision: if precision == Precision::F32 {
+                "f32"
+            } else {
+                "f64"
+            }
+            .into(),
+            samples: data.len(),
+        },
+    };
     if let Some(path) = &args.report {
-        Report {
-            losses: history.losses.clone(),
-            model: trained.to_file(),
-            predictions,
-            device,
-            seconds: history.seconds,
-            settings: Settings {
-                epochs: hyper.epochs,
-                lr: hyper.lr,
-                eps: hyper.eps,
-                precision: if precision == Precision::F32 {
-                    "f32"
-                } else {
-                    "f64"
-                }
-                .into(),
-                samples: data.len(),
-            },
-        }
-        .save(path)?;
+        report.save(path)?;
         say!("wrote the report to {}", path.display());
     }
-    Ok(())
+    output::finish(&args.output, &report)
 }
 
 fn run<E: Evaluator>(
@@ -251,9 +253,7 @@ fn run<E: Evaluator>(
         method.name()
     );
     let history = train::train(ev, &model.params, hyper, |epoch, loss| {
-        if report::shows_epoch(epoch, hyper.epochs) {
-            say!("epoch {epoch:>6}  loss {loss:.8}");
-        }
+        output::epoch(epoch, hyper.epochs, loss)
     })?;
     Ok((history, device))
 }
