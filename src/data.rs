@@ -1,4 +1,5 @@
-//! Training data: inputs and targets as float32 matrices, the book's one sample, and CSV loading.
+//! Training data: inputs and targets as float32 matrices, the book's one sample, and CSV loading
+//! (NumPy files: [`crate::npy`]).
 
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -146,6 +147,15 @@ impl Dataset {
             x: Array2::from_shape_vec((rows, inputs), xs).expect("row widths checked"),
             y: Array2::from_shape_vec((rows, outputs), ys).expect("row widths checked"),
         })
+    }
+
+    /// Reads a data file for `model`: NumPy `.npz` / `.npy` / `x.npy,y.npy` ([`crate::npy`]) by the
+    /// extension, else CSV.
+    pub fn load(path: &Path, model: &Model) -> Result<Dataset> {
+        if crate::npy::is_npz(path) || crate::npy::is_npy(path) || crate::npy::is_npy_pair(path) {
+            return crate::npy::load_data(path, model);
+        }
+        Dataset::load_csv(path, model)
     }
 
     /// Reads a CSV data file for `model`.

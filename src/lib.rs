@@ -20,6 +20,8 @@ pub mod estimate;
 pub mod gpu;
 pub mod math;
 pub mod model;
+pub mod npy;
+pub mod plot;
 pub mod precision;
 pub mod report;
 pub mod rng;

@@ -232,8 +232,18 @@ impl Model {
         file.into_model(origin)
     }
 
-    /// Reads a model file.
+    /// Reads a model file: JSON, or NumPy `.npz` ([`crate::npy`]) by the extension.
     pub fn load(path: &Path) -> Result<Model> {
+        if crate::npy::is_npz(path) {
+            return crate::npy::load_model(path);
+        }
+        if crate::npy::is_npy(path) {
+            return Err(model_err(
+                &path.display().to_string(),
+                "a model is several arrays: use an .npz (W1, b1, W2, b2, …) or a JSON model file"
+                    .into(),
+            ));
+        }
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         Model::from_json(&text, &path.display().to_string())
     }
@@ -251,8 +261,18 @@ impl Model {
         }
     }
 
-    /// Writes the model file (pretty JSON; float32 values print in their shortest exact form).
+    /// Writes the model file: NumPy `.npz` ([`crate::npy`]) by the extension, else pretty JSON
+    /// (float32 values print in their shortest exact form).
     pub fn save(&self, path: &Path) -> Result<()> {
+        if crate::npy::is_npz(path) {
+            return crate::npy::save_npz(path, &crate::npy::model_arrays(self));
+        }
+        if crate::npy::is_npy(path) {
+            return Err(Error::Config(format!(
+                "{}: a model is several arrays; save it as .npz or .json",
+                path.display()
+            )));
+        }
         let text = serde_json::to_string_pretty(&self.to_file()).expect("model serialises");
         std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
     }

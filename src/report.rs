@@ -40,8 +40,24 @@ pub struct Settings {
 }
 
 impl Report {
-    /// Writes the report as pretty JSON.
+    /// Writes the report: an `.npz` of the model's arrays plus `losses` and `predictions`
+    /// ([`crate::npy`]) by the extension, else pretty JSON.
     pub fn save(&self, path: &Path) -> Result<()> {
+        if crate::npy::is_npz(path) {
+            let model = self.model.clone().into_model("report")?;
+            let mut members = crate::npy::model_arrays(&model);
+            members.push((
+                "losses".into(),
+                crate::npy::encode_f64(&[self.losses.len()], &self.losses),
+            ));
+            let outputs = self.predictions.first().map_or(0, Vec::len);
+            let flat: Vec<f64> = self.predictions.iter().flatten().copied().collect();
+            members.push((
+                "predictions".into(),
+                crate::npy::encode_f64(&[self.predictions.len(), outputs], &flat),
+            ));
+            return crate::npy::save_npz(path, &members);
+        }
         let text = serde_json::to_string_pretty(self).expect("report serialises");
         std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
     }

@@ -426,8 +426,17 @@ fn gpu_cli_trains_the_book_in_both_loops_and_methods() {
 fn check_reports_every_estimator_and_the_eps_sweep() {
     let d = dir("check");
     let json = d.join("check.json");
-    let o = perturb(&["check", "--json", json.to_str().unwrap()]);
+    let svg = d.join("check.svg");
+    let o = perturb(&[
+        "check",
+        "--json",
+        json.to_str().unwrap(),
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    assert!(drawn.contains("Gradient error against eps") && drawn.contains("central/exact"));
     let out = stdout(&o);
     for want in [
         "loss 0.33455009",
@@ -476,8 +485,12 @@ fn sweep_trains_the_books_learning_rates_side_by_side_on_cpu() {
         "20",
         "--report",
         json.to_str().unwrap(),
+        "--plot",
+        d.join("sweep.svg").to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
+    let drawn = std::fs::read_to_string(d.join("sweep.svg")).unwrap();
+    assert!(drawn.contains("Loss over increasing number of epochs") && drawn.contains("lr 0.1 "));
     let out = stdout(&o);
     assert!(out.contains("3 runs"), "{out}");
     assert!(out.contains("diverged: epoch"), "{out}");
@@ -598,5 +611,204 @@ fn a_vanished_nudge_is_reported_on_stderr() {
     assert!(
         err.contains("vanished") && err.contains("12755"),
         "no warning: {err}"
+    );
+}
+
+/// Width and height of a PNG, after checking its signature and that IHDR comes first.
+fn png_size(path: &Path) -> (u32, u32) {
+    let b = std::fs::read(path).unwrap();
+    assert!(
+        b.len() > 24 && b[..8] == *b"\x89PNG\r\n\x1a\n" && &b[12..16] == b"IHDR",
+        "{} is not a PNG",
+        path.display()
+    );
+    let be = |i: usize| u32::from_be_bytes(b[i..i + 4].try_into().unwrap());
+    (be(16), be(20))
+}
+
+#[test]
+fn train_plot_writes_the_loss_curve_as_png_and_svg() {
+    let d = dir("plot");
+    let png = d.join("x.png");
+    let o = perturb(&["train", "--device", "cpu", "--plot", png.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("wrote the loss plot to"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(png_size(&png), perturb::plot::DEFAULT_SIZE);
+    let svg = d.join("x.svg");
+    let o = perturb(&[
+        "train",
+        "--device",
+        "cpu",
+        "--epochs",
+        "300",
+        "--plot",
+        svg.to_str().unwrap(),
+        "--log-y",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        text.contains("Loss over increasing number of epochs")
+            && text.trim_end().ends_with("</svg>")
+    );
+}
+
+#[test]
+fn plot_to_an_unknown_format_fails_before_training() {
+    let o = perturb(&["train", "--device", "cpu", "--plot", "loss.jpg"]);
+    assert!(
+        !stdout(&o).contains("epoch"),
+        "trained first: {}",
+        stdout(&o)
+    );
+    assert_fails(
+        &["train", "--device", "cpu", "--plot", "loss.jpg"],
+        &["loss.jpg", ".jpg"],
+    );
+    assert_fails(
+        &["bench", "--devices", "cpu", "--plot", "b.pdf"],
+        &["b.pdf", ".pdf"],
+    );
+}
+
+#[test]
+fn bench_plot_draws_the_chart() {
+    let d = dir("bench-plot");
+    let svg = d.join("b.svg");
+    let o = perturb(&[
+        "bench",
+        "--sizes",
+        "book,small",
+        "--devices",
+        "cpu",
+        "--max-seconds",
+        "0.05",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    for needle in ["Seconds per training step", "cpu naive", "cpu reuse"] {
+        assert!(text.contains(needle), "chart lacks {needle:?}");
+    }
+}
+
+#[test]
+fn quiet_prints_one_summary_line() {
+    let o = perturb(&["train", "--device", "cpu", "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.starts_with("trained 100 epochs in ") && out.contains("loss 0.33455008 -> 0.000327"),
+        "{out}"
+    );
+}
+
+#[test]
+fn json_prints_only_the_report() {
+    let o = perturb(&["train", "--device", "cpu", "--epochs", "4", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {}", stdout(&o)));
+    assert_eq!(r["losses"].as_array().unwrap().len(), 4);
+    assert_eq!(r["device"]["kind"], "cpu");
+    assert_eq!(r["model"]["layers"][1]["activation"], "identity");
+}
+
+#[test]
+fn bad_backend_names_are_refused() {
+    assert_fails(
+        &["train", "--backend", "vulkn"],
+        &["\"vulkn\"", "vulkan, gl, metal or dx12"],
+    );
+    assert_fails(&["devices", "--backend", "foo"], &["\"foo\""]);
+    let o = Command::new(env!("CARGO_BIN_EXE_perturb"))
+        .args(["train"])
+        .env("WGPU_BACKEND", "cuda")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("\"cuda\"") && stderr(&o).contains("WGPU_BACKEND"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_backend_without_adapters_is_named_in_the_error() {
+    let backend = if cfg!(target_os = "macos") {
+        "vulkan"
+    } else {
+        "metal"
+    };
+    assert_fails(
+        &["train", "--backend", backend],
+        &["no GPU adapter", backend, "--device cpu"],
+    );
+    // --backend overrides WGPU_BACKEND.
+    let o = Command::new(env!("CARGO_BIN_EXE_perturb"))
+        .args(["train", "--backend", backend])
+        .env("WGPU_BACKEND", "vulkan,gl")
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&o).contains(&format!("on backend {backend}")),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn devices_lists_the_limits_that_matter() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let o = perturb(&["devices"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let header = out.lines().next().unwrap();
+    for col in ["storage binding", "workgroups/dim", "invocations/wg"] {
+        assert!(header.contains(col), "{header}");
+    }
+    // Aligned: every adapter row starts its backend column where the header does.
+    let at = header.find("backend").unwrap();
+    for row in out.lines().skip(1).take_while(|l| !l.is_empty()) {
+        assert!(
+            row[at..].starts_with(|c: char| c.is_ascii_lowercase())
+                && row.as_bytes()[at - 1] == b' ',
+            "misaligned: {row:?}"
+        );
+    }
+    let o = perturb(&["devices", "--adapter", "no-such-gpu-xyz"]);
+    assert!(
+        stdout(&o).contains("none selected: no GPU adapter matches"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn bad_numpy_files_fail_with_one_line() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let object = fixtures.join("object.npy").display().to_string();
+    assert_fails(
+        &["train", "--device", "cpu", "--data", &object],
+        &["object.npy", "object arrays"],
+    );
+    assert_fails(
+        &["train", "--device", "cpu", "--model", &object],
+        &["object.npy", ".npz"],
+    );
+    let d = dir("bad-npz");
+    let notzip = write(&d, "m.npz", "not a zip");
+    assert_fails(
+        &["train", "--device", "cpu", "--model", &notzip],
+        &["m.npz", "not a readable .npz"],
     );
 }

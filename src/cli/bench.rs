@@ -3,6 +3,7 @@
 use super::{pick, AdapterArgs};
 use crate::bench::{self, BenchOptions, Size};
 use crate::error::{Error, Result};
+use crate::plot;
 use crate::train::Method;
 use clap::Args;
 use std::path::PathBuf;
@@ -28,6 +29,10 @@ pub struct BenchArgs {
     /// Write the rows as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Draw seconds per step against parameter count (log-log, one line per device, method and
+    /// loop mode) to FILE, .png or .svg.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
     /// Time budget per row in seconds (a single step longer than this is still run once).
     #[arg(long, default_value_t = 3.0)]
     pub max_seconds: f64,
@@ -71,6 +76,9 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         max_work: args.max_work,
         adapter: args.adapter.options(),
     };
+    if let Some(path) = &args.plot {
+        plot::Format::from_path(path)?; // before the timing, not after
+    }
     if !modes.iter().any(|m| m == "host") {
         return Err(Error::Config(
             "--modes must include host (CPU rows and the baseline are host-driven)".into(),
@@ -106,6 +114,10 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         let text = serde_json::to_string_pretty(&rows).expect("rows serialise");
         std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))?;
         say!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        plot::bench_chart(&rows).render(path)?;
+        say!("wrote the chart to {}", path.display());
     }
     Ok(())
 }

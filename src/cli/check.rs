@@ -6,6 +6,7 @@ use crate::cpu::CpuEvaluator;
 use crate::error::{Error, Result};
 use crate::estimate::Estimator;
 use crate::gpu::{GpuContext, GpuEvaluator, GpuOptions};
+use crate::plot::{self, Series};
 use crate::report;
 use crate::rng::Direction;
 use clap::Args;
@@ -38,6 +39,9 @@ pub struct CheckArgs {
     /// Write the report (every row, the backprop gradient) as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Draw the eps sweep (relative error against eps, log-log, one line per estimator), .png or .svg.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
     /// Adapter choice.
     #[command(flatten)]
     pub adapter: AdapterArgs,
@@ -49,6 +53,9 @@ pub fn check(args: &CheckArgs) -> Result<()> {
         return Err(Error::Config(
             "the GPU computes in float32: add --precision f32 to check GPU estimates".into(),
         ));
+    }
+    if let Some(path) = &args.plot {
+        plot::Format::from_path(path)?;
     }
     let model = args.net.model(args.seed)?;
     let data = args.net.data(&model)?;
@@ -102,6 +109,29 @@ pub fn check(args: &CheckArgs) -> Result<()> {
         }
     );
     say!("{}", table(&report));
+    if let Some(path) = &args.plot {
+        let series = COORDINATE_ESTIMATORS
+            .iter()
+            .map(|(e, s)| Series {
+                name: format!("{}/{}", e.name(), s.name()),
+                points: report
+                    .sweep
+                    .iter()
+                    .filter(|r| r.estimator == e.name() && r.step == s.name())
+                    .map(|r| (r.eps, r.overall.relative_error))
+                    .collect(),
+            })
+            .collect();
+        plot::curves(
+            "Gradient error against eps (backprop in float64 as reference)",
+            "eps",
+            "relative error",
+            true,
+            series,
+        )
+        .render(path)?;
+        say!("drew {}", path.display());
+    }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report).expect("report serialises");
         std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))?;

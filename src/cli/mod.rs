@@ -11,12 +11,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 // `println!` that ends the process quietly when stdout is closed (`perturb train | head`) instead
-// of panicking.
+// of panicking, and prints nothing under `perturb train --quiet` or `--json` (see `output`).
 macro_rules! say {
     ($($t:tt)*) => {{
-        let line = format!($($t)*);
-        if std::io::Write::write_all(&mut std::io::stdout(), (line + "\n").as_bytes()).is_err() {
-            std::process::exit(141);
+        if !$crate::cli::output::silenced() {
+            let line = format!($($t)*);
+            $crate::cli::output::print_line(&line);
         }
     }};
 }
@@ -24,6 +24,7 @@ macro_rules! say {
 mod bench;
 mod check;
 mod devices;
+pub mod output;
 mod sweep;
 mod train;
 
@@ -66,6 +67,9 @@ pub struct AdapterArgs {
     /// Use a software adapter (lavapipe / llvmpipe).
     #[arg(long)]
     pub force_fallback: bool,
+    /// Only these backends, comma-separated: vulkan, gl, metal, dx12 [default: $WGPU_BACKEND, else all].
+    #[arg(long, value_name = "LIST")]
+    pub backend: Option<String>,
 }
 
 impl AdapterArgs {
@@ -75,6 +79,9 @@ impl AdapterArgs {
             o.name = self.adapter.clone();
         }
         o.force_fallback = self.force_fallback;
+        if self.backend.is_some() {
+            o.backend = self.backend.clone();
+        }
         o
     }
 }
@@ -189,7 +196,7 @@ impl EstimatorArgs {
 /// The network and the data it trains on.
 #[derive(Debug, Args, Clone)]
 pub struct NetArgs {
-    /// Model file (JSON) to start from [default: the book's network].
+    /// Model file (JSON, or NumPy .npz with W1, b1, …) to start from [default: the book's network].
     #[arg(long, conflicts_with_all = ["layers", "activations"])]
     pub model: Option<PathBuf>,
     /// Random network: widths from input to output, e.g. 2,3,1 (seeded by --seed).
@@ -198,7 +205,8 @@ pub struct NetArgs {
     /// One activation per layer (sigmoid, tanh, relu, identity) [default: sigmoid…, identity].
     #[arg(long, requires = "layers")]
     pub activations: Option<String>,
-    /// Data file (CSV: inputs then targets per row) [default: the book's one sample, inputs 1, 1 and target 0].
+    /// Data file: CSV (inputs then targets per row), NumPy .npz (x, y), .npy (rows like the CSV) or
+    /// x.npy,y.npy [default: the book's one sample, inputs 1, 1 and target 0].
     #[arg(long)]
     pub data: Option<PathBuf>,
 }
@@ -236,7 +244,7 @@ impl NetArgs {
     /// The data file, or the book's one sample when it fits the model.
     pub fn data(&self, model: &Model) -> Result<Dataset> {
         let data = match &self.data {
-            Some(path) => Dataset::load_csv(path, model)?,
+            Some(path) => Dataset::load(path, model)?,
             None => {
                 let book = Dataset::book();
                 book.check_fits(model, "the book's data (x = [1, 1], y = [0])")

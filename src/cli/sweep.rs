@@ -6,6 +6,7 @@ use crate::cpu::CpuEvaluator;
 use crate::error::{Error, Result};
 use crate::estimate::Estimator;
 use crate::gpu::{GpuContext, GpuEvaluator, GpuOptions};
+use crate::plot;
 use crate::report;
 use crate::train::{self, Control, DeviceInfo, Evaluator, Hyper, Method, Outcome, Run};
 use clap::Args;
@@ -52,6 +53,12 @@ pub struct SweepArgs {
     /// Write every run's settings, outcome and loss curve as JSON.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Draw every run's loss curve on one chart, .png or .svg.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    /// Log-scale loss axis in the --plot chart.
+    #[arg(long, requires = "plot")]
+    pub log_y: bool,
     /// Adapter choice.
     #[command(flatten)]
     pub adapter: AdapterArgs,
@@ -97,6 +104,9 @@ fn floats(s: &str, what: &str) -> Result<Vec<f64>> {
 
 /// Runs `perturb sweep`.
 pub fn sweep(args: &SweepArgs) -> Result<()> {
+    if let Some(path) = &args.plot {
+        plot::Format::from_path(path)?;
+    }
     let lrs = floats(&args.lr, "--lr")?;
     let epss = floats(&args.eps, "--eps")?;
     let seeds = parse_list(&args.seed, "--seed", |p| p.parse::<u64>().ok())?;
@@ -213,6 +223,22 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
         }
     }
     let diverged = rows.iter().filter(|r| r.outcome == "diverged").count();
+    if let Some(path) = &args.plot {
+        let curves: Vec<(String, Vec<f64>)> = rows
+            .iter()
+            .map(|r| {
+                let name = format!(
+                    "lr {} eps {} seed {}",
+                    report::compact(r.lr),
+                    report::compact(r.eps),
+                    r.seed
+                );
+                (name, r.losses.clone())
+            })
+            .collect();
+        plot::loss_curves(&curves, args.log_y).render(path)?;
+        say!("drew {}", path.display());
+    }
     if let Some(path) = &args.report {
         let report = SweepReport {
             device,

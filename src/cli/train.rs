@@ -1,5 +1,6 @@
 //! `perturb train`.
 
+use super::output::{self, OutputArgs};
 use super::{AdapterArgs, DeviceKind, EstimatorArgs, LoopArg, MethodArg, NetArgs, PrecisionArg};
 use crate::cpu::CpuEvaluator;
 use crate::error::{Error, Result};
@@ -49,15 +50,18 @@ pub struct TrainArgs {
     /// Float type of the forward pass and loss (f64 needs --device cpu).
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     pub precision: PrecisionArg,
-    /// Write a JSON report (losses, model, predictions, device, seconds).
+    /// Write a report (losses, model, predictions, device, seconds): JSON, or .npz (arrays).
     #[arg(long)]
     pub report: Option<PathBuf>,
-    /// Write the trained model (JSON model file).
+    /// Write the trained model: JSON model file, or .npz (W1, b1, …, activations).
     #[arg(long)]
     pub save: Option<PathBuf>,
     /// Adapter choice.
     #[command(flatten)]
     pub adapter: AdapterArgs,
+    /// Console output and plot.
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// Runs `perturb train`.
@@ -72,6 +76,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         seed: args.seed.unwrap_or(0),
     };
     hyper.validate()?;
+    output::begin(&args.output)?;
     let precision = match args.precision {
         PrecisionArg::F32 => Precision::F32,
         PrecisionArg::F64 => Precision::F64,
@@ -132,11 +137,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
                     &model.params,
                     &hyper,
                     args.epochs_per_submit,
-                    |epoch, loss| {
-                        if report::shows_epoch(epoch, epochs) {
-                            say!("epoch {epoch:>6}  loss {loss:.8}");
-                        }
-                    },
+                    |epoch, loss| output::epoch(epoch, epochs, loss),
                 )?;
                 (history, device)
             } else {
@@ -172,30 +173,30 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         trained.save(path)?;
         say!("saved the trained model to {}", path.display());
     }
+    let report = Report {
+        losses: history.losses.clone(),
+        model: trained.to_file(),
+        predictions,
+        device,
+        seconds: history.seconds,
+        settings: Settings {
+            epochs: hyper.epochs,
+            lr: hyper.lr,
+            eps: hyper.eps,
+            precision: if precision == Precision::F32 {
+                "f32"
+            } else {
+                "f64"
+            }
+            .into(),
+            samples: data.len(),
+        },
+    };
     if let Some(path) = &args.report {
-        Report {
-            losses: history.losses.clone(),
-            model: trained.to_file(),
-            predictions,
-            device,
-            seconds: history.seconds,
-            settings: Settings {
-                epochs: hyper.epochs,
-                lr: hyper.lr,
-                eps: hyper.eps,
-                precision: if precision == Precision::F32 {
-                    "f32"
-                } else {
-                    "f64"
-                }
-                .into(),
-                samples: data.len(),
-            },
-        }
-        .save(path)?;
+        report.save(path)?;
         say!("wrote the report to {}", path.display());
     }
-    Ok(())
+    output::finish(&args.output, &report)
 }
 
 /// `central differences over exact steps`, `spsa, 4 rademacher directions per step`.
@@ -246,9 +247,7 @@ fn run<E: Evaluator>(
     let start = Instant::now();
     let mut runs = [Run::new(*hyper, model.params.clone())];
     train::train_runs(ev, &mut runs, Control::default(), |e| {
-        if report::shows_epoch(e.epoch, hyper.epochs) {
-            say!("epoch {:>6}  loss {:.8}", e.epoch, e.loss);
-        }
+        output::epoch(e.epoch, hyper.epochs, e.loss)
     })?;
     let [run] = runs;
     if let Some(w) = vanished_warning(&run.vanished, hyper.eps) {

@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use std::sync::{Arc, Mutex};
 
-/// How to pick an adapter. Backends come from `WGPU_BACKEND` (read by wgpu's instance).
+/// How to pick an adapter.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AdapterOptions {
     /// Case-insensitive substring of the adapter name (`--adapter`, else `WGPU_ADAPTER_NAME`).
@@ -12,21 +12,47 @@ pub struct AdapterOptions {
     pub force_fallback: bool,
     /// Prefer integrated over discrete GPUs (`WGPU_POWER_PREF=low`).
     pub low_power: bool,
+    /// Comma-separated backends to consider: `vulkan`, `gl`, `metal`, `dx12` (`--backend`, else
+    /// `WGPU_BACKEND`); all when `None`.
+    pub backend: Option<String>,
 }
 
 impl AdapterOptions {
-    /// Options from `WGPU_ADAPTER_NAME` and `WGPU_POWER_PREF`.
+    /// Options from `WGPU_ADAPTER_NAME`, `WGPU_BACKEND` and `WGPU_POWER_PREF`.
     pub fn from_env() -> AdapterOptions {
+        let var = |k: &str| std::env::var(k).ok().filter(|s| !s.trim().is_empty());
         AdapterOptions {
-            name: std::env::var("WGPU_ADAPTER_NAME")
-                .ok()
-                .filter(|s| !s.trim().is_empty()),
+            name: var("WGPU_ADAPTER_NAME"),
             force_fallback: false,
             low_power: matches!(
                 std::env::var("WGPU_POWER_PREF").as_deref(),
                 Ok("low") | Ok("low_power") | Ok("low-power")
             ),
+            backend: var("WGPU_BACKEND"),
         }
+    }
+
+    /// The backends [`AdapterOptions::backend`] names, or a [`Error::Config`] for an unknown name
+    /// (wgpu itself would ignore it and find no adapter).
+    pub fn backends(&self) -> Result<wgpu::Backends> {
+        let Some(list) = &self.backend else {
+            return Ok(wgpu::Backends::all());
+        };
+        let mut out = wgpu::Backends::empty();
+        for name in list.split(',').map(|b| b.trim().to_lowercase()) {
+            out |= match name.as_str() {
+                "vulkan" | "vk" => wgpu::Backends::VULKAN,
+                "gl" | "gles" | "opengl" => wgpu::Backends::GL,
+                "metal" | "mtl" => wgpu::Backends::METAL,
+                "dx12" | "d3d12" => wgpu::Backends::DX12,
+                _ => {
+                    return Err(Error::Config(format!(
+                        "unknown backend {name:?} in --backend / WGPU_BACKEND {list:?} (expected vulkan, gl, metal or dx12)"
+                    )))
+                }
+            };
+        }
+        Ok(out)
     }
 }
 
@@ -43,21 +69,26 @@ pub struct AdapterSummary {
     pub driver: String,
     /// Whether it can run compute shaders at all.
     pub compute: bool,
+    /// Largest storage buffer binding in bytes (bounds the evaluations per chunk).
+    pub max_storage_binding: u64,
+    /// Most workgroups per dispatch dimension.
+    pub max_workgroups_per_dim: u32,
+    /// Most invocations in one workgroup.
+    pub max_invocations: u32,
     /// Whether `train` would pick it with the same options.
     pub chosen: bool,
 }
 
-/// An instance over the backends `WGPU_BACKEND` allows, narrowed to `only` when given.
-fn instance(only: Option<wgpu::Backends>) -> wgpu::Instance {
+/// An instance over wgpu's default backends narrowed to `backends`. `WGPU_BACKEND` is read into
+/// [`AdapterOptions::backend`] instead of by wgpu, so that `--backend` can override it.
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
-    if let Some(only) = only {
-        desc.backends &= only;
-    }
+    desc.backends = wgpu::InstanceDescriptor::new_without_display_handle().backends & backends;
     wgpu::Instance::new(desc)
 }
 
-fn enumerate(only: Option<wgpu::Backends>) -> Vec<wgpu::Adapter> {
-    pollster::block_on(instance(only).enumerate_adapters(wgpu::Backends::all()))
+fn enumerate(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
+    pollster::block_on(instance(backends).enumerate_adapters(wgpu::Backends::all()))
 }
 
 fn has_compute(a: &wgpu::Adapter) -> bool {
@@ -131,15 +162,16 @@ fn choose(adapters: &[wgpu::Adapter], opts: &AdapterOptions) -> Result<usize> {
         })
 }
 
-/// Every adapter wgpu sees, marking the one `opts` selects.
-pub fn list_adapters(opts: &AdapterOptions) -> Vec<AdapterSummary> {
-    let adapters = enumerate(None);
+/// Every adapter wgpu sees on the backends `opts` allows, marking the one `opts` selects.
+pub fn list_adapters(opts: &AdapterOptions) -> Result<Vec<AdapterSummary>> {
+    let adapters = enumerate(opts.backends()?);
     let chosen = choose(&adapters, opts).ok();
-    adapters
+    Ok(adapters
         .iter()
         .enumerate()
         .map(|(i, a)| {
             let info = a.get_info();
+            let limits = a.limits();
             AdapterSummary {
                 name: info.name.clone(),
                 backend: format!("{:?}", info.backend).to_lowercase(),
@@ -148,10 +180,13 @@ pub fn list_adapters(opts: &AdapterOptions) -> Vec<AdapterSummary> {
                     .trim()
                     .to_string(),
                 compute: has_compute(a),
+                max_storage_binding: limits.max_storage_buffer_binding_size,
+                max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
+                max_invocations: limits.max_compute_invocations_per_workgroup,
                 chosen: chosen == Some(i),
             }
         })
-        .collect()
+        .collect())
 }
 
 /// A device and queue on the chosen adapter, with every limit the adapter offers, and a sink for
@@ -174,12 +209,23 @@ impl GpuContext {
     pub fn new(opts: &AdapterOptions) -> Result<GpuContext> {
         // Vulkan, Metal and DX12 first: GL ranks below them anyway, and opening EGL on a headless
         // machine is slow and noisy. Only when none of them fits are GL adapters considered.
-        let mut adapters = enumerate(Some(wgpu::Backends::PRIMARY));
+        let allowed = opts.backends()?;
+        let mut adapters = enumerate(allowed & wgpu::Backends::PRIMARY);
         let index = match choose(&adapters, opts) {
             Ok(i) => i,
             Err(_) => {
-                adapters = enumerate(None);
-                choose(&adapters, opts)?
+                adapters = enumerate(allowed);
+                choose(&adapters, opts).map_err(|e| match e {
+                    Error::NoAdapter { found } if found.is_empty() && opts.backend.is_some() => {
+                        Error::NoAdapter {
+                            found: format!(
+                                " on backend {} (--backend / WGPU_BACKEND)",
+                                opts.backend.as_deref().unwrap_or_default()
+                            ),
+                        }
+                    }
+                    other => other,
+                })?
             }
         };
         let adapter = &adapters[index];
