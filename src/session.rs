@@ -254,12 +254,14 @@ fn resident(
         ));
     }
     let start = Instant::now();
+    // The resident loop keeps the parameters on the GPU: epochs report no parameters.
     let history = gpu.train_resident(&run.params, &run.hyper, per_submit, |epoch, loss| {
         report(&EpochReport {
             run: 0,
             epoch,
             loss,
             vanished: &[],
+            params: &[],
         })
     })?;
     run.params = history.params;

@@ -327,6 +327,8 @@ pub struct EpochReport<'a> {
     pub loss: f64,
     /// Parameters whose nudge vanished in this epoch.
     pub vanished: &'a [usize],
+    /// The parameters after this epoch's update (what a checkpoint of this epoch holds).
+    pub params: &'a [f32],
 }
 
 /// What a training run produced.
@@ -479,6 +481,7 @@ pub fn train_runs<E: Evaluator>(
                 epoch,
                 loss: base.to_f64(),
                 vanished: &vanished,
+                params: &run.params,
             });
         }
     }
