@@ -11,17 +11,21 @@
 //! ```
 
 pub mod bench;
+pub mod checkpoint;
 pub mod cli;
 pub mod cpu;
 pub mod data;
 pub mod error;
+pub mod fileio;
 pub mod gpu;
+pub mod interrupt;
 pub mod math;
 pub mod model;
 pub mod precision;
 pub mod report;
 pub mod train;
 
+pub use checkpoint::Checkpoint;
 pub use data::Dataset;
 pub use error::{Error, Result};
 pub use model::{Activation, Layer, Model};
