@@ -4,6 +4,18 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong in perturb. Messages are one line, name the file (and line or field)
 /// when there is one, and say what to do where that is not obvious.
+///
+/// Each variant belongs to one class with its own process exit status ([`Error::exit_code`]):
+///
+/// | status | class | variants |
+/// |---|---|---|
+/// | 1 | an option's value or combination is wrong | [`Error::Config`] |
+/// | 2 | command-line syntax (printed by clap, not an `Error`) | — |
+/// | 3 | a file could not be read, written or parsed | [`Error::Io`], [`Error::Model`], [`Error::Data`], [`Error::Checkpoint`] |
+/// | 4 | no usable GPU, or the model does not fit it (`--device cpu` may work) | [`Error::NoAdapter`], [`Error::AdapterNotFound`], [`Error::TooLarge`] |
+/// | 5 | the GPU failed during the run (device lost, out of memory, validation, readback) | [`Error::Gpu`] |
+/// | 6 | training diverged | [`Error::Diverged`] |
+/// | 130 | interrupted (SIGINT, Ctrl-C), as shells report a process ended by it | [`Error::Interrupted`] |
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file could not be read or written.
@@ -61,16 +73,145 @@ pub enum Error {
         /// What became non-finite.
         what: String,
     },
+    /// A checkpoint file is malformed, from another version, or inconsistent.
+    #[error("{origin}: {message}")]
+    Checkpoint {
+        /// File name.
+        origin: String,
+        /// What is wrong, naming the field.
+        message: String,
+    },
+    /// The run was stopped by SIGINT (Ctrl-C) after finishing an epoch.
+    #[error("interrupted after epoch {epoch}{}", saved_note(.checkpoint.as_deref()))]
+    Interrupted {
+        /// The last completed epoch (1-based; 0 when none completed).
+        epoch: usize,
+        /// Where the run so far was saved, if it was.
+        checkpoint: Option<PathBuf>,
+    },
 }
+
+fn saved_note(checkpoint: Option<&std::path::Path>) -> String {
+    checkpoint.map_or(String::new(), |p| {
+        format!("; the run so far is saved in {}", p.display())
+    })
+}
+
+/// Exit status of an option error ([`Error::Config`]) and of anything unclassified.
+pub const EXIT_CONFIG: u8 = 1;
+/// Exit status of a command-line syntax error (clap's own, listed here to keep the codes distinct).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status of a file that could not be read, written or parsed.
+pub const EXIT_FILE: u8 = 3;
+/// Exit status when no GPU can run the model (none found, none matching, or too small for it).
+pub const EXIT_NO_GPU: u8 = 4;
+/// Exit status of a GPU failure during the run.
+pub const EXIT_GPU_FAULT: u8 = 5;
+/// Exit status of a diverged run.
+pub const EXIT_DIVERGED: u8 = 6;
+/// Exit status of a run stopped by SIGINT (128 + 2, as shells report it).
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// `Result` with perturb's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// The process exit status for this error's class (the table on [`Error`]).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) => EXIT_CONFIG,
+            Error::Io { .. }
+            | Error::Model { .. }
+            | Error::Data { .. }
+            | Error::Checkpoint { .. } => EXIT_FILE,
+            Error::NoAdapter { .. } | Error::AdapterNotFound { .. } | Error::TooLarge(_) => {
+                EXIT_NO_GPU
+            }
+            Error::Gpu(_) => EXIT_GPU_FAULT,
+            Error::Diverged { .. } => EXIT_DIVERGED,
+            Error::Interrupted { .. } => EXIT_INTERRUPTED,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_of_each() -> Vec<Error> {
+        vec![
+            Error::Config("c".into()),
+            Error::io("f", std::io::Error::other("x")),
+            Error::Model {
+                origin: "m".into(),
+                message: "x".into(),
+            },
+            Error::Data {
+                origin: "d".into(),
+                message: "x".into(),
+            },
+            Error::Checkpoint {
+                origin: "c".into(),
+                message: "x".into(),
+            },
+            Error::NoAdapter { found: "".into() },
+            Error::AdapterNotFound {
+                wanted: "w".into(),
+                available: "a".into(),
+            },
+            Error::TooLarge("t".into()),
+            Error::Gpu("g".into()),
+            Error::Diverged {
+                epoch: 1,
+                what: "w".into(),
+            },
+            Error::Interrupted {
+                epoch: 1,
+                checkpoint: None,
+            },
+        ]
+    }
+
+    #[test]
+    fn classes_have_distinct_codes_and_clap_keeps_its_own() {
+        let mut codes: Vec<u8> = one_of_each().iter().map(Error::exit_code).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(
+            codes,
+            [
+                EXIT_CONFIG,
+                EXIT_FILE,
+                EXIT_NO_GPU,
+                EXIT_GPU_FAULT,
+                EXIT_DIVERGED,
+                EXIT_INTERRUPTED
+            ]
+        );
+        assert!(!codes.contains(&EXIT_USAGE) && !codes.contains(&0));
+    }
+
+    #[test]
+    fn interrupted_says_where_the_run_was_saved() {
+        let e = Error::Interrupted {
+            epoch: 7,
+            checkpoint: Some("/tmp/run.ckpt".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "interrupted after epoch 7; the run so far is saved in /tmp/run.ckpt"
+        );
+        let e = Error::Interrupted {
+            epoch: 0,
+            checkpoint: None,
+        };
+        assert_eq!(e.to_string(), "interrupted after epoch 0");
     }
 }

@@ -12,12 +12,15 @@
 
 pub mod bench;
 pub mod check;
+pub mod checkpoint;
 pub mod cli;
 pub mod cpu;
 pub mod data;
 pub mod error;
 pub mod estimate;
+pub mod fileio;
 pub mod gpu;
+pub mod interrupt;
 pub mod math;
 pub mod model;
 pub mod npy;
@@ -28,6 +31,7 @@ pub mod rng;
 pub mod session;
 pub mod train;
 
+pub use checkpoint::Checkpoint;
 pub use data::Dataset;
 pub use error::{Error, Result};
 pub use estimate::{Estimator, Probe, StepMode};

@@ -15,7 +15,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("perturb: error: {e}");
-            ExitCode::FAILURE
+            // One status per class of error (the table on `perturb::Error`).
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -2,6 +2,7 @@
 //! parameter vector, plus the book's preset, seeded random initialisation and the JSON model file.
 
 use crate::error::{Error, Result};
+use crate::fileio::read_text_capped;
 use ndarray::ArrayView2;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -80,9 +81,21 @@ pub struct Model {
     pub params: Vec<f32>,
 }
 
-/// Largest parameter count accepted (keeps a typo like `--layers 100000,100000` from allocating
-/// tens of gigabytes; the GPU path checks its own, tighter, device limits).
-pub const MAX_PARAMS: usize = 1 << 28;
+/// Largest parameter count accepted: 16,777,216 (64 MiB of float32). Keeps a typo like
+/// `--layers 100000,100000` from allocating gigabytes; one naive epoch of a model this size already
+/// takes P² ≈ 3·10¹⁴ multiply-adds per sample. The GPU path checks its own, tighter, device limits.
+pub const MAX_PARAMS: usize = 1 << 24;
+
+/// Widest layer accepted, in units (inputs or outputs): 65,536. The GPU kernels allow fewer
+/// (`gpu::MAX_WIDTH`).
+pub const MAX_UNITS: usize = 1 << 16;
+
+/// Most layers accepted: 1,024.
+pub const MAX_LAYERS: usize = 1 << 10;
+
+/// Largest model file read: 1 GiB (a pretty-printed file of [`MAX_PARAMS`] values takes about
+/// half of it).
+pub const MAX_MODEL_BYTES: u64 = 1 << 30;
 
 impl Model {
     /// A model from its layers and flat parameters, validating shapes and values.
@@ -156,7 +169,8 @@ impl Model {
                 activation,
             })
             .collect();
-        check_layers(&layers, "--layers")?;
+        // Option errors (exit status 1), though the checks are the model file's.
+        check_layers(&layers, "--layers").map_err(|e| Error::Config(e.to_string()))?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut params = Vec::with_capacity(count_params(&layers));
         for layer in &layers {
@@ -232,20 +246,22 @@ impl Model {
         file.into_model(origin)
     }
 
-    /// Reads a model file: JSON, or NumPy `.npz` ([`crate::npy`]) by the extension.
+    /// Reads a model file: JSON (at most [`MAX_MODEL_BYTES`]), or NumPy `.npz` ([`crate::npy`]) by
+    /// the extension.
     pub fn load(path: &Path) -> Result<Model> {
         if crate::npy::is_npz(path) {
             return crate::npy::load_model(path);
         }
+        let origin = path.display().to_string();
         if crate::npy::is_npy(path) {
             return Err(model_err(
-                &path.display().to_string(),
+                &origin,
                 "a model is several arrays: use an .npz (W1, b1, W2, b2, …) or a JSON model file"
                     .into(),
             ));
         }
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Model::from_json(&text, &path.display().to_string())
+        let text = read_text_capped(path, MAX_MODEL_BYTES, |m| model_err(&origin, m))?;
+        Model::from_json(&text, &origin)
     }
 
     /// The model in the model-file format.
@@ -304,6 +320,12 @@ impl ModelFile {
         if self.layers.is_empty() {
             return Err(model_err(origin, "\"layers\" is empty".into()));
         }
+        if self.layers.len() > MAX_LAYERS {
+            return Err(model_err(
+                origin,
+                format!("{} layers; the limit is {MAX_LAYERS}", self.layers.len()),
+            ));
+        }
         let mut layers: Vec<Layer> = Vec::new();
         let mut params = Vec::new();
         for (l, lf) in self.layers.iter().enumerate() {
@@ -317,6 +339,12 @@ impl ModelFile {
             }
             if outputs == 0 {
                 return Err(model_err(origin, format!("layers[{l}].biases is empty")));
+            }
+            if inputs > MAX_UNITS || outputs > MAX_UNITS {
+                return Err(model_err(
+                    origin,
+                    format!("layers[{l}] is {inputs}x{outputs}; the limit is {MAX_UNITS} units per layer"),
+                ));
             }
             for (r, row) in lf.weights.iter().enumerate() {
                 if row.len() != outputs {
@@ -371,6 +399,12 @@ fn check_layers(layers: &[Layer], origin: &str) -> Result<()> {
     if layers.is_empty() {
         return Err(model_err(origin, "no layers".into()));
     }
+    if layers.len() > MAX_LAYERS {
+        return Err(model_err(
+            origin,
+            format!("{} layers; the limit is {MAX_LAYERS}", layers.len()),
+        ));
+    }
     let mut total: usize = 0;
     for (l, layer) in layers.iter().enumerate() {
         if layer.inputs == 0 || layer.outputs == 0 {
@@ -400,6 +434,15 @@ fn check_layers(layers: &[Layer], origin: &str) -> Result<()> {
                 ))
             }
         };
+        if layer.inputs > MAX_UNITS || layer.outputs > MAX_UNITS {
+            return Err(model_err(
+                origin,
+                format!(
+                    "layer {l} is {}x{}; the limit is {MAX_UNITS} units per layer",
+                    layer.inputs, layer.outputs
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -444,5 +487,122 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert!(a.params.iter().all(|p| p.abs() <= 1.0 / 2f32.sqrt()));
+    }
+
+    fn layer_json(inputs: usize, outputs: usize) -> String {
+        let row = format!("[{}]", vec!["0"; outputs].join(","));
+        format!(
+            r#"{{"weights": [{}], "biases": {row}, "activation": "identity"}}"#,
+            vec![row.as_str(); inputs].join(",")
+        )
+    }
+
+    #[test]
+    fn widths_over_max_units_are_refused_from_flags_and_files() {
+        let acts = [Activation::Sigmoid, Activation::Identity];
+        let e = Model::random(&[1, MAX_UNITS + 1, 1], &acts, 0).unwrap_err();
+        assert!(matches!(e, Error::Config(_)), "{e:?}");
+        assert!(e.to_string().contains("65536 units per layer"), "{e}");
+        assert!(Model::random(&[1, MAX_UNITS, 1], &acts, 0).is_ok());
+        let text = format!(r#"{{"layers": [{}]}}"#, layer_json(1, MAX_UNITS + 1));
+        let e = Model::from_json(&text, "wide.json").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("wide.json: layers[0] is 1x65537; the limit is 65536"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn layer_counts_over_max_layers_are_refused() {
+        let widths = vec![1; MAX_LAYERS + 2];
+        let acts = vec![Activation::Identity; MAX_LAYERS + 1];
+        let e = Model::random(&widths, &acts, 0).unwrap_err();
+        assert!(
+            e.to_string().contains("1025 layers; the limit is 1024"),
+            "{e}"
+        );
+        assert!(Model::random(&widths[1..], &acts[1..], 0).is_ok());
+        let layers = vec![layer_json(1, 1); MAX_LAYERS + 1].join(",");
+        let e = Model::from_json(&format!(r#"{{"layers": [{layers}]}}"#), "deep.json").unwrap_err();
+        assert!(
+            e.to_string().contains("1025 layers; the limit is 1024"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn parameter_counts_over_max_params_are_refused_without_allocating() {
+        let acts = [Activation::Sigmoid, Activation::Identity];
+        // 4096 → 4096 → 1: 16,785,409 parameters, just over the cap; 4095 wide is just under.
+        let e = Model::random(&[4096, 4096, 1], &acts, 0).unwrap_err();
+        assert!(
+            e.to_string().contains("more than 16777216 parameters"),
+            "{e}"
+        );
+        let widths = [usize::MAX / 2, 3, 1];
+        let e = Model::random(&widths, &acts, 0).unwrap_err();
+        assert!(e.to_string().contains("parameters"), "{e}");
+        let layers = vec![
+            Layer {
+                inputs: 4096,
+                outputs: 4096,
+                activation: Activation::Identity,
+            },
+            Layer {
+                inputs: 4096,
+                outputs: 1,
+                activation: Activation::Identity,
+            },
+        ];
+        assert!(Model::new(layers, vec![]).is_err());
+    }
+
+    #[test]
+    fn model_files_over_max_model_bytes_are_refused_before_reading() {
+        let dir = std::env::temp_dir().join(format!("perturb-model-cap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("huge.json");
+        // Sparse: takes no disk space, and must not be read.
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(MAX_MODEL_BYTES + 1).unwrap();
+        let e = Model::load(&path).unwrap_err();
+        assert!(matches!(e, Error::Model { .. }), "{e:?}");
+        assert!(
+            e.to_string()
+                .contains("1073741825 bytes; the limit is 1073741824"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn every_finite_f32_pattern_class_round_trips_through_the_model_file() {
+        // Subnormals, the extremes and values whose shortest decimal is long; serde_json's
+        // float_roundtrip feature parses them correctly rounded (without it f64 parsing is not).
+        let values = [
+            f32::from_bits(1),
+            f32::from_bits(0x007f_ffff),
+            f32::MIN_POSITIVE,
+            f32::MAX,
+            f32::MIN,
+            -0.0,
+            0.1,
+            1.0 / 3.0,
+            16_777_217.0,
+            f32::EPSILON,
+            -f32::from_bits(0x3a83_126f),
+            f32::from_bits(0x7f7f_fffe),
+            f32::from_bits(0x0080_0001),
+        ];
+        let layers = vec![Layer {
+            inputs: values.len() - 1,
+            outputs: 1,
+            activation: Activation::Identity,
+        }];
+        let m = Model::new(layers, values.to_vec()).unwrap();
+        let back = Model::from_json(&serde_json::to_string(&m.to_file()).unwrap(), "x").unwrap();
+        let bits = |m: &Model| m.params.iter().map(|p| p.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&back), bits(&m));
     }
 }

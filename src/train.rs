@@ -193,6 +193,13 @@ impl Hyper {
                 self.eps
             )));
         }
+        if !(self.eps as f32).is_finite() {
+            return Err(Error::Config(format!(
+                "--eps {} overflows float32 (largest {:e}); every nudged parameter would be infinite",
+                self.eps,
+                f32::MAX
+            )));
+        }
         if (self.eps as f32) < f32::MIN_POSITIVE {
             return Err(Error::Config(format!(
                 "--eps {} is below the smallest normal float32 ({:e}); every nudge would vanish",

@@ -32,24 +32,43 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     p.display().to_string()
 }
 
-/// Asserts a clean failure: exit code 1, one line on stderr starting `perturb: error:` and
-/// containing every `needle`, no panic.
+/// Exit status of a bad option (README, "Exit status").
+const EXIT_CONFIG: i32 = 1;
+/// Exit status of a file that cannot be read, written or parsed.
+const EXIT_FILE: i32 = 3;
+/// Exit status when no GPU can run the model.
+const EXIT_NO_GPU: i32 = 4;
+/// Exit status of a diverged run.
+const EXIT_DIVERGED: i32 = 6;
+
+/// Asserts a clean failure with exit code 1 (a bad option); see [`assert_fails_with`].
 fn assert_fails(args: &[&str], needles: &[&str]) {
+    assert_fails_with(EXIT_CONFIG, args, needles)
+}
+
+/// Asserts a clean failure: exit code `code`, one line on stderr starting `perturb: error:` and
+/// containing every `needle`, no panic.
+fn assert_fails_with(code: i32, args: &[&str], needles: &[&str]) {
     let o = perturb(args);
     let err = stderr(&o);
     assert_eq!(
         o.status.code(),
-        Some(1),
-        "perturb {args:?} should exit 1; stderr: {err}"
+        Some(code),
+        "perturb {args:?} should exit {code}; stderr: {err}"
     );
     assert!(
         !err.contains("panicked"),
         "perturb {args:?} panicked: {err}"
     );
     // Mesa's EGL prints its own XDG_RUNTIME_DIR warning when the variable is unset; not ours.
+    // Warnings that precede the error (a vanished nudge) are not part of it.
     let lines: Vec<&str> = err
         .lines()
-        .filter(|l| !l.trim().is_empty() && !l.contains("XDG_RUNTIME_DIR"))
+        .filter(|l| {
+            !l.trim().is_empty()
+                && !l.contains("XDG_RUNTIME_DIR")
+                && !l.starts_with("perturb: warning:")
+        })
         .collect();
     assert_eq!(
         lines.len(),
@@ -137,16 +156,19 @@ fn model_and_csv_files_train() {
 
 #[test]
 fn missing_and_unreadable_files_are_named() {
-    assert_fails(
+    assert_fails_with(
+        EXIT_FILE,
         &["train", "--model", "/nonexistent/m.json"],
         &["/nonexistent/m.json"],
     );
-    assert_fails(
+    assert_fails_with(
+        EXIT_FILE,
         &["train", "--device", "cpu", "--data", "/nonexistent/d.csv"],
         &["/nonexistent/d.csv"],
     );
     let d = dir("unreadable");
-    assert_fails(
+    assert_fails_with(
+        EXIT_FILE,
         &["train", "--model", d.to_str().unwrap()],
         &[d.to_str().unwrap()],
     );
@@ -191,7 +213,11 @@ fn malformed_models_are_refused_with_the_field() {
     ];
     for (name, text, needles) in cases {
         let path = write(&d, name, text);
-        assert_fails(&["train", "--device", "cpu", "--model", &path], needles);
+        assert_fails_with(
+            EXIT_FILE,
+            &["train", "--device", "cpu", "--model", &path],
+            needles,
+        );
     }
 }
 
@@ -213,7 +239,11 @@ fn malformed_data_is_refused_with_file_and_line() {
     ];
     for (name, text, needles) in cases {
         let path = write(&d, name, text);
-        assert_fails(&["train", "--device", "cpu", "--data", &path], needles);
+        assert_fails_with(
+            EXIT_FILE,
+            &["train", "--device", "cpu", "--data", &path],
+            needles,
+        );
     }
 }
 
@@ -308,7 +338,7 @@ fn no_adapter_says_what_to_do() {
         .env("WGPU_BACKEND", backend)
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(EXIT_NO_GPU));
     let err = stderr(&o);
     assert!(
         err.contains("no GPU adapter")
@@ -320,7 +350,8 @@ fn no_adapter_says_what_to_do() {
 
 #[test]
 fn unknown_adapter_name_lists_what_exists() {
-    assert_fails(
+    assert_fails_with(
+        EXIT_NO_GPU,
         &["train", "--adapter", "no-such-gpu-xyz"],
         &["no-such-gpu-xyz", "available"],
     );
@@ -420,6 +451,102 @@ fn gpu_cli_trains_the_book_in_both_loops_and_methods() {
     // Host and resident loops print the same last loss.
     assert_eq!(last[0].1, last[1].1);
     assert_eq!(last[2].1, last[3].1);
+}
+
+#[test]
+fn command_line_syntax_errors_exit_2() {
+    for args in [
+        &["train", "--no-such-flag"][..],
+        &["train", "--epochs", "many"],
+        &["frobnicate"],
+    ] {
+        let o = perturb(args);
+        assert_eq!(o.status.code(), Some(2), "perturb {args:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn absurd_epochs_eps_and_widths_are_refused_at_once() {
+    // Each must fail before any allocation of its size: well within this many seconds.
+    const QUICK: std::time::Duration = std::time::Duration::from_secs(10);
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["--epochs", "1000000000000"], &["--epochs", "100000000"]),
+        (&["--eps", "1e-45"], &["--eps", "vanish"]),
+        (&["--eps", "1e39"], &["--eps", "overflows float32"]),
+        (&["--lr", "1e400"], &["--lr", "finite"]),
+        (
+            &["--layers", "2,1000000000,1"],
+            &["--layers", "more than 16777216 parameters"],
+        ),
+        (
+            &["--layers", "1,70000,1"],
+            &["--layers", "the limit is 65536 units per layer"],
+        ),
+        (
+            &["--layers", "2,99999999999999999999999,1"],
+            &["--layers", "cannot read"],
+        ),
+    ];
+    for (extra, needles) in cases {
+        let mut args = vec!["train", "--device", "cpu"];
+        args.extend_from_slice(extra);
+        let start = std::time::Instant::now();
+        assert_fails(&args, needles);
+        assert!(
+            start.elapsed() < QUICK,
+            "perturb {args:?} took {:?}",
+            start.elapsed()
+        );
+    }
+    // A count that does not fit the flag's type is clap's usage error.
+    let o = perturb(&["train", "--epochs", "99999999999999999999999"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
+fn a_huge_learning_rate_diverges_or_finishes_never_hangs() {
+    // float32: the loss overflows at epoch 2, a named divergence.
+    assert_fails_with(
+        EXIT_DIVERGED,
+        &["train", "--device", "cpu", "--lr", "1e30"],
+        &["training diverged at epoch 2", "the loss is inf"],
+    );
+    // float64: the loss stays finite (about 3e60) and the parameters, now near 1e30, no longer
+    // feel a nudge of 1e-4 in float32, so training stalls and ends normally after 100 epochs.
+    let o = perturb(&[
+        "train",
+        "--device",
+        "cpu",
+        "--precision",
+        "f64",
+        "--lr",
+        "1e30",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("epoch    100  loss 3379274963181663"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn data_files_over_the_size_cap_are_refused_without_reading() {
+    const MAX_DATA_BYTES: u64 = 1 << 30;
+    let d = dir("hugedata");
+    let path = d.join("huge.csv");
+    // Sparse: no disk space used, and never read.
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(MAX_DATA_BYTES + 1)
+        .unwrap();
+    let p = path.display().to_string();
+    assert_fails_with(
+        EXIT_FILE,
+        &["train", "--device", "cpu", "--data", &p],
+        &[&p, "1073741825 bytes; the limit is 1073741824"],
+    );
+    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -747,7 +874,8 @@ fn a_backend_without_adapters_is_named_in_the_error() {
     } else {
         "metal"
     };
-    assert_fails(
+    assert_fails_with(
+        EXIT_NO_GPU,
         &["train", "--backend", backend],
         &["no GPU adapter", backend, "--device cpu"],
     );
@@ -797,17 +925,20 @@ fn devices_lists_the_limits_that_matter() {
 fn bad_numpy_files_fail_with_one_line() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let object = fixtures.join("object.npy").display().to_string();
-    assert_fails(
+    assert_fails_with(
+        EXIT_FILE,
         &["train", "--device", "cpu", "--data", &object],
         &["object.npy", "object arrays"],
     );
-    assert_fails(
+    assert_fails_with(
+        EXIT_FILE,
         &["train", "--device", "cpu", "--model", &object],
         &["object.npy", ".npz"],
     );
     let d = dir("bad-npz");
     let notzip = write(&d, "m.npz", "not a zip");
-    assert_fails(
+    assert_fails_with(
+        EXIT_FILE,
         &["train", "--device", "cpu", "--model", &notzip],
         &["m.npz", "not a readable .npz"],
     );
