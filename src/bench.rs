@@ -314,7 +314,7 @@ pub fn run(opts: &BenchOptions, mut progress: impl FnMut(&Row)) -> Result<Vec<Ro
                         let epochs = ((opts.max_seconds / 5.0 / host) as usize).clamp(1, 100);
                         let h = Hyper { epochs, ..hyper };
                         let (s, runs, stable) = time_steps(budget, || {
-                            let run = gpu.train_resident(&params, &h, epochs, |_, _| {})?;
+                            let run = gpu.train_resident(&params, &h, epochs, None, |_, _| {})?;
                             params = run.params;
                             Ok(())
                         })?;

@@ -108,14 +108,21 @@ impl DataRef {
         }
     }
 
-    /// Reads `path` (at most [`crate::data::MAX_DATA_BYTES`]) and references it.
+    /// Reads `path` (at most [`crate::data::MAX_DATA_BYTES`], text or binary) and references it.
     pub fn of_file(path: &Path) -> Result<DataRef> {
         let origin = path.display().to_string();
-        let text = read_text_capped(path, crate::data::MAX_DATA_BYTES, |m| Error::Data {
-            origin: origin.clone(),
-            message: m,
-        })?;
-        Ok(DataRef::of_bytes(path, text.as_bytes()))
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::fileio::read_at_most(file, crate::data::MAX_DATA_BYTES)
+            .map_err(|e| Error::io(path, e))?
+            .ok_or_else(|| Error::Data {
+                origin,
+                message: format!(
+                    "more than {} bytes; the limit is {}",
+                    crate::data::MAX_DATA_BYTES,
+                    crate::data::MAX_DATA_BYTES
+                ),
+            })?;
+        Ok(DataRef::of_bytes(path, &bytes))
     }
 }
 

@@ -28,6 +28,11 @@ pub fn requested() -> bool {
     REQUESTED.load(Ordering::SeqCst)
 }
 
+/// The flag itself, for [`crate::train::Control::stop`].
+pub fn flag() -> &'static AtomicBool {
+    &REQUESTED
+}
+
 /// Asks the run to stop as a first Ctrl-C would, without the message (for tests and for callers
 /// that stop a run for reasons of their own). Returns whether a stop was already requested.
 pub fn request() -> bool {

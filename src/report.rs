@@ -37,6 +37,8 @@ pub struct Settings {
     pub precision: String,
     /// Number of samples.
     pub samples: usize,
+    /// The gradient estimator (`forward differences over nominal steps`, …).
+    pub estimator: String,
 }
 
 impl Report {

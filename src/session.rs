@@ -248,24 +248,35 @@ fn resident(
     per_submit: usize,
     report: &mut dyn FnMut(&EpochReport<'_>),
 ) -> Result<(Run, DeviceInfo, f64)> {
-    if !run.losses.is_empty() || control.stop.is_some() || control.allow_divergence {
+    if !run.losses.is_empty() || control.allow_divergence {
         return Err(Error::Config(
-            "the resident loop does not resume, stop early or continue past a divergence; use the host loop".into(),
+            "the resident loop does not resume or continue past a divergence; use the host loop"
+                .into(),
         ));
     }
     let start = Instant::now();
     // The resident loop keeps the parameters on the GPU: epochs report no parameters.
-    let history = gpu.train_resident(&run.params, &run.hyper, per_submit, |epoch, loss| {
-        report(&EpochReport {
-            run: 0,
-            epoch,
-            loss,
-            vanished: &[],
-            params: &[],
-        })
-    })?;
+    let history = gpu.train_resident(
+        &run.params,
+        &run.hyper,
+        per_submit,
+        control.stop,
+        |epoch, loss| {
+            report(&EpochReport {
+                run: 0,
+                epoch,
+                loss,
+                vanished: &[],
+                params: &[],
+            })
+        },
+    )?;
+    run.outcome = Some(if history.losses.len() < run.hyper.epochs {
+        Outcome::Stopped
+    } else {
+        Outcome::Finished
+    });
     run.params = history.params;
     run.losses = history.losses;
-    run.outcome = Some(Outcome::Finished);
     Ok((run, gpu.device(), start.elapsed().as_secs_f64()))
 }

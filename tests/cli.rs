@@ -943,3 +943,224 @@ fn bad_numpy_files_fail_with_one_line() {
         &["m.npz", "not a readable .npz"],
     );
 }
+
+/// Losses and model of a JSON report, for bitwise comparisons (floats round-trip exactly).
+fn report_run(path: &Path) -> (serde_json::Value, serde_json::Value) {
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    (r["losses"].clone(), r["model"].clone())
+}
+
+/// Trains `epochs` in one go and as `first` epochs plus a resume, on `device`; both must agree
+/// bit for bit (losses and parameters).
+fn assert_resume_equals_one_run(device: &str, extra: &[&str], first: usize, epochs: usize) {
+    let d = dir(&format!("resume-{device}-{}", extra.join("")));
+    let ck = d.join("run.ckpt.json");
+    let (whole, resumed) = (d.join("whole.json"), d.join("resumed.json"));
+    let run = |args: &[&str]| {
+        let mut all = vec!["train", "--device", device];
+        all.extend_from_slice(extra);
+        all.extend_from_slice(args);
+        let o = perturb(&all);
+        assert!(o.status.success(), "{all:?}: {}", stderr(&o));
+    };
+    let (first, epochs) = (first.to_string(), epochs.to_string());
+    run(&["--epochs", &epochs, "--report", whole.to_str().unwrap()]);
+    run(&["--epochs", &first, "--checkpoint", ck.to_str().unwrap()]);
+    let o = perturb(&[
+        "train",
+        "--device",
+        device,
+        "--resume",
+        ck.to_str().unwrap(),
+        "--epochs",
+        &epochs,
+        "--report",
+        resumed.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "resume: {}", stderr(&o));
+    assert!(stdout(&o).contains(&format!("resuming after epoch {first}")));
+    assert_eq!(
+        report_run(&resumed),
+        report_run(&whole),
+        "{device} {extra:?}"
+    );
+}
+
+#[test]
+fn a_resumed_run_equals_one_uninterrupted_run_bitwise_on_cpu() {
+    assert_resume_equals_one_run("cpu", &[], 40, 100);
+    assert_resume_equals_one_run(
+        "cpu",
+        &["--estimator", "spsa", "--samples", "3", "--seed", "5"],
+        13,
+        50,
+    );
+    assert_resume_equals_one_run("cpu", &["--method", "reuse", "--precision", "f64"], 1, 30);
+}
+
+#[test]
+fn a_resumed_run_equals_one_uninterrupted_run_bitwise_on_gpu() {
+    if common::gpu().is_none() {
+        return;
+    }
+    assert_resume_equals_one_run("gpu", &[], 40, 100);
+    assert_resume_equals_one_run("gpu", &["--estimator", "central", "--step", "exact"], 7, 30);
+    assert_resume_equals_one_run("gpu", &["--loop", "resident"], 30, 100);
+}
+
+#[test]
+fn ctrl_c_saves_the_run_exits_130_and_the_run_resumes_bitwise() {
+    use std::io::{BufRead, BufReader};
+    let d = dir("sigint");
+    let ck = d.join("ck.json");
+    let report = d.join("partial.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_perturb"))
+        .args([
+            "train",
+            "--device",
+            "cpu",
+            "--epochs",
+            "100000000",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until training runs, then interrupt it.
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.any(|l| l.unwrap().starts_with("epoch      5")));
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted after epoch") && err.contains("ck.json"),
+        "{err}"
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ck).unwrap()).unwrap();
+    let done = saved["epochs_done"].as_u64().unwrap() as usize;
+    assert!(done >= 5, "{done}");
+    assert_eq!(report_run(&report).0.as_array().unwrap().len(), done);
+    // Resume to a few epochs more; compare with one run of that length.
+    let total = (done + 17).to_string();
+    let (resumed, whole) = (d.join("resumed.json"), d.join("whole.json"));
+    let o = perturb(&[
+        "train",
+        "--resume",
+        ck.to_str().unwrap(),
+        "--epochs",
+        &total,
+        "--device",
+        "cpu",
+        "--report",
+        resumed.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = perturb(&[
+        "train",
+        "--device",
+        "cpu",
+        "--epochs",
+        &total,
+        "--report",
+        whole.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(report_run(&resumed), report_run(&whole));
+}
+
+#[test]
+fn a_diverging_run_saves_its_last_finite_parameters_and_exits_6() {
+    let d = dir("diverge-ck");
+    let ck = d.join("ck.json");
+    assert_fails_with(
+        EXIT_DIVERGED,
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--lr",
+            "1e30",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+        ],
+        &["diverged at epoch 2", "last finite parameters", "ck.json"],
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ck).unwrap()).unwrap();
+    assert_eq!(saved["epochs_done"], 1);
+    // --allow-divergence runs every epoch instead.
+    let o = perturb(&[
+        "train",
+        "--device",
+        "cpu",
+        "--lr",
+        "1e30",
+        "--allow-divergence",
+        "--epochs",
+        "5",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn resume_refuses_disagreeing_flags_and_bad_checkpoints() {
+    let d = dir("resume-bad");
+    let ck = d.join("ck.json");
+    let o = perturb(&[
+        "train",
+        "--device",
+        "cpu",
+        "--epochs",
+        "10",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c = ck.to_str().unwrap();
+    assert_fails(
+        &["train", "--device", "cpu", "--resume", c, "--lr", "0.5"],
+        &["--lr 0.5 disagrees with the checkpoint's 0.01"],
+    );
+    assert_fails(
+        &["train", "--device", "cpu", "--resume", c, "--epochs", "5"],
+        &["--epochs 5", "10 epochs"],
+    );
+    assert_fails(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--resume",
+            c,
+            "--estimator",
+            "central",
+        ],
+        &["--estimator"],
+    );
+    let other = write(&d, "other.csv", "1,1,0\n2,2,1\n");
+    assert_fails(
+        &["train", "--device", "cpu", "--resume", c, "--data", &other],
+        &["--data", "book"],
+    );
+    let broken = write(&d, "broken.json", "{\"format\": \"perturb-checkpoint\"");
+    assert_fails_with(
+        EXIT_FILE,
+        &["train", "--device", "cpu", "--resume", &broken],
+        &["broken.json"],
+    );
+    assert_fails(
+        &["train", "--device", "cpu", "--checkpoint-every", "5"],
+        &["--checkpoint-every", "--checkpoint"],
+    );
+}

@@ -161,7 +161,7 @@ fn resident_loop_equals_host_loop_bit_for_bit() {
             let mut resident = gpu_eval(fresh(), &model, &data, method);
             let h = train(&mut host, &model.params, &hyper, |_, _| {}).unwrap();
             let r = resident
-                .train_resident(&model.params, &hyper, 10, |_, _| {})
+                .train_resident(&model.params, &hyper, 10, None, |_, _| {})
                 .unwrap();
             assert_eq!(r.losses.len(), 37);
             let what = format!("{} {}", model.num_params(), method.name());

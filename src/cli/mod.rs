@@ -171,6 +171,37 @@ pub struct EstimatorArgs {
 }
 
 impl EstimatorArgs {
+    /// The options as a checkpoint records them (flag name → value name); missing ones take their
+    /// defaults.
+    pub fn from_names(names: &std::collections::BTreeMap<String, String>) -> Result<EstimatorArgs> {
+        fn get<T: ValueEnum>(
+            names: &std::collections::BTreeMap<String, String>,
+            key: &str,
+            default: T,
+        ) -> Result<T> {
+            match names.get(key) {
+                None => Ok(default),
+                Some(v) => T::from_str(v, false).map_err(|_| {
+                    Error::Config(format!(
+                        "the checkpoint's --{key} {v:?} is not a known value"
+                    ))
+                }),
+            }
+        }
+        let samples = match names.get("samples") {
+            None => 1,
+            Some(v) => v.parse().map_err(|_| {
+                Error::Config(format!("the checkpoint's --samples {v:?} is not a number"))
+            })?,
+        };
+        Ok(EstimatorArgs {
+            estimator: get(names, "estimator", EstimatorArg::Forward)?,
+            step: get(names, "step", StepArg::Nominal)?,
+            samples,
+            direction: get(names, "direction", DirectionArg::Rademacher)?,
+        })
+    }
+
     /// The estimator and step mode asked for.
     pub fn get(&self) -> (Estimator, StepMode) {
         let estimator = match self.estimator {

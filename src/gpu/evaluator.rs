@@ -8,6 +8,7 @@ use crate::estimate::{Estimator, Probe, Shape, StepMode, MAX_OFFSETS, MAX_SPSA_S
 use crate::model::Model;
 use crate::precision::inv_count;
 use crate::train::{check_probe, DeviceInfo, Evaluator, History, Hyper, Method};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use wgpu::util::DeviceExt;
 
@@ -802,11 +803,13 @@ impl GpuEvaluator {
     /// [`RESIDENT_MAX_BATCH`]) are encoded per submission and their losses come back together (then
     /// `on_epoch` runs for each). Tiny models run a batch in one `fused_epochs` dispatch. Same float32
     /// arithmetic as [`crate::train::train`] with this evaluator; tests hold the two equal bit for bit.
+    /// When `stop` is raised the run ends after the current batch, with fewer losses than epochs.
     pub fn train_resident(
         &mut self,
         init: &[f32],
         hyper: &Hyper,
         epochs_per_submit: usize,
+        stop: Option<&AtomicBool>,
         mut on_epoch: impl FnMut(usize, f64),
     ) -> Result<History> {
         hyper.validate()?;
@@ -837,7 +840,7 @@ impl GpuEvaluator {
         let pbytes = 4 * self.num_params as u64;
         let mut losses = Vec::with_capacity(hyper.epochs);
         let mut batch = vec![0.0f32; per];
-        while losses.len() < hyper.epochs {
+        while losses.len() < hyper.epochs && !stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
             let n = per.min(hyper.epochs - losses.len());
             let encoder = if self.fused_epochs > 0 {
                 self.encode_fused(n, pbytes)
