@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_step_close, assert_ulp_close, gpu, max_ulp};
+use common::{assert_step_close, assert_ulp_close, gpu, max_ulp, run_kernel};
 use ndarray::Array2;
 use perturb::check::{backprop, estimate};
 use perturb::cpu::CpuEvaluator;
@@ -49,75 +49,16 @@ fn probe_once(ev: &mut impl Evaluator<Loss = f32>, params: &[f32], probe: Probe)
     std::iter::once(loss[0]).chain(values).collect()
 }
 
-/// Reads `n` u32 words written by a one-off compute shader that includes `shaders/rng.wgsl`.
+/// Runs `body` (with `k` the invocation index, `args` the input words, `out` the output words) in a
+/// one-off compute shader that includes `shaders/rng.wgsl`; returns `n` output words.
 fn run_rng_shader(ctx: &GpuContext, body: &str, args: &[u32], n: usize) -> Vec<u32> {
-    use wgpu::util::DeviceExt;
     let src = format!(
         "{RNG_WGSL}\n@group(0) @binding(0) var<storage, read> args: array<u32>;\n\
          @group(0) @binding(1) var<storage, read_write> out: array<u32>;\n\
          @compute @workgroup_size(64)\nfn main(@builtin(global_invocation_id) gid: vec3<u32>) {{\n\
          let k = gid.x;\nif (k >= arrayLength(&out)) {{ return; }}\n{body}\n}}\n"
     );
-    let device = &ctx.device;
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some("rng test"),
-        source: wgpu::ShaderSource::Wgsl(src.into()),
-    });
-    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: Some("rng test"),
-        layout: None,
-        module: &module,
-        entry_point: Some("main"),
-        compilation_options: Default::default(),
-        cache: None,
-    });
-    let args = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some("args"),
-        contents: bytemuck::cast_slice(args),
-        usage: wgpu::BufferUsages::STORAGE,
-    });
-    let size = 4 * n as u64;
-    let out = device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("out"),
-        size,
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-        mapped_at_creation: false,
-    });
-    let read = device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("read"),
-        size,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: None,
-        layout: &pipeline.get_bind_group_layout(0),
-        entries: &[
-            wgpu::BindGroupEntry {
-                binding: 0,
-                resource: args.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 1,
-                resource: out.as_entire_binding(),
-            },
-        ],
-    });
-    let mut encoder = device.create_command_encoder(&Default::default());
-    {
-        let mut pass = encoder.begin_compute_pass(&Default::default());
-        pass.set_pipeline(&pipeline);
-        pass.set_bind_group(0, &bind, &[]);
-        pass.dispatch_workgroups((n as u32).div_ceil(64), 1, 1);
-    }
-    encoder.copy_buffer_to_buffer(&out, 0, &read, 0, Some(size));
-    ctx.queue.submit([encoder.finish()]);
-    let slice = read.slice(..);
-    slice.map_async(wgpu::MapMode::Read, |r| r.unwrap());
-    device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
-    ctx.take_error().unwrap();
-    let view = slice.get_mapped_range().unwrap();
-    bytemuck::cast_slice(&view).to_vec()
+    run_kernel(ctx, &src, args, n, n)
 }
 
 #[test]

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{
-    assert_rel_close, assert_step_close, assert_ulp_close, gpu, max_ulp, ulp_distance,
+    assert_rel_close, assert_step_close, assert_ulp_close, gpu, max_ulp, run_kernel, ulp_distance,
     OTHER_ADAPTER_TRAJECTORY_REL,
 };
 use ndarray::Array2;
@@ -398,7 +398,13 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
     yout[n + i] = sigmoid_f32(x);
     yout[2u * n + i] = tanh_f32(x);
 }";
-    let out = run_kernel(&ctx, &format!("{MATH_WGSL}{kernel}"), &xs, 3 * xs.len());
+    let out: Vec<f32> = run_kernel(
+        &ctx,
+        &format!("{MATH_WGSL}{kernel}"),
+        &xs,
+        3 * xs.len(),
+        xs.len(),
+    );
     let n = xs.len();
     for (name, f, off) in [
         ("exp", perturb::math::exp_f32 as fn(f32) -> f32, 0),
@@ -408,68 +414,4 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
         let cpu: Vec<f32> = xs.iter().map(|&x| f(x)).collect();
         assert_ulp_close(name, &out[off..off + n], &cpu, budget);
     }
-}
-
-fn run_kernel(ctx: &GpuContext, src: &str, input: &[f32], out_len: usize) -> Vec<f32> {
-    use wgpu::util::DeviceExt;
-    let d = &ctx.device;
-    let module = d.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: None,
-        source: wgpu::ShaderSource::Wgsl(src.into()),
-    });
-    let pipeline = d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: None,
-        layout: None,
-        module: &module,
-        entry_point: Some("main"),
-        compilation_options: Default::default(),
-        cache: None,
-    });
-    let xin = d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: None,
-        contents: bytemuck::cast_slice(input),
-        usage: wgpu::BufferUsages::STORAGE,
-    });
-    let size = 4 * out_len as u64;
-    let yout = d.create_buffer(&wgpu::BufferDescriptor {
-        label: None,
-        size,
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-        mapped_at_creation: false,
-    });
-    let read = d.create_buffer(&wgpu::BufferDescriptor {
-        label: None,
-        size,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let bg = d.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: None,
-        layout: &pipeline.get_bind_group_layout(0),
-        entries: &[
-            wgpu::BindGroupEntry {
-                binding: 0,
-                resource: xin.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 1,
-                resource: yout.as_entire_binding(),
-            },
-        ],
-    });
-    let mut enc = d.create_command_encoder(&Default::default());
-    {
-        let mut pass = enc.begin_compute_pass(&Default::default());
-        pass.set_pipeline(&pipeline);
-        pass.set_bind_group(0, &bg, &[]);
-        pass.dispatch_workgroups((input.len() as u32).div_ceil(64), 1, 1);
-    }
-    enc.copy_buffer_to_buffer(&yout, 0, &read, 0, Some(size));
-    ctx.queue.submit([enc.finish()]);
-    read.slice(..)
-        .map_async(wgpu::MapMode::Read, |r| r.unwrap());
-    d.poll(wgpu::PollType::wait_indefinitely()).unwrap();
-    let v = bytemuck::cast_slice(&read.slice(..).get_mapped_range().unwrap()).to_vec();
-    ctx.take_error().unwrap();
-    v
 }

@@ -142,3 +142,75 @@ pub fn assert_step_close(what: &str, gpu: &[f32], cpu: &[f32], budget: u64) {
         cpu[worst + 1]
     );
 }
+
+/// Runs a one-off compute shader: entry point `main` (workgroup size 64) with `input` at binding 0
+/// (read-only storage) and `out_len` words at binding 1, `invocations` invocations; returns binding 1.
+pub fn run_kernel<T: bytemuck::Pod, U: bytemuck::Pod>(
+    ctx: &GpuContext,
+    src: &str,
+    input: &[T],
+    out_len: usize,
+    invocations: usize,
+) -> Vec<U> {
+    use wgpu::util::DeviceExt;
+    let d = &ctx.device;
+    let module = d.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: None,
+        source: wgpu::ShaderSource::Wgsl(src.into()),
+    });
+    let pipeline = d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: None,
+        layout: None,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    let xin = d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: None,
+        contents: bytemuck::cast_slice(input),
+        usage: wgpu::BufferUsages::STORAGE,
+    });
+    let size = (std::mem::size_of::<U>() * out_len) as u64;
+    let yout = d.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let read = d.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let bg = d.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &[
+            wgpu::BindGroupEntry {
+                binding: 0,
+                resource: xin.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 1,
+                resource: yout.as_entire_binding(),
+            },
+        ],
+    });
+    let mut enc = d.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bg, &[]);
+        pass.dispatch_workgroups((invocations as u32).div_ceil(64), 1, 1);
+    }
+    enc.copy_buffer_to_buffer(&yout, 0, &read, 0, Some(size));
+    ctx.queue.submit([enc.finish()]);
+    read.slice(..)
+        .map_async(wgpu::MapMode::Read, |r| r.unwrap());
+    d.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+    let v = bytemuck::cast_slice(&read.slice(..).get_mapped_range().unwrap()).to_vec();
+    ctx.take_error().unwrap();
+    v
+}
