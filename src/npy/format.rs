@@ -9,6 +9,10 @@ use std::path::Path;
 
 const MAGIC: &[u8] = b"\x93NUMPY";
 
+/// Most dimensions an array may have: NumPy's own limit (`NPY_MAXDIMS` in NumPy 2). It also keeps
+/// the Fortran-order reordering linear in the element count.
+const MAX_DIMS: usize = 64;
+
 /// Values of one array, in C (row-major) order.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Values {
@@ -84,6 +88,12 @@ pub fn parse(bytes: &[u8]) -> Result<Array, String> {
             .collect::<Result<Vec<usize>, String>>()?,
         _ => return Err("'shape' is not a tuple".into()),
     };
+    if shape.len() > MAX_DIMS {
+        return Err(format!(
+            "the shape has {} dimensions; at most {MAX_DIMS} are read",
+            shape.len()
+        ));
+    }
     let (kind, size, big) = dtype(&descr)?;
     let count = shape
         .iter()
@@ -204,6 +214,7 @@ fn decode(data: &[u8], kind: Kind, size: usize, big: bool) -> Values {
 /// Reorders column-major elements of `shape` into row-major order.
 fn to_c_order(values: Values, shape: &[usize]) -> Values {
     let n = shape.len();
+
     let reorder = |count: usize| {
         // Fortran strides: 1, d0, d0·d1, …
         let mut strides = vec![1usize; n];
@@ -534,6 +545,32 @@ mod tests {
         // A 2x3 matrix [[1,2,3],[4,5,6]] stored column by column.
         let c = to_c_order(Values::Numbers(vec![1., 4., 2., 5., 3., 6.]), &[2, 3]);
         assert_eq!(c, Values::Numbers(vec![1., 2., 3., 4., 5., 6.]));
+    }
+
+    fn npy(header: &str, data: &[u8]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend([1, 0]);
+        out.extend((header.len() as u16).to_le_bytes());
+        out.extend(header.as_bytes());
+        out.extend(data);
+        out
+    }
+
+    #[test]
+    fn more_than_64_dimensions_are_refused() {
+        // Without the limit, a Fortran-order file with a million dimensions of 1 costs a million
+        // steps per element to reorder: a hang for a file of a few MiB.
+        let ok = format!(
+            "{{'descr': '|u1', 'fortran_order': True, 'shape': ({}2,), }}",
+            "1, ".repeat(63)
+        );
+        assert_eq!(parse(&npy(&ok, &[7, 8])).unwrap().shape.len(), 64);
+        let many = format!(
+            "{{'descr': '|u1', 'fortran_order': True, 'shape': ({}2,), }}",
+            "1, ".repeat(64)
+        );
+        let e = parse(&npy(&many, &[7, 8])).unwrap_err();
+        assert!(e.contains("65 dimensions"), "{e}");
     }
 
     #[test]

@@ -44,9 +44,8 @@ fn has_ext(path: &Path, ext: &str) -> bool {
         .is_some_and(|e| e.to_string_lossy().eq_ignore_ascii_case(ext))
 }
 
-/// Reads every array of an `.npz` file; errors name the file via `err`.
-fn load_npz(path: &Path, err: impl Fn(String) -> Error) -> Result<Vec<(String, Array)>> {
-    let bytes = format::read_bounded(path).map_err(|e| Error::io(path, e))?;
+/// Reads every array of an `.npz` held in `bytes`; errors name the file via `err`.
+fn load_npz(bytes: &[u8], err: impl Fn(String) -> Error) -> Result<Vec<(String, Array)>> {
     read_npz(std::io::Cursor::new(bytes)).map_err(err)
 }
 
@@ -82,12 +81,18 @@ fn first_non_finite(v: &[f64], cols: usize) -> Option<String> {
 
 /// Reads a model `.npz` (layout in the module documentation).
 pub fn load_model(path: &Path) -> Result<Model> {
-    let origin = path.display().to_string();
+    let bytes = format::read_bounded(path).map_err(|e| Error::io(path, e))?;
+    model_from_npz(&bytes, &path.display().to_string())
+}
+
+/// Reads a model from the bytes of an `.npz` file, as [`load_model`] does after reading the file;
+/// errors are [`Error::Model`] naming `origin`.
+pub fn model_from_npz(bytes: &[u8], origin: &str) -> Result<Model> {
     let err = |message: String| Error::Model {
-        origin: origin.clone(),
+        origin: origin.to_string(),
         message,
     };
-    let arrays = load_npz(path, err)?;
+    let arrays = load_npz(bytes, err)?;
     model_from_arrays(&arrays).map_err(err)
 }
 
@@ -231,18 +236,8 @@ pub fn load_data(path: &Path, model: &Model) -> Result<Dataset> {
         message,
     };
     if is_npz(path) {
-        let arrays = load_npz(path, err)?;
-        let get = |name: &str| {
-            find(&arrays, name).ok_or_else(|| {
-                err(format!(
-                    "no array {name:?} (a data .npz holds x and y; this one holds {})",
-                    names(&arrays)
-                ))
-            })
-        };
-        let x = matrix("x", get("x")?).map_err(err)?;
-        let y = matrix("y", get("y")?).map_err(err)?;
-        return dataset(x, y).map_err(err);
+        let bytes = format::read_bounded(path).map_err(|e| Error::io(path, e))?;
+        return data_from_npz(&bytes, &origin);
     }
     let text = path.to_string_lossy();
     if let Some((xp, yp)) = text.split_once(',').filter(|_| is_npy_pair(path)) {
@@ -258,7 +253,38 @@ pub fn load_data(path: &Path, model: &Model) -> Result<Dataset> {
         return dataset(read(xp)?, read(yp)?).map_err(err);
     }
     let bytes = format::read_bounded(path).map_err(|e| Error::io(path, e))?;
-    let a = parse(&bytes).map_err(err)?;
+    data_from_npy(&bytes, model, &origin)
+}
+
+/// Reads data from the bytes of an `.npz` file holding `x` and `y`, as [`load_data`] does after
+/// reading the file; errors are [`Error::Data`] naming `origin`.
+pub fn data_from_npz(bytes: &[u8], origin: &str) -> Result<Dataset> {
+    let err = |message: String| Error::Data {
+        origin: origin.to_string(),
+        message,
+    };
+    let arrays = load_npz(bytes, err)?;
+    let get = |name: &str| {
+        find(&arrays, name).ok_or_else(|| {
+            err(format!(
+                "no array {name:?} (a data .npz holds x and y; this one holds {})",
+                names(&arrays)
+            ))
+        })
+    };
+    let x = matrix("x", get("x")?).map_err(err)?;
+    let y = matrix("y", get("y")?).map_err(err)?;
+    dataset(x, y).map_err(err)
+}
+
+/// Reads data for `model` from the bytes of one `.npy` file (inputs then targets per row), as
+/// [`load_data`] does after reading the file; errors are [`Error::Data`] naming `origin`.
+pub fn data_from_npy(bytes: &[u8], model: &Model, origin: &str) -> Result<Dataset> {
+    let err = |message: String| Error::Data {
+        origin: origin.to_string(),
+        message,
+    };
+    let a = parse(bytes).map_err(err)?;
     let xy = matrix("the array", &a).map_err(err)?;
     let (inputs, outputs) = (model.inputs(), model.outputs());
     if xy.ncols() != inputs + outputs {
