@@ -13,6 +13,12 @@ const MAGIC: &[u8] = b"\x93NUMPY";
 /// the Fortran-order reordering linear in the element count.
 const MAX_DIMS: usize = 64;
 
+/// Most numbers one array may hold (2^28: a 1 GiB float32 file; 2 GiB once widened to f64).
+pub const MAX_ELEMENTS: usize = 1 << 28;
+
+/// Most strings one array may hold (string arrays only name activations, one per layer).
+pub const MAX_STRINGS: usize = 4096;
+
 /// Values of one array, in C (row-major) order.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Values {
@@ -108,6 +114,18 @@ pub fn parse(bytes: &[u8]) -> Result<Array, String> {
             "the header claims shape {shape:?} of {descr} ({}), but {} data bytes follow it",
             needed.map_or("more than the size limit".into(), |n| format!("{n} bytes")),
             data.len()
+        ));
+    }
+    // Decoding widens (a 1-byte integer becomes an f64, a byte string a String): bound what a
+    // small compressed .npz member may expand to.
+    let cap = if matches!(kind, Kind::Utf32 | Kind::Bytes) {
+        MAX_STRINGS
+    } else {
+        MAX_ELEMENTS
+    };
+    if count > cap {
+        return Err(format!(
+            "the array has {count} elements of {descr}; at most {cap} are read"
         ));
     }
     let mut values = decode(data, kind, size, big);
@@ -592,5 +610,38 @@ mod tests {
         ] {
             assert!(PyLit::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn arrays_that_would_widen_past_the_caps_are_refused() {
+        let npy = |descr: &str, shape: &str, data: Vec<u8>| {
+            let header =
+                format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+            let mut out = b"\x93NUMPY\x01\x00".to_vec();
+            out.extend((header.len() as u16).to_le_bytes());
+            out.extend(header.as_bytes());
+            out.extend(data);
+            out
+        };
+        let strings = npy(
+            "|S1",
+            &format!("({},)", MAX_STRINGS + 1),
+            vec![b'a'; MAX_STRINGS + 1],
+        );
+        let e = parse(&strings).unwrap_err();
+        assert!(e.contains(&format!("at most {MAX_STRINGS}")), "{e}");
+        assert!(parse(&npy(
+            "|S1",
+            &format!("({MAX_STRINGS},)"),
+            vec![b'a'; MAX_STRINGS]
+        ))
+        .is_ok());
+        let bytes = npy(
+            "|u1",
+            &format!("({},)", MAX_ELEMENTS + 1),
+            vec![0; MAX_ELEMENTS + 1],
+        );
+        let e = parse(&bytes).unwrap_err();
+        assert!(e.contains(&format!("at most {MAX_ELEMENTS}")), "{e}");
     }
 }
