@@ -271,10 +271,9 @@ fn resident(
             })
         },
     )?;
-    run.outcome = Some(if history.losses.len() < run.hyper.epochs {
-        Outcome::Stopped
-    } else {
-        Outcome::Finished
+    run.outcome = Some(match history.outcome {
+        Outcome::Finished if history.losses.len() < run.hyper.epochs => Outcome::Stopped,
+        outcome => outcome,
     });
     run.params = history.params;
     run.losses = history.losses;

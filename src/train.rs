@@ -347,6 +347,8 @@ pub struct History {
     pub params: Vec<f32>,
     /// Wall time of the training loop in seconds.
     pub seconds: f64,
+    /// Why it ended.
+    pub outcome: Outcome,
 }
 
 /// The book's update of one parameter: `fl32(w − (delta / eps) · lr)`, in the loss's float type.
@@ -381,6 +383,7 @@ pub fn train<E: Evaluator>(
         losses: run.losses,
         params: run.params,
         seconds: start.elapsed().as_secs_f64(),
+        outcome: Outcome::Finished,
     })
 }
 
@@ -474,9 +477,7 @@ pub fn train_runs<E: Evaluator>(
             };
             if let Some(what) = diverged {
                 if !control.allow_divergence {
-                    if base.is_finite() {
-                        run.losses.push(base.to_f64());
-                    }
+                    // Losses stay one per applied update, so the run can be checkpointed as is.
                     run.outcome = Some(Outcome::Diverged { epoch, what });
                     continue;
                 }

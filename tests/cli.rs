@@ -1164,3 +1164,39 @@ fn resume_refuses_disagreeing_flags_and_bad_checkpoints() {
         &["--checkpoint-every", "--checkpoint"],
     );
 }
+
+#[test]
+fn the_resident_loop_saves_the_same_last_finite_state_as_the_host_loop() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let d = dir("diverge-resident");
+    let save = |mode: &str| {
+        let ck = d.join(format!("{mode}.json"));
+        assert_fails_with(
+            EXIT_DIVERGED,
+            &[
+                "train",
+                "--lr",
+                "1e30",
+                "--loop",
+                mode,
+                "--epochs-per-submit",
+                "1",
+                "--checkpoint",
+                ck.to_str().unwrap(),
+            ],
+            &["diverged at epoch 2", "after epoch 1"],
+        );
+        let c: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&ck).unwrap()).unwrap();
+        (
+            c["epochs_done"].clone(),
+            c["losses"].clone(),
+            c["model"].clone(),
+        )
+    };
+    let host = save("host");
+    assert_eq!(host.0, 1);
+    assert_eq!(save("resident"), host);
+}

@@ -73,7 +73,8 @@ pub struct TrainArgs {
     #[arg(long, value_name = "FILE", conflicts_with_all = ["model", "layers", "activations"])]
     pub resume: Option<PathBuf>,
     /// Keep training when the loss or a parameter stops being finite (default: stop at that epoch,
-    /// keep the last finite parameters, exit 6).
+    /// keep the last finite parameters, exit 6; the resident loop keeps those of the start of the
+    /// batch of epochs it diverged in).
     #[arg(long)]
     pub allow_divergence: bool,
     /// Adapter choice.
@@ -158,10 +159,15 @@ pub fn train(args: &TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
                         |epoch, loss| output::epoch(done + epoch, hyper.epochs, loss),
                     )
                     .map(|h| {
-                        run.outcome = Some(if h.losses.len() < remaining.epochs {
-                            Outcome::Stopped
-                        } else {
-                            Outcome::Finished
+                        run.outcome = Some(match h.outcome {
+                            Outcome::Finished if h.losses.len() < remaining.epochs => {
+                                Outcome::Stopped
+                            }
+                            Outcome::Diverged { epoch, what } => Outcome::Diverged {
+                                epoch: done + epoch,
+                                what,
+                            },
+                            outcome => outcome,
                         });
                         run.losses.extend(h.losses);
                         run.params = h.params;
@@ -248,7 +254,7 @@ pub fn train(args: &TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
                 what: match saved {
                     Some(p) => format!(
                         "{what}; the last finite parameters (after epoch {}) are saved in {}",
-                        epoch - 1,
+                        run.losses.len(),
                         p.display()
                     ),
                     None => what,

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::estimate::{Estimator, Probe, Shape, StepMode, MAX_OFFSETS, MAX_SPSA_SAMPLES};
 use crate::model::Model;
 use crate::precision::inv_count;
-use crate::train::{check_probe, DeviceInfo, Evaluator, History, Hyper, Method};
+use crate::train::{check_probe, DeviceInfo, Evaluator, History, Hyper, Method, Outcome};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use wgpu::util::DeviceExt;
@@ -210,6 +210,9 @@ pub struct GpuEvaluator {
     bind_group: wgpu::BindGroup,
     params: wgpu::Buffer,
     next: wgpu::Buffer,
+    /// The resident loop's parameters at the start of the current batch of epochs (what a
+    /// diverged batch falls back to).
+    saved: wgpu::Buffer,
     cache: wgpu::Buffer,
     uniforms: wgpu::Buffer,
     out: wgpu::Buffer,
@@ -558,9 +561,14 @@ impl GpuEvaluator {
                     uniform_stride * (chunks.len() as u64 + 2),
                     wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 ),
+                empty(
+                    "saved params",
+                    4 * p as u64,
+                    wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                ),
             ]
         })?;
-        let [params, layers, xs, ys, sse, out, cache, next, readback, uniforms] = buffers;
+        let [params, layers, xs, ys, sse, out, cache, next, readback, uniforms, saved] = buffers;
 
         let (pipelines, bind_group) = ctx.scoped("building the nudge shaders", || {
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -670,6 +678,7 @@ impl GpuEvaluator {
             bind_group,
             params,
             next,
+            saved,
             cache,
             uniforms,
             out,
@@ -803,7 +812,9 @@ impl GpuEvaluator {
     /// [`RESIDENT_MAX_BATCH`]) are encoded per submission and their losses come back together (then
     /// `on_epoch` runs for each). Tiny models run a batch in one `fused_epochs` dispatch. Same float32
     /// arithmetic as [`crate::train::train`] with this evaluator; tests hold the two equal bit for bit.
-    /// When `stop` is raised the run ends after the current batch, with fewer losses than epochs.
+    /// When `stop` is raised the run ends after the current batch, with fewer losses than epochs. A
+    /// non-finite loss or parameter ends it as [`Outcome::Diverged`] with the losses and parameters
+    /// of the start of the batch it happened in (the last state known finite).
     pub fn train_resident(
         &mut self,
         init: &[f32],
@@ -842,21 +853,24 @@ impl GpuEvaluator {
         let mut batch = vec![0.0f32; per];
         while losses.len() < hyper.epochs && !stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
             let n = per.min(hyper.epochs - losses.len());
+            let mut save = self.ctx.device.create_command_encoder(&Default::default());
+            save.copy_buffer_to_buffer(&self.params, 0, &self.saved, 0, Some(pbytes));
             let encoder = if self.fused_epochs > 0 {
                 self.encode_fused(n, pbytes)
             } else {
                 self.encode_epochs(n, pbytes)
             };
-            self.ctx.queue.submit([encoder.finish()]);
+            self.ctx.queue.submit([save.finish(), encoder.finish()]);
             self.read_back(&mut batch[..n])?;
+            if let Some(i) = batch[..n].iter().position(|l| !l.is_finite()) {
+                // Fall back to the batch's start: its parameters are the last ones known finite
+                // together with their epoch count.
+                let epoch = losses.len() + i + 1;
+                let what = format!("the loss is {}", batch[i]);
+                return self.diverged(losses, epoch, what, start);
+            }
             for &l in &batch[..n] {
                 let epoch = losses.len() + 1;
-                if !l.is_finite() {
-                    return Err(Error::Diverged {
-                        epoch,
-                        what: format!("the loss is {l}"),
-                    });
-                }
                 losses.push(l as f64);
                 on_epoch(epoch, l as f64);
             }
@@ -867,15 +881,40 @@ impl GpuEvaluator {
         self.ctx.queue.submit([encoder.finish()]);
         self.read_back(&mut params)?;
         if let Some(k) = params.iter().position(|v| !v.is_finite()) {
-            return Err(Error::Diverged {
-                epoch: hyper.epochs,
-                what: format!("parameter {k} became {}", params[k]),
-            });
+            let batch_start = losses.len() - (losses.len() - 1) % per - 1;
+            let epoch = losses.len();
+            losses.truncate(batch_start);
+            let what = format!("parameter {k} became {}", params[k]);
+            return self.diverged(losses, epoch, what, start);
         }
         Ok(History {
             losses,
             params,
             seconds: start.elapsed().as_secs_f64(),
+            outcome: Outcome::Finished,
+        })
+    }
+
+    /// The history of a resident run that diverged in its current batch: the losses before the
+    /// batch and the parameters saved at its start.
+    fn diverged(
+        &self,
+        losses: Vec<f64>,
+        epoch: usize,
+        what: String,
+        start: Instant,
+    ) -> Result<History> {
+        let mut params = vec![0.0f32; self.num_params];
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        let pbytes = 4 * self.num_params as u64;
+        encoder.copy_buffer_to_buffer(&self.saved, 0, &self.readback, 0, Some(pbytes));
+        self.ctx.queue.submit([encoder.finish()]);
+        self.read_back(&mut params)?;
+        Ok(History {
+            losses,
+            params,
+            seconds: start.elapsed().as_secs_f64(),
+            outcome: Outcome::Diverged { epoch, what },
         })
     }
 
