@@ -4,8 +4,7 @@
 
 mod common;
 
-use common::{assert_step_close, assert_ulp_close, gpu, max_ulp, run_kernel};
-use ndarray::Array2;
+use common::{assert_step_close, assert_ulp_close, gpu, max_ulp, random_data, run_kernel};
 use perturb::check::{backprop, estimate};
 use perturb::cpu::CpuEvaluator;
 use perturb::estimate::{Estimator, Probe, Shape, StepMode};
@@ -13,17 +12,6 @@ use perturb::gpu::{AdapterOptions, GpuContext, GpuEvaluator, GpuOptions, RNG_WGS
 use perturb::rng::{direction, philox4x32_10, Direction, DirectionKey};
 use perturb::train::{train_runs, Control, Evaluator, Outcome, Run};
 use perturb::{Activation, Dataset, Hyper, Method, Model};
-use rand::{RngExt, SeedableRng};
-
-/// Seeded random data of the model's widths, inputs and targets uniform in [-1, 1).
-fn random_data(model: &Model, samples: usize, seed: u64) -> Dataset {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut m =
-        |cols: usize| Array2::from_shape_fn((samples, cols), |_| rng.random_range(-1.0f32..1.0));
-    let x = m(model.inputs());
-    let y = m(model.outputs());
-    Dataset::new(x, y).unwrap()
-}
 
 fn fresh() -> GpuContext {
     GpuContext::new(&AdapterOptions::from_env()).unwrap()

@@ -4,25 +4,14 @@
 mod common;
 
 use common::{
-    assert_rel_close, assert_step_close, assert_ulp_close, gpu, max_ulp, run_kernel, ulp_distance,
-    OTHER_ADAPTER_TRAJECTORY_REL,
+    assert_rel_close, assert_step_close, assert_ulp_close, gpu, max_ulp, random_data, run_kernel,
+    ulp_distance, OTHER_ADAPTER_TRAJECTORY_REL,
 };
-use ndarray::Array2;
 use perturb::cpu::CpuEvaluator;
 use perturb::gpu::{AdapterOptions, GpuContext, GpuEvaluator, GpuOptions, MATH_WGSL};
 use perturb::train::{train, Evaluator};
 use perturb::{Activation, Dataset, Hyper, Method, Model};
 use rand::{RngExt, SeedableRng};
-
-/// Seeded random data of the model's widths, inputs and targets uniform in [-1, 1).
-fn random_data(model: &Model, samples: usize, seed: u64) -> Dataset {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut m =
-        |cols: usize| Array2::from_shape_fn((samples, cols), |_| rng.random_range(-1.0f32..1.0));
-    let x = m(model.inputs());
-    let y = m(model.outputs());
-    Dataset::new(x, y).unwrap()
-}
 
 /// One step: `[L, delta_0, delta_1, …]`.
 fn step(ev: &mut impl Evaluator<Loss = f32>, params: &[f32], eps: f32) -> Vec<f32> {

@@ -18,6 +18,15 @@ fn validate(module: &naga::Module) -> naga::valid::ModuleInfo {
     .unwrap_or_else(|e| panic!("WGSL does not validate: {e:?}"))
 }
 
+/// The literal value of module-scope constant `name`; panics naming it when it is missing.
+fn constant(module: &naga::Module, name: &str) -> naga::Literal {
+    constants(module)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, l)| l)
+        .unwrap_or_else(|| panic!("constant {name} missing from WGSL"))
+}
+
 /// Named module-scope constants and their literal values.
 fn constants(module: &naga::Module) -> Vec<(String, naga::Literal)> {
     module
@@ -71,14 +80,7 @@ fn workgroup_sizes_and_widths_match_the_rust_constants() {
         assert_eq!(ep.workgroup_size, [want, 1, 1], "{}", ep.name);
     }
     assert_eq!(REDUCE_WG as usize, perturb::cpu::REDUCE_LANES);
-    let consts = constants(&module);
-    let get = |name: &str| {
-        consts
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, l)| *l)
-            .unwrap_or_else(|| panic!("constant {name} missing from WGSL"))
-    };
+    let get = |name: &str| constant(&module, name);
     assert_eq!(get("WG_SIZE"), naga::Literal::U32(WG_SIZE));
     assert_eq!(get("REDUCE_WG"), naga::Literal::U32(REDUCE_WG));
     assert_eq!(get("MAX_WIDTH"), naga::Literal::U32(MAX_WIDTH as u32));
@@ -183,14 +185,7 @@ fn math_constants_match_the_rust_bit_patterns() {
 #[test]
 fn rng_constants_match_the_rust_direction_codes() {
     let module = parse(&nudge_shader_source());
-    let consts = constants(&module);
-    let get = |name: &str| {
-        consts
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, l)| *l)
-            .unwrap_or_else(|| panic!("constant {name} missing from WGSL"))
-    };
+    let get = |name: &str| constant(&module, name);
     use perturb::rng::Direction;
     assert_eq!(
         get("DIR_RADEMACHER"),

@@ -1,7 +1,10 @@
 //! Helpers shared by the GPU tests: adapter gating, ULP distances, worst-index reports.
 #![allow(dead_code)]
 
+use ndarray::Array2;
 use perturb::gpu::{AdapterOptions, GpuContext};
+use perturb::{Dataset, Model};
+use rand::{RngExt, SeedableRng};
 
 /// On Mesa's llvmpipe (lavapipe / GL) `+` and `*` round like Rust's and are not fused, so the
 /// twinned kernels agree with the CPU reference exactly.
@@ -213,4 +216,14 @@ pub fn run_kernel<T: bytemuck::Pod, U: bytemuck::Pod>(
     let v = bytemuck::cast_slice(&read.slice(..).get_mapped_range().unwrap()).to_vec();
     ctx.take_error().unwrap();
     v
+}
+
+/// Seeded random data of the model's widths, inputs and targets uniform in [-1, 1).
+pub fn random_data(model: &Model, samples: usize, seed: u64) -> Dataset {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut m =
+        |cols: usize| Array2::from_shape_fn((samples, cols), |_| rng.random_range(-1.0f32..1.0));
+    let x = m(model.inputs());
+    let y = m(model.outputs());
+    Dataset::new(x, y).unwrap()
 }
