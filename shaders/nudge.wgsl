@@ -65,7 +65,7 @@ struct Chunk {
     eps: f32,
     lr: f32,
     inv_count: f32,      // 1 / (batch * outputs), rounded on the host
-    zero: f32,           // always 0.0; see reuse_nudge
+    zero: f32,           // always 0.0; see reuse_target
     param_base: u32,     // this chunk's run: its parameters start at params[param_base]
     out_base: u32,       // slot e of this chunk goes to out[out_base + e]
     cache_base: u32,     // the run's reuse cache starts at cache[cache_base]
@@ -255,35 +255,59 @@ fn reduce_losses(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     }
 }
 
-// One invocation's version of reduce_losses' sum over the samples of `row`: lanes are visited in
-// bit-reversed order and merged like a binary counter, which reproduces the stride-halving tree
-// (lane t + lane t + stride) operation for operation.
-fn reduce_row(row: u32) -> f32 {
-    let batch = chunk.batch;
-    var width = 1u;
-    if (batch > 1u) {
-        width = min(1u << (32u - countLeadingZeros(batch - 1u)), REDUCE_WG);
+// One invocation's version of reduce_losses' sum over samples: lanes are visited in bit-reversed
+// order and merged like a binary counter, which reproduces the stride-halving tree (lane t + lane
+// t + stride) operation for operation. `tree_width` lanes; lane `tree_lane(i, width)` is i-th.
+fn tree_width() -> u32 {
+    if (chunk.batch > 1u) {
+        return min(1u << (32u - countLeadingZeros(chunk.batch - 1u)), REDUCE_WG);
     }
+    return 1u;
+}
+
+fn tree_lane(i: u32, width: u32) -> u32 {
     let bits = countTrailingZeros(width);
-    var stack: array<f32, 9>;
-    var depth = 0u;
+    if (bits == 0u) {
+        return 0u;
+    }
+    return reverseBits(i) >> (32u - bits);
+}
+
+// The binary counter in registers (an indexed array costs llvmpipe more): rj holds the pending sum
+// of the last 2^j lanes while bit j of the lane count is set; after the last lane, `total` holds
+// the sum.
+struct Tree {
+    r0: f32, r1: f32, r2: f32, r3: f32, r4: f32, r5: f32, r6: f32, r7: f32,
+    total: f32,
+}
+
+fn tree_add(t_in: Tree, i: u32, lane: f32) -> Tree {
+    var t = t_in;
+    var v = lane;
+    if ((i & 1u) == 0u) { t.r0 = v; } else { v = t.r0 + v;
+    if ((i & 2u) == 0u) { t.r1 = v; } else { v = t.r1 + v;
+    if ((i & 4u) == 0u) { t.r2 = v; } else { v = t.r2 + v;
+    if ((i & 8u) == 0u) { t.r3 = v; } else { v = t.r3 + v;
+    if ((i & 16u) == 0u) { t.r4 = v; } else { v = t.r4 + v;
+    if ((i & 32u) == 0u) { t.r5 = v; } else { v = t.r5 + v;
+    if ((i & 64u) == 0u) { t.r6 = v; } else { v = t.r6 + v;
+    if ((i & 128u) == 0u) { t.r7 = v; } else { v = t.r7 + v;
+    }}}}}}}}
+    t.total = v;
+    return t;
+}
+
+fn reduce_row(row: u32) -> f32 {
+    let width = tree_width();
+    var tree = Tree();
     for (var i = 0u; i < width; i++) {
-        var t = 0u;
-        if (bits > 0u) {
-            t = reverseBits(i) >> (32u - bits);
-        }
         var acc = 0.0;
-        for (var s = t; s < batch; s += REDUCE_WG) {
+        for (var s = tree_lane(i, width); s < chunk.batch; s += REDUCE_WG) {
             acc = acc + sse[row + s];
         }
-        stack[depth] = acc;
-        depth++;
-        for (var j = i; (j & 1u) == 1u; j = j >> 1u) {
-            stack[depth - 2u] = stack[depth - 2u] + stack[depth - 1u];
-            depth--;
-        }
+        tree = tree_add(tree, i, acc);
     }
-    return stack[0];
+    return tree.total;
 }
 
 @compute @workgroup_size(64)
@@ -295,15 +319,21 @@ fn reduce_seq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     out[chunk.out_base + chunk.eval_base + e_local] = reduce_row(e_local * chunk.batch) * chunk.inv_count;
 }
 
-struct Nudged {
+// What nudging parameter k changes, the same for every sample: its layer l and unit u there,
+// the nudge d as the float32 sum sees it, and the cache rows the per-sample values come from.
+struct Target {
     l: u32,
     u: u32,
-    a_new: f32,
-    a_old: f32,
+    kind: u32,     // activation of layer l
+    d: f32,
+    z_row: u32,    // z of unit u, [sample]
+    a_row: u32,    // a of unit u, [sample]
+    x_row: u32,    // the weight's input, [sample]; NO_ROW for a bias
 }
 
-// Parameter k's layer and unit, and that unit's nudged and unperturbed output for sample s.
-fn reuse_nudge(k: u32, s: u32) -> Nudged {
+const NO_ROW: u32 = 0xffffffffu;
+
+fn reuse_target(k: u32) -> Target {
     var l = 0u;
     while (l + 1u < chunk.num_layers && k >= layer_info(l + 1u).w_off) {
         l++;
@@ -313,44 +343,78 @@ fn reuse_nudge(k: u32, s: u32) -> Nudged {
     // `+ zero` (a runtime 0.0) keeps the compiler from folding (w + eps) - w into eps.
     let d = (w + chunk.eps) - (w + chunk.zero);
     var u: u32;
-    var z: f32;
+    var x_row = NO_ROW;
     if (k >= info.b_off) {
         u = k - info.b_off;
-        z = z_at(info.unit_off + u, s) + d;
     } else {
         let j = k - info.w_off;
         let i = j / info.n_out;
         u = j % info.n_out;
-        var xi: f32;
         if (l == 0u) {
-            xi = cache[chunk.cache_base + (2u * chunk.total_units + i) * chunk.batch + s];  // inputs, transposed
+            x_row = 2u * chunk.total_units + i;  // the inputs, transposed
         } else {
-            xi = a_at(layer_info(l - 1u).unit_off + i, s);
+            x_row = chunk.total_units + layer_info(l - 1u).unit_off + i;
         }
-        z = z_at(info.unit_off + u, s) + xi * d;
     }
-    return Nudged(l, u, activate(z, info.kind), a_at(info.unit_off + u, s));
+    let unit = info.unit_off + u;
+    let base = chunk.cache_base;
+    var x_at = NO_ROW;
+    if (x_row != NO_ROW) {
+        x_at = base + x_row * chunk.batch;
+    }
+    return Target(l, u, info.kind, d, base + unit * chunk.batch,
+                  base + (chunk.total_units + unit) * chunk.batch, x_at);
 }
 
-// The change of sample s's squared error when parameter k (of the last two layers) is nudged.
-fn reuse_shallow(k: u32, s: u32) -> f32 {
-    let n = reuse_nudge(k, s);
-    let y_off = s * chunk.outputs;
-    if (n.l + 1u == chunk.num_layers) {
-        return dsse_term(n.a_new, n.a_old, ys[y_off + n.u]);
+// Unit u's nudged output for sample s: z + d for a bias, z + x * d for a weight.
+fn nudged_output(t: Target, s: u32) -> f32 {
+    var z: f32;
+    if (t.x_row == NO_ROW) {
+        z = cache[t.z_row + s] + t.d;
+    } else {
+        z = cache[t.z_row + s] + cache[t.x_row + s] * t.d;
     }
-    let delta = n.a_new - n.a_old;
-    if (chunk.ab_off != 0u && n.l + 2u == chunk.num_layers) {
-        // Identity output layer: the closed form of reuse_prepare, O(1) instead of O(outputs).
+    return activate(z, t.kind);
+}
+
+// What the last two layers' change for one sample needs beyond the target: for an identity
+// output layer (closed form) where ab's row starts and bb, else the next layer.
+struct Shallow {
+    t: Target,
+    ab_row: u32,   // NO_ROW unless closed form applies
+    bb: f32,
+}
+
+fn reuse_shallow_target(k: u32) -> Shallow {
+    let t = reuse_target(k);
+    if (chunk.ab_off != 0u && t.l + 2u == chunk.num_layers) {
         let ab = chunk.cache_base + chunk.ab_off;
-        let hidden = layer_info(n.l + 1u).n_in;
-        return delta * (cache[ab + n.u * chunk.batch + s] + delta * cache[ab + hidden * chunk.batch + n.u]);
+        let hidden = layer_info(t.l + 1u).n_in;
+        return Shallow(t, ab + t.u * chunk.batch, cache[ab + hidden * chunk.batch + t.u]);
     }
-    let nx = layer_info(n.l + 1u);
+    return Shallow(t, NO_ROW, 0.0);
+}
+
+// The change of sample s's squared error when the shallow target's parameter (of the last two
+// layers) is nudged.
+fn reuse_shallow(h: Shallow, s: u32) -> f32 {
+    let t = h.t;
+    let a_new = nudged_output(t, s);
+    let a_old = cache[t.a_row + s];
+    let y_off = s * chunk.outputs;
+    if (t.l + 1u == chunk.num_layers) {
+        return dsse_term(a_new, a_old, ys[y_off + t.u]);
+    }
+    let delta = a_new - a_old;
+    if (h.ab_row != NO_ROW) {
+        // Identity output layer: the closed form of reuse_prepare, O(1) instead of O(outputs).
+        return delta * (cache[h.ab_row + s] + delta * h.bb);
+    }
+    let nx = layer_info(t.l + 1u);
     var total = 0.0;
     for (var v = 0u; v < nx.n_out; v++) {
         let unit = nx.unit_off + v;
-        let a2 = activate(z_at(unit, s) + delta * pw(nx.w_off + n.u * nx.n_out + v), nx.kind);
+        let a2 = activate(z_at(unit, s) + delta * pw(nx.w_off + t.u * nx.n_out + v), nx.kind);
         total = total + dsse_term(a2, a_at(unit, s), ys[y_off + v]);
     }
     return total;
@@ -392,7 +456,8 @@ fn reuse_dsse(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     if (item >= chunk.eval_count * chunk.batch) {
         return;
     }
-    sse[item] = reuse_shallow(chunk.eval_base - 1u + item / chunk.batch, item % chunk.batch);
+    let k = chunk.eval_base - 1u + item / chunk.batch;
+    sse[item] = reuse_shallow(reuse_shallow_target(k), item % chunk.batch);
 }
 
 // reuse_dsse and reduce_losses in one, for hardware GPUs: a workgroup per parameter whose lane t
@@ -404,14 +469,170 @@ fn reuse_fused(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     if (e_local >= chunk.eval_count) {
         return;
     }
-    let k = chunk.eval_base - 1u + e_local;
+    let h = reuse_shallow_target(chunk.eval_base - 1u + e_local);
     var acc = 0.0;
     for (var s = lid; s < chunk.batch; s += REDUCE_WG) {
-        acc = acc + reuse_shallow(k, s);
+        acc = acc + reuse_shallow(h, s);
     }
     let total = tree_sum(lid, acc);
     if (lid == 0u) {
         out[chunk.out_base + chunk.eval_base + e_local] = total * chunk.inv_count;
+    }
+}
+
+// reuse_dsse and reduce_seq in one, for CPU adapters: one invocation per parameter (or per
+// SEQ_R weights of one unit) sums every sample's change in reduce_losses' order, with no barrier
+// and nothing written per sample. Mesa 22's llvmpipe turns every load whose address is not a
+// compile-time constant into a loop over the SIMD lanes, so the kernel is shaped to load less:
+// a pipeline per part of the last two layers, specialised by the constants below (llvmpipe runs
+// both sides of a branch, so each pipeline holds only its part's code), and an invocation nudges
+// SEQ_R weights of the same unit, whose z, a and closed-form sum for a sample are loaded once for
+// all of them. The activation stays a runtime switch: with a constant kind, Mesa compiles the
+// inlined transcendental twins differently and they no longer match src/math.rs bit for bit.
+const PART_HIDDEN_WEIGHTS: u32 = 0u;
+const PART_HIDDEN_BIASES: u32 = 1u;
+const PART_OUTPUT_WEIGHTS: u32 = 2u;
+const PART_OUTPUT_BIASES: u32 = 3u;
+const SEQ_WG: u32 = 16u;
+const SEQ_MAX_R: u32 = 8u;
+override SEQ_PART: u32 = 0u;
+override SEQ_CLOSED: bool = false;      // hidden parts: identity output layer, closed form
+override SEQ_FROM_INPUTS: bool = false; // weights of the first layer: inputs read from xs
+override SEQ_R: u32 = 1u;               // weights per invocation (1 for biases), <= SEQ_MAX_R
+
+// What every parameter of an invocation shares: the unit and its rows.
+struct SeqUnit {
+    u: u32,
+    kind: u32,     // activation of the unit's layer
+    z_row: u32,
+    a_row: u32,
+    ab_row: u32,   // closed form
+    bb: f32,
+}
+
+// Sample s's change of the squared error for a nudge that moves unit u's z from z_old to z_new.
+fn seq_change(t: SeqUnit, s: u32, z_new: f32, a_old: f32, ab: f32) -> f32 {
+    let a_new = activate(z_new, t.kind);
+    if (SEQ_PART >= PART_OUTPUT_WEIGHTS) {
+        return dsse_term(a_new, a_old, ys[s * chunk.outputs + t.u]);
+    }
+    let delta = a_new - a_old;
+    if (SEQ_CLOSED) {
+        return delta * (ab + delta * t.bb);
+    }
+    let nx = layer_info(chunk.num_layers - 1u);
+    let y_off = s * chunk.outputs;
+    var total = 0.0;
+    for (var v = 0u; v < nx.n_out; v++) {
+        let unit = nx.unit_off + v;
+        let a2 = activate(z_at(unit, s) + delta * pw(nx.w_off + t.u * nx.n_out + v), nx.kind);
+        total = total + dsse_term(a2, a_at(unit, s), ys[y_off + v]);
+    }
+    return total;
+}
+
+@compute @workgroup_size(16)
+fn reuse_seq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let weights = SEQ_PART == PART_HIDDEN_WEIGHTS || SEQ_PART == PART_OUTPUT_WEIGHTS;
+    var l = chunk.num_layers - 1u;
+    if (SEQ_PART < PART_OUTPUT_WEIGHTS) {
+        l = chunk.num_layers - 2u;
+    }
+    let info = layer_info(l);
+    let g = wg.x + wg.y * chunk.grid_x;
+    let first = chunk.eval_base - 1u;  // the chunk's first parameter
+    // Weights: a chunk holds whole units with all their inputs, the first being unit
+    // (first - w_off) / n_in (chunks count n_in slots per unit); lane j of a unit nudges inputs
+    // j, j + lanes, ..., SEQ_R of them. Biases: one per invocation.
+    let lanes = (info.n_in + SEQ_R - 1u) / SEQ_R;
+    let blocks = (lanes + SEQ_WG - 1u) / SEQ_WG;
+    var t: SeqUnit;
+    var k: array<u32, SEQ_MAX_R>;
+    var d: array<f32, SEQ_MAX_R>;
+    var x_at: array<u32, SEQ_MAX_R>;
+    var valid: array<bool, SEQ_MAX_R>;
+    var x_stride = 0u;
+    if (weights) {
+        let j = (g % blocks) * SEQ_WG + lid;
+        if (g / blocks >= chunk.eval_count / info.n_in || j >= lanes) {
+            return;
+        }
+        t.u = (first - info.w_off) / info.n_in + g / blocks;
+        for (var r = 0u; r < SEQ_R; r++) {
+            let i = j + r * lanes;
+            valid[r] = i < info.n_in;
+            let ic = min(i, info.n_in - 1u);
+            k[r] = info.w_off + ic * info.n_out + t.u;
+            if (SEQ_FROM_INPUTS) {
+                x_at[r] = ic;
+                x_stride = info.n_in;
+            } else {
+                let prev = layer_info(max(l, 1u) - 1u);
+                x_at[r] = chunk.cache_base + (chunk.total_units + prev.unit_off + ic) * chunk.batch;
+                x_stride = 1u;
+            }
+        }
+    } else {
+        let e = g * SEQ_WG + lid;
+        if (e >= chunk.eval_count) {
+            return;
+        }
+        k[0] = first + e;
+        valid[0] = true;
+        t.u = k[0] - info.b_off;
+    }
+    for (var r = 0u; r < SEQ_R; r++) {
+        let w = pw(k[r]);
+        // `+ zero` as in reuse_target.
+        d[r] = (w + chunk.eps) - (w + chunk.zero);
+    }
+    let unit = info.unit_off + t.u;
+    t.kind = info.kind;
+    t.z_row = chunk.cache_base + unit * chunk.batch;
+    t.a_row = chunk.cache_base + (chunk.total_units + unit) * chunk.batch;
+    if (SEQ_CLOSED) {
+        let ab = chunk.cache_base + chunk.ab_off;
+        t.ab_row = ab + t.u * chunk.batch;
+        t.bb = cache[ab + info.n_out * chunk.batch + t.u];
+    }
+    let width = tree_width();
+    var trees: array<Tree, SEQ_MAX_R>;
+    var acc: array<f32, SEQ_MAX_R>;
+    for (var i = 0u; i < width; i++) {
+        for (var r = 0u; r < SEQ_R; r++) {
+            acc[r] = 0.0;
+        }
+        for (var s = tree_lane(i, width); s < chunk.batch; s += REDUCE_WG) {
+            let z = cache[t.z_row + s];
+            let a_old = cache[t.a_row + s];
+            var ab = 0.0;
+            if (SEQ_CLOSED) {
+                ab = cache[t.ab_row + s];
+            }
+            for (var r = 0u; r < SEQ_R; r++) {
+                var z_new: f32;
+                if (weights) {
+                    var x: f32;
+                    if (SEQ_FROM_INPUTS) {
+                        x = xs[x_at[r] + s * x_stride];
+                    } else {
+                        x = cache[x_at[r] + s];
+                    }
+                    z_new = z + x * d[r];
+                } else {
+                    z_new = z + d[r];
+                }
+                acc[r] = acc[r] + seq_change(t, s, z_new, a_old, ab);
+            }
+        }
+        for (var r = 0u; r < SEQ_R; r++) {
+            trees[r] = tree_add(trees[r], i, acc[r]);
+        }
+    }
+    for (var r = 0u; r < SEQ_R; r++) {
+        if (valid[r]) {
+            out[chunk.out_base + 1u + k[r]] = trees[r].total * chunk.inv_count;
+        }
     }
 }
 
@@ -423,8 +644,8 @@ fn reuse_deep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     }
     let k = chunk.eval_base - 1u + item / chunk.batch;
     let s = item % chunk.batch;
-    let n = reuse_nudge(k, s);
-    let delta = n.a_new - n.a_old;
+    let n = reuse_target(k);
+    let delta = nudged_output(n, s) - cache[n.a_row + s];
     // Barriers stay in uniform control flow: loop over every layer, work only after the nudged one.
     for (var m = 0u; m < chunk.num_layers; m++) {
         let info = layer_info(m);

@@ -4,7 +4,7 @@
 use crate::cpu::CpuEvaluator;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::gpu::{AdapterOptions, GpuContext, GpuEvaluator, GpuOptions};
+use crate::gpu::{AdapterOptions, GpuContext, GpuEvaluator, GpuOptions, ReuseKernel};
 use crate::model::{Activation, Model};
 use crate::train::{update, Evaluator, Hyper, Method};
 use ndarray::Array2;
@@ -147,6 +147,8 @@ pub struct BenchOptions {
     pub max_work: f64,
     /// Adapter choice.
     pub adapter: AdapterOptions,
+    /// The reuse method's kernel on the GPU (`None`: chosen by adapter).
+    pub reuse_kernel: Option<ReuseKernel>,
 }
 
 /// Times `step` until the median settles or the budget is spent. Returns (median, runs, stable).
@@ -291,8 +293,12 @@ pub fn run(opts: &BenchOptions, mut progress: impl FnMut(&Row)) -> Result<Vec<Ro
                     let gctx = GpuContext::new(&opts.adapter)?;
                     let gopts = GpuOptions {
                         method,
+                        reuse_kernel: opts.reuse_kernel,
                         ..Default::default()
                     };
+                    if let (Method::Reuse, Some(k)) = (method, opts.reuse_kernel) {
+                        r.note = format!("{k:?} kernel").to_lowercase();
+                    }
                     let mut gpu = match GpuEvaluator::with_options(gctx, &model, &data, gopts) {
                         Ok(g) => g,
                         Err(e) => {
@@ -318,7 +324,12 @@ pub fn run(opts: &BenchOptions, mut progress: impl FnMut(&Row)) -> Result<Vec<Ro
                             params = run.params;
                             Ok(())
                         })?;
-                        r.note = format!("{epochs} epochs per submission");
+                        let per = format!("{epochs} epochs per submission");
+                        r.note = if r.note.is_empty() {
+                            per
+                        } else {
+                            format!("{}, {per}", r.note)
+                        };
                         (s / epochs as f64, runs * epochs, stable)
                     };
                     if mode == "host" {

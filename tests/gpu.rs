@@ -8,7 +8,7 @@ use common::{
     ulp_distance, OTHER_ADAPTER_TRAJECTORY_REL,
 };
 use perturb::cpu::CpuEvaluator;
-use perturb::gpu::{AdapterOptions, GpuContext, GpuEvaluator, GpuOptions, MATH_WGSL};
+use perturb::gpu::{AdapterOptions, GpuContext, GpuEvaluator, GpuOptions, ReuseKernel, MATH_WGSL};
 use perturb::train::{train, Evaluator};
 use perturb::{Activation, Dataset, Hyper, Method, Model};
 use rand::{RngExt, SeedableRng};
@@ -244,10 +244,10 @@ fn medium_model_past_the_llvmpipe_loop_limit_matches_cpu_reference() {
     );
 }
 
-/// The fused reuse kernel (compute and reduce in one workgroup per parameter; the default on
-/// hardware GPUs) gives the same numbers as the split one and as the CPU.
+/// Every reuse kernel (split, one workgroup per parameter, one invocation per parameter) gives the
+/// same numbers as the CPU.
 #[test]
-fn fused_reuse_kernel_matches_cpu_reference() {
+fn every_reuse_kernel_matches_cpu_reference() {
     let Some(ctx) = gpu() else { return };
     let budget = max_ulp(&ctx);
     drop(ctx);
@@ -257,6 +257,14 @@ fn fused_reuse_kernel_matches_cpu_reference() {
             let m = Model::random(&[64, 128, 10], &[Activation::Tanh, Activation::Identity], 5)
                 .unwrap();
             let d = random_data(&m, 300, 6);
+            (m, d)
+        },
+        {
+            // 50 inputs: the per-parameter kernel nudges 4 weights per invocation, the last of
+            // them past the layer for some invocations.
+            let m = Model::random(&[50, 7, 3], &[Activation::Sigmoid, Activation::Identity], 9)
+                .unwrap();
+            let d = random_data(&m, 37, 10);
             (m, d)
         },
         {
@@ -273,14 +281,18 @@ fn fused_reuse_kernel_matches_cpu_reference() {
     for (model, data) in cases {
         let mut c = CpuEvaluator::<f32>::with_method(&model, &data, Method::Reuse).unwrap();
         let cs = step(&mut c, &model.params, 1e-3);
-        for fused in [true, false] {
+        for kernel in [
+            ReuseKernel::Split,
+            ReuseKernel::Workgroup,
+            ReuseKernel::Invocation,
+        ] {
             let opts = GpuOptions {
                 method: Method::Reuse,
-                fused_reuse: Some(fused),
+                reuse_kernel: Some(kernel),
                 ..Default::default()
             };
             let mut g = GpuEvaluator::with_options(fresh(), &model, &data, opts).unwrap();
-            let what = format!("{} params, fused {fused}", model.num_params());
+            let what = format!("{} params, {kernel:?}", model.num_params());
             assert_step_close(&what, &step(&mut g, &model.params, 1e-3), &cs, budget);
         }
     }

@@ -60,6 +60,7 @@ fn nudge_shader_parses_and_validates_without_a_gpu() {
         "reuse_fused",
         "spsa_sse",
         "reuse_prepare",
+        "reuse_seq",
     ] {
         assert!(
             names.contains(&want),
@@ -75,6 +76,7 @@ fn workgroup_sizes_and_widths_match_the_rust_constants() {
         let want = match ep.name.as_str() {
             "reduce_losses" | "reuse_fused" => REDUCE_WG,
             "fused_epochs" => perturb::gpu::FUSED_WG,
+            "reuse_seq" => perturb::gpu::SEQ_WG,
             _ => WG_SIZE,
         };
         assert_eq!(ep.workgroup_size, [want, 1, 1], "{}", ep.name);
@@ -83,6 +85,22 @@ fn workgroup_sizes_and_widths_match_the_rust_constants() {
     let get = |name: &str| constant(&module, name);
     assert_eq!(get("WG_SIZE"), naga::Literal::U32(WG_SIZE));
     assert_eq!(get("REDUCE_WG"), naga::Literal::U32(REDUCE_WG));
+    assert_eq!(get("SEQ_WG"), naga::Literal::U32(perturb::gpu::SEQ_WG));
+    for (name, part) in [
+        "PART_HIDDEN_WEIGHTS",
+        "PART_HIDDEN_BIASES",
+        "PART_OUTPUT_WEIGHTS",
+        "PART_OUTPUT_BIASES",
+    ]
+    .iter()
+    .zip(perturb::gpu::SEQ_PARTS)
+    {
+        assert_eq!(get(name), naga::Literal::U32(part), "{name}");
+    }
+    assert_eq!(
+        get("SEQ_MAX_R"),
+        naga::Literal::U32(perturb::gpu::SEQ_MAX_R)
+    );
     assert_eq!(get("MAX_WIDTH"), naga::Literal::U32(MAX_WIDTH as u32));
     assert_eq!(
         get("LAYER_WORDS"),

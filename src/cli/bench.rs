@@ -3,6 +3,7 @@
 use super::{pick, AdapterArgs};
 use crate::bench::{self, BenchOptions, Size};
 use crate::error::{Error, Result};
+use crate::gpu::ReuseKernel;
 use crate::plot;
 use crate::train::Method;
 use clap::Args;
@@ -39,6 +40,9 @@ pub struct BenchArgs {
     /// Skip naive rows whose step needs more multiply-adds than this.
     #[arg(long, default_value_t = 1e10)]
     pub max_work: f64,
+    /// The reuse method's GPU kernel: auto (by adapter), split, workgroup, invocation.
+    #[arg(long, default_value = "auto")]
+    pub reuse_kernel: String,
     /// Adapter choice.
     #[command(flatten)]
     pub adapter: AdapterArgs,
@@ -75,6 +79,17 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         max_seconds: args.max_seconds,
         max_work: args.max_work,
         adapter: args.adapter.options(),
+        reuse_kernel: match args.reuse_kernel.as_str() {
+            "auto" => None,
+            "split" => Some(ReuseKernel::Split),
+            "workgroup" => Some(ReuseKernel::Workgroup),
+            "invocation" => Some(ReuseKernel::Invocation),
+            other => {
+                return Err(Error::Config(format!(
+                    "--reuse-kernel must be auto, split, workgroup or invocation, got {other:?}"
+                )))
+            }
+        },
     };
     if let Some(path) = &args.plot {
         plot::Format::from_path(path)?; // before the timing, not after

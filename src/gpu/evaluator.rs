@@ -14,6 +14,18 @@ use wgpu::util::DeviceExt;
 
 /// Invocations per workgroup of every kernel but `reduce_losses` (`WG_SIZE` in `shaders/nudge.wgsl`).
 pub const WG_SIZE: u32 = 64;
+/// Invocations per `reuse_seq` workgroup (`SEQ_WG`): few, so that a layer's last workgroup idles
+/// little.
+pub const SEQ_WG: u32 = 16;
+/// Most weights one `reuse_seq` invocation nudges (`SEQ_MAX_R`).
+pub const SEQ_MAX_R: u32 = 8;
+/// `reuse_seq`'s parts (`PART_*`): the last hidden layer's weights, its biases, the output layer's
+/// weights, its biases.
+pub const SEQ_PARTS: [u32; 4] = [0, 1, 2, 3];
+const PART_HIDDEN_WEIGHTS: u32 = SEQ_PARTS[0];
+const PART_HIDDEN_BIASES: u32 = SEQ_PARTS[1];
+const PART_OUTPUT_WEIGHTS: u32 = SEQ_PARTS[2];
+const PART_OUTPUT_BIASES: u32 = SEQ_PARTS[3];
 /// Invocations per `reduce_losses` workgroup (`REDUCE_WG`); equals [`crate::cpu::REDUCE_LANES`].
 pub const REDUCE_WG: u32 = 256;
 /// Widest layer output the kernels keep in workgroup memory (`MAX_WIDTH`).
@@ -100,6 +112,9 @@ enum Kernel {
     ReusePrepare,
     /// `reuse_fused`: computes and reduces in one dispatch (no `reduce` dispatch follows).
     ReuseFused,
+    /// `reuse_seq`: the same, one invocation per parameter, one pipeline per part of the last two
+    /// layers (`PART_*` in the shader: hidden weights, hidden biases, output weights, biases).
+    ReuseSeq(u32),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -114,6 +129,22 @@ struct Chunk {
     reduce_grid: (u32, u32),
 }
 
+/// How the reuse method computes and sums the changes of the last two layers' parameters. All
+/// three give the same numbers (the summation order is fixed); they differ in speed by adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReuseKernel {
+    /// One invocation per (parameter, sample), the changes written out, then a reduction pass.
+    Split,
+    /// One workgroup per parameter, samples over its lanes, a tree reduction in workgroup memory:
+    /// no per-sample memory traffic (the default on hardware GPUs).
+    Workgroup,
+    /// One invocation per parameter (or a few weights of one unit) looping over the samples: no
+    /// barriers, no per-sample writes, and the unit's values loaded once for its weights (the
+    /// default on CPU adapters such as llvmpipe, where barriers and loads are dear). Used where
+    /// the loop fits llvmpipe's iteration cap, else `Split`.
+    Invocation,
+}
+
 /// Options of a [`GpuEvaluator`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GpuOptions {
@@ -121,11 +152,9 @@ pub struct GpuOptions {
     pub method: Method,
     /// At most this many evaluations per pair of dispatches (device limits may force fewer).
     pub max_evals_per_chunk: u64,
-    /// Reuse method: compute and reduce the last two layers' deltas in one kernel (`Some(true)`),
-    /// in two (`Some(false)`), or choose by adapter (`None`: fused on hardware GPUs, where it saves
-    /// the memory traffic; split on CPU adapters such as llvmpipe, where barriers are dear).
-    /// Results are identical either way.
-    pub fused_reuse: Option<bool>,
+    /// Reuse method: how the last two layers' deltas are computed and summed, or `None` to choose
+    /// by adapter. Results are identical either way.
+    pub reuse_kernel: Option<ReuseKernel>,
     /// Runs evaluated together (a sweep), each with its own parameters, eps and seed.
     pub runs: usize,
     /// What every probe evaluates (see [`crate::estimate::Shape`]).
@@ -137,7 +166,7 @@ impl Default for GpuOptions {
         GpuOptions {
             method: Method::Naive,
             max_evals_per_chunk: u64::MAX,
-            fused_reuse: None,
+            reuse_kernel: None,
             runs: 1,
             shape: Shape::Coordinates(1),
         }
@@ -159,6 +188,69 @@ pub fn loop_iterations(model: &Model) -> u64 {
         .map(|l| (l.outputs as u64).div_ceil(WG_SIZE as u64) * (l.inputs as u64 + 1))
         .sum();
     layers + 2 * model.layers().len() as u64 + model.outputs() as u64
+}
+
+/// `reuse_seq`'s parts (`PART_*` in the shader) and their parameter ranges: the weights and biases
+/// of the last hidden layer, then of the output layer.
+fn seq_parts(model: &Model) -> Vec<(u32, u64, u64)> {
+    let n = model.layers().len();
+    let mut parts = Vec::new();
+    for l in n.saturating_sub(2)..n {
+        let (weights, biases) = if l + 1 == n {
+            (PART_OUTPUT_WEIGHTS, PART_OUTPUT_BIASES)
+        } else {
+            (PART_HIDDEN_WEIGHTS, PART_HIDDEN_BIASES)
+        };
+        let (w, b) = (model.weight_offset(l) as u64, model.bias_offset(l) as u64);
+        parts.push((weights, w, b));
+        parts.push((biases, b, b + model.layers()[l].outputs as u64));
+    }
+    parts
+}
+
+/// Parameters per unit in a `reuse_seq` chunk of `part`: the layer's inputs for weights, one for
+/// biases.
+fn seq_part_inputs(model: &Model, part: u32) -> u64 {
+    if seq_part_is_weights(part) {
+        model.layers()[seq_part_layer(model, part)].inputs as u64
+    } else {
+        1
+    }
+}
+
+/// The layer a `reuse_seq` part nudges.
+fn seq_part_layer(model: &Model, part: u32) -> usize {
+    let n = model.layers().len();
+    if part >= PART_OUTPUT_WEIGHTS {
+        n - 1
+    } else {
+        n - 2
+    }
+}
+
+fn seq_part_is_weights(part: u32) -> bool {
+    part == PART_HIDDEN_WEIGHTS || part == PART_OUTPUT_WEIGHTS
+}
+
+/// Weights one `reuse_seq` invocation nudges (`SEQ_R`) for a layer of `n_in` inputs: the count
+/// that loads least per sample (one input per weight, plus z, a and the closed-form sum shared by
+/// them), idle invocations of the last workgroup included.
+fn seq_repeat(n_in: u64) -> u32 {
+    (1..=SEQ_MAX_R)
+        .min_by_key(|&r| n_in.div_ceil(r as u64).div_ceil(SEQ_WG as u64) * (3 + r as u64))
+        .unwrap_or(1)
+}
+
+/// Loop iterations of one `reuse_seq` invocation: the layer search, the tree's lanes and merges,
+/// every sample, and per sample the next layer's units unless the closed form applies.
+fn seq_iterations(model: &Model, samples: usize) -> u64 {
+    let n = model.layers().len();
+    let per_sample = if crate::cpu::closed_form_output(model) || n < 2 {
+        1
+    } else {
+        1 + model.layers()[n - 1].outputs as u64
+    };
+    n as u64 + 2 * REDUCE_WG as u64 + samples as u64 * per_sample
 }
 
 /// Epochs one `fused_epochs` dispatch can run for this model (0 when it does not apply): naive
@@ -244,6 +336,8 @@ struct Pipelines {
     update: wgpu::ComputePipeline,
     fused: Option<wgpu::ComputePipeline>,
     reuse_fused: Option<wgpu::ComputePipeline>,
+    /// `reuse_seq`, specialised per part.
+    reuse_seq: [Option<wgpu::ComputePipeline>; 4],
 }
 
 impl Pipelines {
@@ -256,6 +350,9 @@ impl Pipelines {
             Kernel::ReuseDeep => &self.reuse_deep,
             Kernel::ReusePrepare => &self.reuse_prepare,
             Kernel::ReuseFused => self.reuse_fused.as_ref().expect("built when planned"),
+            Kernel::ReuseSeq(part) => self.reuse_seq[part as usize]
+                .as_ref()
+                .expect("built when planned"),
         }
     }
 }
@@ -398,7 +495,20 @@ impl GpuEvaluator {
         // real GPU wants a workgroup per slot, whose reads of the samples are coalesced.
         let cpu_adapter = ctx.info.device_type == wgpu::DeviceType::Cpu;
         let seq_reduce = b <= SEQ_REDUCE_MAX_BATCH && (cpu_adapter || b <= 32);
-        let fused_reuse = opts.method == Method::Reuse && opts.fused_reuse.unwrap_or(!cpu_adapter);
+        let reuse_kernel = match opts.reuse_kernel {
+            _ if opts.method != Method::Reuse => None,
+            Some(k) => Some(k),
+            None if cpu_adapter => Some(ReuseKernel::Invocation),
+            None => Some(ReuseKernel::Workgroup),
+        };
+        let reuse_kernel = match reuse_kernel {
+            Some(ReuseKernel::Invocation)
+                if ctx.is_llvmpipe() && seq_iterations(model, b) > LOOP_BUDGET =>
+            {
+                Some(ReuseKernel::Split)
+            }
+            k => k,
+        };
         let mut chunks = Vec::new();
         // Slots [first, end) of `run`'s offset `offset` in chunks, `items_per_wg` (slot, sample)
         // items per workgroup. Slot 0 is the unperturbed network, slot k + 1 parameter k (or SPSA
@@ -406,15 +516,26 @@ impl GpuEvaluator {
         let mut plan =
             |kernel: Kernel, run: usize, offset: usize, first: u64, end: u64, items_per_wg: u64| {
                 let by_grid = (max_dim as u64 * max_dim as u64 * items_per_wg) / b as u64;
-                let per = by_bytes
+                let mut per = by_bytes
                     .min(by_grid)
                     .min(opts.max_evals_per_chunk.max(1))
                     .max(1);
+                if let Kernel::ReuseSeq(part) = kernel {
+                    // Whole units: a weights chunk holds every input of its units.
+                    let n_in = seq_part_inputs(model, part);
+                    per = (opts.max_evals_per_chunk / n_in)
+                        .max(1)
+                        .saturating_mul(n_in);
+                }
                 let mut at = first;
                 while at < end {
                     let count = per.min(end - at);
                     let g = if kernel == Kernel::ReuseFused {
                         grid(count, max_dim)
+                    } else if let Kernel::ReuseSeq(part) = kernel {
+                        let n_in = seq_part_inputs(model, part);
+                        let lanes = n_in.div_ceil(seq_repeat(n_in) as u64);
+                        grid((count / n_in) * lanes.div_ceil(SEQ_WG as u64), max_dim)
                     } else {
                         grid((count * b as u64).div_ceil(items_per_wg), max_dim)
                     };
@@ -469,14 +590,26 @@ impl GpuEvaluator {
                     }
                     // Parameters of the last two layers need no workgroup memory; earlier ones do.
                     let shallow_from = model.weight_offset(num_layers.saturating_sub(2)) as u64;
-                    let shallow = if fused_reuse {
-                        Kernel::ReuseFused
-                    } else {
-                        Kernel::ReuseDsse
-                    };
                     for j in 0..count {
                         plan(Kernel::ReuseDeep, run, j, 1, 1 + shallow_from, 1);
-                        plan(shallow, run, j, 1 + shallow_from, 1 + p64, WG_SIZE as u64);
+                        match reuse_kernel {
+                            Some(ReuseKernel::Invocation) => {
+                                for (part, first, end) in seq_parts(model) {
+                                    plan(Kernel::ReuseSeq(part), run, j, 1 + first, 1 + end, 1);
+                                }
+                            }
+                            Some(ReuseKernel::Workgroup) => {
+                                plan(Kernel::ReuseFused, run, j, 1 + shallow_from, 1 + p64, 1)
+                            }
+                            _ => plan(
+                                Kernel::ReuseDsse,
+                                run,
+                                j,
+                                1 + shallow_from,
+                                1 + p64,
+                                WG_SIZE as u64,
+                            ),
+                        }
                     }
                 }
             }
@@ -608,7 +741,7 @@ impl GpuEvaluator {
                 bind_group_layouts: &[Some(&layout)],
                 immediate_size: 0,
             });
-            let pipeline = |name: &str| {
+            let specialised = |name: &str, constants: &[(&str, f64)]| {
                 device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some(name),
                     layout: Some(&pipeline_layout),
@@ -618,10 +751,27 @@ impl GpuEvaluator {
                     // workgroup (a shader loop on GL) would dominate small evaluations.
                     compilation_options: wgpu::PipelineCompilationOptions {
                         zero_initialize_workgroup_memory: false,
-                        ..Default::default()
+                        constants,
                     },
                     cache: None,
                 })
+            };
+            let pipeline = |name: &str| specialised(name, &[]);
+            let seq_pipeline = |part: u32| {
+                let l = seq_part_layer(model, part);
+                let n_in = seq_part_inputs(model, part);
+                specialised(
+                    "reuse_seq",
+                    &[
+                        ("SEQ_PART", part as f64),
+                        ("SEQ_CLOSED", (closed && l + 1 < num_layers) as u32 as f64),
+                        (
+                            "SEQ_FROM_INPUTS",
+                            (l == 0 && seq_part_is_weights(part)) as u32 as f64,
+                        ),
+                        ("SEQ_R", seq_repeat(n_in) as f64),
+                    ],
+                )
             };
             let pipelines = Pipelines {
                 nudged_sse: pipeline("nudged_sse"),
@@ -637,7 +787,13 @@ impl GpuEvaluator {
                 }),
                 update: pipeline("update"),
                 fused: (fused_epochs > 0).then(|| pipeline("fused_epochs")),
-                reuse_fused: fused_reuse.then(|| pipeline("reuse_fused")),
+                reuse_fused: (reuse_kernel == Some(ReuseKernel::Workgroup))
+                    .then(|| pipeline("reuse_fused")),
+                reuse_seq: SEQ_PARTS.map(|part| {
+                    (reuse_kernel == Some(ReuseKernel::Invocation)
+                        && (part >= PART_OUTPUT_WEIGHTS || num_layers >= 2))
+                        .then(|| seq_pipeline(part))
+                }),
             };
             let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("nudge"),
@@ -769,7 +925,10 @@ impl GpuEvaluator {
             );
             pass.set_pipeline(self.pipelines.main(c.kernel));
             pass.dispatch_workgroups(c.grid.0, c.grid.1, 1);
-            if matches!(c.kernel, Kernel::ReuseFused | Kernel::ReusePrepare) {
+            if matches!(
+                c.kernel,
+                Kernel::ReuseFused | Kernel::ReuseSeq(_) | Kernel::ReusePrepare
+            ) {
                 continue;
             }
             pass.set_pipeline(&self.pipelines.reduce);
