@@ -25,6 +25,8 @@
 //                  then full forward passes of the later layers in workgroup memory.
 //   reduce_losses  as above, so slot k + 1 holds L_k - L directly.
 //   reuse_fused    reuse_dsse and its reduction in one workgroup per parameter (hardware GPUs).
+//   reuse_seq      the same in one invocation per parameter, or per SEQ_R weights of one unit
+//                  (CPU adapters such as llvmpipe: no barriers, few loads).
 // Resident loop:
 //   update         one invocation per parameter: next = p - (delta / eps) * lr, the host's float32 rule.
 //   fused_epochs   tiny models (naive method): one workgroup runs many whole epochs (every nudged
@@ -32,8 +34,9 @@
 //                  `next` and each epoch's loss kept in `cache`; the same arithmetic, in one thread
 //                  per (slot, sample) instead of one workgroup.
 //
-// No invocation loops more than (units per invocation) x (layer inputs) times, far below llvmpipe's
-// silent cap of 65,535 loop iterations per invocation (src/gpu/evaluator.rs checks the bound).
+// No invocation loops more than (units per invocation) x (layer inputs) times, or (reduce_seq,
+// reuse_seq) about the number of samples, below llvmpipe's silent cap of 65,535 loop iterations
+// per invocation (src/gpu/evaluator.rs checks both bounds and falls back where they would pass).
 // Prepended at load time: shaders/math.wgsl (activate, exp_f32, ...) and shaders/rng.wgsl
 // (direction).
 
@@ -487,8 +490,7 @@ fn reuse_fused(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
 // a pipeline per part of the last two layers, specialised by the constants below (llvmpipe runs
 // both sides of a branch, so each pipeline holds only its part's code), and an invocation nudges
 // SEQ_R weights of the same unit, whose z, a and closed-form sum for a sample are loaded once for
-// all of them. The activation stays a runtime switch: with a constant kind, Mesa compiles the
-// inlined transcendental twins differently and they no longer match src/math.rs bit for bit.
+// all of them.
 const PART_HIDDEN_WEIGHTS: u32 = 0u;
 const PART_HIDDEN_BIASES: u32 = 1u;
 const PART_OUTPUT_WEIGHTS: u32 = 2u;
@@ -499,6 +501,7 @@ override SEQ_PART: u32 = 0u;
 override SEQ_CLOSED: bool = false;      // hidden parts: identity output layer, closed form
 override SEQ_FROM_INPUTS: bool = false; // weights of the first layer: inputs read from xs
 override SEQ_R: u32 = 1u;               // weights per invocation (1 for biases), <= SEQ_MAX_R
+override SEQ_KIND: u32 = 0u;            // activation of the part's layer
 
 // What every parameter of an invocation shares: the unit and its rows.
 struct SeqUnit {
@@ -512,7 +515,10 @@ struct SeqUnit {
 
 // Sample s's change of the squared error for a nudge that moves unit u's z from z_old to z_new.
 fn seq_change(t: SeqUnit, s: u32, z_new: f32, a_old: f32, ab: f32) -> f32 {
-    let a_new = activate(z_new, t.kind);
+    // The runtime select (t.kind always equals SEQ_KIND) is load-bearing: fed straight from the
+    // constant-kind activation, the lines below compile differently under Mesa 22 and the result
+    // no longer matches src/cpu.rs bit for bit (measured; tests/gpu.rs catches it).
+    let a_new = select(activate(z_new, SEQ_KIND), z_new, t.kind != SEQ_KIND);
     if (SEQ_PART >= PART_OUTPUT_WEIGHTS) {
         return dsse_term(a_new, a_old, ys[s * chunk.outputs + t.u]);
     }

@@ -764,6 +764,7 @@ impl GpuEvaluator {
                     "reuse_seq",
                     &[
                         ("SEQ_PART", part as f64),
+                        ("SEQ_KIND", model.layers()[l].activation.code() as f64),
                         ("SEQ_CLOSED", (closed && l + 1 < num_layers) as u32 as f64),
                         (
                             "SEQ_FROM_INPUTS",
