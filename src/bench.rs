@@ -152,6 +152,8 @@ pub struct BenchOptions {
 }
 
 /// Times `step` until the median settles or the budget is spent. Returns (median, runs, stable).
+/// Steps shorter than [`MIN_SAMPLE`] are timed in batches (the sample is the batch's mean), so
+/// that the clock's own cost and the bookkeeping between samples stay out of the number.
 fn time_steps(
     budget: Duration,
     mut step: impl FnMut() -> Result<()>,
@@ -165,13 +167,24 @@ fn time_steps(
         step()?;
         return Ok((t.elapsed().as_secs_f64(), 1, false));
     }
+    // Batch size from a short calibration of warm steps.
+    let t = Instant::now();
+    let mut calibration = 0u32;
+    while t.elapsed() < MIN_SAMPLE / 4 && calibration < 1 << 20 {
+        step()?;
+        calibration += 1;
+    }
+    let per_step = t.elapsed().as_secs_f64() / calibration as f64;
+    let batch = ((MIN_SAMPLE.as_secs_f64() / per_step).ceil() as usize).clamp(1, 1 << 20);
     let mut times = Vec::new();
     let mut last_median = f64::NAN;
     let mut stable = false;
     while start.elapsed() < budget || times.len() < 3 {
         let t = Instant::now();
-        step()?;
-        times.push(t.elapsed().as_secs_f64());
+        for _ in 0..batch {
+            step()?;
+        }
+        times.push(t.elapsed().as_secs_f64() / batch as f64);
         if times.len() >= 5 && times.len() % 5 == 0 {
             let m = median(&mut times.clone());
             stable = (m - last_median).abs() <= 0.02 * m;
@@ -187,8 +200,11 @@ fn time_steps(
             break;
         }
     }
-    Ok((median(&mut times), times.len(), stable))
+    Ok((median(&mut times), times.len() * batch, stable))
 }
+
+/// Shortest time one timing sample covers (see [`time_steps`]).
+const MIN_SAMPLE: Duration = Duration::from_micros(200);
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
