@@ -80,14 +80,17 @@ pub fn check(args: &CheckArgs) -> Result<()> {
         (DeviceKind::Cpu, PrecisionArg::F32) => check::run(&model, &data, args.eps, spsa, |_| {
             CpuEvaluator::<f32>::new(&model, &data)
         })?,
-        (DeviceKind::Gpu, _) => check::run(&model, &data, args.eps, spsa, |e| {
+        (DeviceKind::Gpu, _) => {
+            // One device for every estimator's evaluator (they run one after another).
             let ctx = GpuContext::new(&args.adapter.options())?;
-            let opts = GpuOptions {
-                shape: e.shape(),
-                ..Default::default()
-            };
-            GpuEvaluator::with_options(ctx, &model, &data, opts)
-        })?,
+            check::run(&model, &data, args.eps, spsa, |e| {
+                let opts = GpuOptions {
+                    shape: e.shape(),
+                    ..Default::default()
+                };
+                GpuEvaluator::with_options(ctx.clone(), &model, &data, opts)
+            })?
+        }
     };
     say!(
         "perturb check: {} network, {} parameters, {} sample{}; loss {:.8} (backprop in float64)",

@@ -190,8 +190,9 @@ pub fn list_adapters(opts: &AdapterOptions) -> Result<Vec<AdapterSummary>> {
 }
 
 /// A device and queue on the chosen adapter, with every limit the adapter offers, and a sink for
-/// errors wgpu reports outside error scopes (its default handler would panic).
-#[derive(Debug)]
+/// errors wgpu reports outside error scopes (its default handler would panic). A clone shares the
+/// device, the queue and the sink: evaluators used one after another can share one context.
+#[derive(Clone, Debug)]
 pub struct GpuContext {
     /// The device.
     pub device: wgpu::Device,

@@ -241,16 +241,18 @@ fn seq_repeat(n_in: u64) -> u32 {
         .unwrap_or(1)
 }
 
-/// Loop iterations of one `reuse_seq` invocation: the layer search, the tree's lanes and merges,
-/// every sample, and per sample the next layer's units unless the closed form applies.
+/// Loop iterations of one `reuse_seq` invocation, counted as if the compiler unrolled nothing:
+/// the tree's lanes and merges, the per-weight set-up, and per sample each weight's change (one
+/// pass, or the next layer's units unless the closed form applies).
 fn seq_iterations(model: &Model, samples: usize) -> u64 {
     let n = model.layers().len();
-    let per_sample = if crate::cpu::closed_form_output(model) || n < 2 {
+    let per_weight = if crate::cpu::closed_form_output(model) || n < 2 {
         1
     } else {
         1 + model.layers()[n - 1].outputs as u64
     };
-    n as u64 + 2 * REDUCE_WG as u64 + samples as u64 * per_sample
+    let r = SEQ_MAX_R as u64;
+    2 * REDUCE_WG as u64 + 4 * r + samples as u64 * r * per_weight
 }
 
 /// Epochs one `fused_epochs` dispatch can run for this model (0 when it does not apply): naive
