@@ -16,6 +16,8 @@
 //                  d / 2, regenerated from the run's seed (shaders/rng.wgsl), never stored.
 // Reuse method:
 //   forward_store  one workgroup per sample: the unperturbed pass, keeping every z and a in `cache`.
+//   forward_tile   the same for CPU adapters, a dispatch per layer, tiles of units x samples;
+//   forward_loss   then each sample's squared error.
 //   reuse_prepare  identity output layer: per (last hidden unit, sample) the sums that make the
 //                  output layer's change closed-form (see below), once per step.
 //   reuse_dsse     one invocation per (parameter, sample), parameters of the last two layers: the
@@ -35,7 +37,7 @@
 //                  per (slot, sample) instead of one workgroup.
 //
 // No invocation loops more than (units per invocation) x (layer inputs) times, or (reduce_seq,
-// reuse_seq) about the number of samples, below llvmpipe's silent cap of 65,535 loop iterations
+// reuse_seq) about the number of samples, or (forward_tile) about 25 x (layer inputs), below llvmpipe's silent cap of 65,535 loop iterations
 // per invocation (src/gpu/evaluator.rs checks both bounds and falls back where they would pass).
 // Prepended at load time: shaders/math.wgsl (activate, exp_f32, ...) and shaders/rng.wgsl
 // (direction).
@@ -225,6 +227,88 @@ fn forward_store(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     if (lid == 0u) {
         sse[s] = total;
     }
+}
+
+// The unperturbed pass for CPU adapters (with reuse_seq), one dispatch per layer l (carried in
+// eval_base): an invocation computes a TILE_U x TILE_S block of the layer's z and a (units x
+// samples), so that each input step loads TILE_U weights and TILE_S inputs for TILE_U * TILE_S
+// multiply-adds instead of two loads per multiply-add (llvmpipe's loads are per-lane loops).
+// Each z is summed in forward_sample's order, so the cache holds the same numbers.
+const TILE_U: u32 = 4u;
+const TILE_S: u32 = 4u;
+
+@compute @workgroup_size(64)
+fn forward_tile(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let l = chunk.eval_base;
+    let info = layer_info(l);
+    let batch = chunk.batch;
+    let tiles_u = (info.n_out + TILE_U - 1u) / TILE_U;
+    let tile = (wg.x + wg.y * chunk.grid_x) * WG_SIZE + lid;
+    if (tile >= tiles_u * ((batch + TILE_S - 1u) / TILE_S)) {
+        return;
+    }
+    let u0 = (tile % tiles_u) * TILE_U;
+    let s0 = (tile / tiles_u) * TILE_S;
+    let base = chunk.cache_base;
+    // Inputs [input][sample]: the transposed x for the first layer, else the previous layer's a.
+    var in_row = 2u * chunk.total_units;
+    if (l > 0u) {
+        in_row = chunk.total_units + layer_info(l - 1u).unit_off;
+    }
+    let in_base = base + in_row * batch;
+    var w_at: array<u32, TILE_U>;
+    var s_at: array<u32, TILE_S>;
+    for (var uu = 0u; uu < TILE_U; uu++) {
+        w_at[uu] = chunk.param_base + info.w_off + min(u0 + uu, info.n_out - 1u);
+    }
+    for (var ss = 0u; ss < TILE_S; ss++) {
+        s_at[ss] = min(s0 + ss, batch - 1u);
+    }
+    var acc: array<f32, TILE_U * TILE_S>;  // [ss * TILE_U + uu]
+    for (var i = 0u; i < info.n_in; i++) {
+        var w: array<f32, TILE_U>;
+        var x: array<f32, TILE_S>;
+        for (var uu = 0u; uu < TILE_U; uu++) {
+            w[uu] = params[w_at[uu] + i * info.n_out];
+        }
+        for (var ss = 0u; ss < TILE_S; ss++) {
+            x[ss] = cache[in_base + i * batch + s_at[ss]];
+        }
+        for (var ss = 0u; ss < TILE_S; ss++) {
+            for (var uu = 0u; uu < TILE_U; uu++) {
+                acc[ss * TILE_U + uu] = acc[ss * TILE_U + uu] + x[ss] * w[uu];
+            }
+        }
+    }
+    for (var ss = 0u; ss < TILE_S; ss++) {
+        for (var uu = 0u; uu < TILE_U; uu++) {
+            let u = u0 + uu;
+            let s = s0 + ss;
+            if (u < info.n_out && s < batch) {
+                let z = acc[ss * TILE_U + uu] + pw(info.b_off + u);
+                let unit = info.unit_off + u;
+                cache[base + unit * batch + s] = z;
+                cache[base + (chunk.total_units + unit) * batch + s] = activate(z, info.kind);
+            }
+        }
+    }
+}
+
+// After forward_tile: one invocation per sample, its squared error (forward_sample's order).
+@compute @workgroup_size(64)
+fn forward_loss(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let s = (wg.x + wg.y * chunk.grid_x) * WG_SIZE + lid;
+    if (s >= chunk.batch) {
+        return;
+    }
+    let out_layer = layer_info(chunk.num_layers - 1u);
+    let y_off = s * chunk.outputs;
+    var total = 0.0;
+    for (var o = 0u; o < chunk.outputs; o++) {
+        let d = a_at(out_layer.unit_off + o, s) - ys[y_off + o];
+        total = total + d * d;
+    }
+    sse[s] = total;
 }
 
 // Each of the REDUCE_WG invocations brings one lane's partial sum; lanes are combined pairwise,

@@ -61,6 +61,8 @@ fn nudge_shader_parses_and_validates_without_a_gpu() {
         "spsa_sse",
         "reuse_prepare",
         "reuse_seq",
+        "forward_tile",
+        "forward_loss",
     ] {
         assert!(
             names.contains(&want),
@@ -86,6 +88,8 @@ fn workgroup_sizes_and_widths_match_the_rust_constants() {
     assert_eq!(get("WG_SIZE"), naga::Literal::U32(WG_SIZE));
     assert_eq!(get("REDUCE_WG"), naga::Literal::U32(REDUCE_WG));
     assert_eq!(get("SEQ_WG"), naga::Literal::U32(perturb::gpu::SEQ_WG));
+    assert_eq!(get("TILE_U"), naga::Literal::U32(perturb::gpu::TILE_U));
+    assert_eq!(get("TILE_S"), naga::Literal::U32(perturb::gpu::TILE_S));
     for (name, part) in [
         "PART_HIDDEN_WEIGHTS",
         "PART_HIDDEN_BIASES",

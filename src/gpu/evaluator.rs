@@ -26,6 +26,10 @@ const PART_HIDDEN_WEIGHTS: u32 = SEQ_PARTS[0];
 const PART_HIDDEN_BIASES: u32 = SEQ_PARTS[1];
 const PART_OUTPUT_WEIGHTS: u32 = SEQ_PARTS[2];
 const PART_OUTPUT_BIASES: u32 = SEQ_PARTS[3];
+/// Units in one `forward_tile` invocation's block (`TILE_U`).
+pub const TILE_U: u32 = 4;
+/// Samples in one `forward_tile` invocation's block (`TILE_S`).
+pub const TILE_S: u32 = 4;
 /// Invocations per `reduce_losses` workgroup (`REDUCE_WG`); equals [`crate::cpu::REDUCE_LANES`].
 pub const REDUCE_WG: u32 = 256;
 /// Widest layer output the kernels keep in workgroup memory (`MAX_WIDTH`).
@@ -106,6 +110,10 @@ enum Kernel {
     NudgedSse,
     SpsaSse,
     ForwardStore,
+    /// `forward_tile` for one layer (carried in the uniform's `eval_base`); no reduction follows.
+    ForwardTile,
+    /// `forward_loss`: each sample's squared error after the tiles, then the usual reduction.
+    ForwardLoss,
     ReuseDsse,
     ReuseDeep,
     /// `reuse_prepare`: the closed-form output sums, no reduction follows.
@@ -255,6 +263,13 @@ fn seq_iterations(model: &Model, samples: usize) -> u64 {
     2 * REDUCE_WG as u64 + 4 * r + samples as u64 * r * per_weight
 }
 
+/// Loop iterations of one `forward_tile` invocation, counted as if the compiler unrolled nothing.
+fn tile_iterations(model: &Model) -> u64 {
+    let widest_input = model.layers().iter().map(|l| l.inputs as u64).max();
+    let (u, s) = (TILE_U as u64, TILE_S as u64);
+    widest_input.unwrap_or(0) * (u + s + u * s + 1) + 3 * u * s
+}
+
 /// Epochs one `fused_epochs` dispatch can run for this model (0 when it does not apply): naive
 /// method, one chunk, layers at most [`FUSED_MAX_WIDTH`] wide, at most `FUSED_MAX_ITEMS` (slot,
 /// sample) items, and every invocation within [`LOOP_BUDGET`] loop iterations.
@@ -331,6 +346,8 @@ struct Pipelines {
     nudged_sse: wgpu::ComputePipeline,
     spsa_sse: Option<wgpu::ComputePipeline>,
     forward_store: wgpu::ComputePipeline,
+    forward_tile: Option<wgpu::ComputePipeline>,
+    forward_loss: Option<wgpu::ComputePipeline>,
     reuse_dsse: wgpu::ComputePipeline,
     reuse_deep: wgpu::ComputePipeline,
     reuse_prepare: wgpu::ComputePipeline,
@@ -348,6 +365,8 @@ impl Pipelines {
             Kernel::NudgedSse => &self.nudged_sse,
             Kernel::SpsaSse => self.spsa_sse.as_ref().expect("built when planned"),
             Kernel::ForwardStore => &self.forward_store,
+            Kernel::ForwardTile => self.forward_tile.as_ref().expect("built when planned"),
+            Kernel::ForwardLoss => self.forward_loss.as_ref().expect("built when planned"),
             Kernel::ReuseDsse => &self.reuse_dsse,
             Kernel::ReuseDeep => &self.reuse_deep,
             Kernel::ReusePrepare => &self.reuse_prepare,
@@ -511,6 +530,10 @@ impl GpuEvaluator {
             }
             k => k,
         };
+        // The per-parameter reuse kernel's companion: the unperturbed pass in tiles, a dispatch
+        // per layer, where its loop fits llvmpipe's cap.
+        let tiled_forward = reuse_kernel == Some(ReuseKernel::Invocation)
+            && !(ctx.is_llvmpipe() && tile_iterations(model) > LOOP_BUDGET);
         let mut chunks = Vec::new();
         // Slots [first, end) of `run`'s offset `offset` in chunks, `items_per_wg` (slot, sample)
         // items per workgroup. Slot 0 is the unperturbed network, slot k + 1 parameter k (or SPSA
@@ -534,6 +557,11 @@ impl GpuEvaluator {
                     let count = per.min(end - at);
                     let g = if kernel == Kernel::ReuseFused {
                         grid(count, max_dim)
+                    } else if kernel == Kernel::ForwardTile {
+                        let layer = model.layers()[at as usize];
+                        let tiles = (layer.outputs as u64).div_ceil(TILE_U as u64)
+                            * (b as u64).div_ceil(TILE_S as u64);
+                        grid(tiles.div_ceil(WG_SIZE as u64), max_dim)
                     } else if let Kernel::ReuseSeq(part) = kernel {
                         let n_in = seq_part_inputs(model, part);
                         let lanes = n_in.div_ceil(seq_repeat(n_in) as u64);
@@ -579,7 +607,14 @@ impl GpuEvaluator {
                 (Shape::Coordinates(count), Method::Reuse) => {
                     // Slot 0 (the unperturbed pass) is one "evaluation" of B samples, a workgroup
                     // each; every offset reuses what it stored.
-                    plan(Kernel::ForwardStore, run, 0, 0, 1, 1);
+                    if tiled_forward {
+                        for l in 0..num_layers as u64 {
+                            plan(Kernel::ForwardTile, run, 0, l, l + 1, 1);
+                        }
+                        plan(Kernel::ForwardLoss, run, 0, 0, 1, WG_SIZE as u64);
+                    } else {
+                        plan(Kernel::ForwardStore, run, 0, 0, 1, 1);
+                    }
                     if closed {
                         plan(
                             Kernel::ReusePrepare,
@@ -780,6 +815,8 @@ impl GpuEvaluator {
                 nudged_sse: pipeline("nudged_sse"),
                 spsa_sse: matches!(opts.shape, Shape::Directions(_)).then(|| pipeline("spsa_sse")),
                 forward_store: pipeline("forward_store"),
+                forward_tile: tiled_forward.then(|| pipeline("forward_tile")),
+                forward_loss: tiled_forward.then(|| pipeline("forward_loss")),
                 reuse_dsse: pipeline("reuse_dsse"),
                 reuse_deep: pipeline("reuse_deep"),
                 reuse_prepare: pipeline("reuse_prepare"),
@@ -930,7 +967,10 @@ impl GpuEvaluator {
             pass.dispatch_workgroups(c.grid.0, c.grid.1, 1);
             if matches!(
                 c.kernel,
-                Kernel::ReuseFused | Kernel::ReuseSeq(_) | Kernel::ReusePrepare
+                Kernel::ReuseFused
+                    | Kernel::ReuseSeq(_)
+                    | Kernel::ReusePrepare
+                    | Kernel::ForwardTile
             ) {
                 continue;
             }

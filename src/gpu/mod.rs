@@ -8,7 +8,7 @@ pub use context::{list_adapters, AdapterOptions, AdapterSummary, GpuContext};
 pub use evaluator::{
     loop_iterations, ChunkUniform, GpuEvaluator, GpuOptions, ReuseKernel, FUSED_MAX_WIDTH,
     FUSED_WG, LAYER_WORDS, LOOP_BUDGET, MAX_WIDTH, REDUCE_WG, RESIDENT_MAX_BATCH, SEQ_MAX_R,
-    SEQ_PARTS, SEQ_REDUCE_MAX_BATCH, SEQ_WG, WG_SIZE,
+    SEQ_PARTS, SEQ_REDUCE_MAX_BATCH, SEQ_WG, TILE_S, TILE_U, WG_SIZE,
 };
 
 /// `shaders/math.wgsl`: the WGSL twin of [`crate::math`].
