@@ -37,8 +37,8 @@
 //                  per (slot, sample) instead of one workgroup.
 //
 // No invocation loops more than (units per invocation) x (layer inputs) times, or (reduce_seq,
-// reuse_seq) about the number of samples, or (forward_tile) about 25 x (layer inputs), below llvmpipe's silent cap of 65,535 loop iterations
-// per invocation (src/gpu/evaluator.rs checks both bounds and falls back where they would pass).
+// reuse_seq) about the number of samples, or (forward_tile) about 29 x (layer inputs), below llvmpipe's silent cap of 65,535 loop iterations
+// per invocation (src/gpu/evaluator.rs counts each and falls back where one would exceed it).
 // Prepended at load time: shaders/math.wgsl (activate, exp_f32, ...) and shaders/rng.wgsl
 // (direction).
 
@@ -59,7 +59,7 @@ const FUSED_WG: u32 = 16u;
 struct Chunk {
     num_layers: u32,
     batch: u32,
-    eval_base: u32,      // first slot of this chunk (0 = baseline, k + 1 = parameter k)
+    eval_base: u32,      // first slot of this chunk (0 = baseline, k + 1 = parameter k); forward_tile: the layer
     eval_count: u32,     // slots in this chunk
     grid_x: u32,         // workgroups along x of the chunk's main dispatch
     reduce_grid_x: u32,  // workgroups along x of its reduce_losses dispatch
@@ -72,7 +72,7 @@ struct Chunk {
     inv_count: f32,      // 1 / (batch * outputs), rounded on the host
     zero: f32,           // always 0.0; see reuse_target
     param_base: u32,     // this chunk's run: its parameters start at params[param_base]
-    out_base: u32,       // slot e of this chunk goes to out[out_base + e]
+    out_base: u32,       // slot e goes to out[out_base + e] (reuse_seq's weight chunks hold whole units, not a slot range)
     cache_base: u32,     // the run's reuse cache starts at cache[cache_base]
     seed_lo: u32,        // SPSA: the run's seed, the step, the distribution of the directions
     seed_hi: u32,

@@ -312,9 +312,6 @@ pub fn run(opts: &BenchOptions, mut progress: impl FnMut(&Row)) -> Result<Vec<Ro
                         reuse_kernel: opts.reuse_kernel,
                         ..Default::default()
                     };
-                    if let (Method::Reuse, Some(k)) = (method, opts.reuse_kernel) {
-                        r.note = format!("{k:?} kernel").to_lowercase();
-                    }
                     let mut gpu = match GpuEvaluator::with_options(gctx, &model, &data, gopts) {
                         Ok(g) => g,
                         Err(e) => {
@@ -323,6 +320,9 @@ pub fn run(opts: &BenchOptions, mut progress: impl FnMut(&Row)) -> Result<Vec<Ro
                             continue;
                         }
                     };
+                    if let Some(k) = gpu.reuse_kernel() {
+                        r.note = format!("{k:?} kernel").to_lowercase();
+                    }
                     let mut params = model.params.clone();
                     let (s, runs, stable) = if mode == "host" {
                         let mut deltas = vec![0.0f32; p];

@@ -61,7 +61,7 @@ pub struct ChunkUniform {
     pub num_layers: u32,
     /// Samples B.
     pub batch: u32,
-    /// First slot of the chunk (0 = baseline, k + 1 = parameter k).
+    /// First slot of the chunk (0 = baseline, k + 1 = parameter k); for `forward_tile`, the layer.
     pub eval_base: u32,
     /// Slots in the chunk.
     pub eval_count: u32,
@@ -158,7 +158,8 @@ pub enum ReuseKernel {
 pub struct GpuOptions {
     /// Naive or reuse.
     pub method: Method,
-    /// At most this many evaluations per pair of dispatches (device limits may force fewer).
+    /// At most this many evaluations per pair of dispatches (device limits may force fewer; the
+    /// per-parameter reuse kernel rounds it up to whole units, at least one).
     pub max_evals_per_chunk: u64,
     /// Reuse method: how the last two layers' deltas are computed and summed, or `None` to choose
     /// by adapter. Results are identical either way.
@@ -249,25 +250,42 @@ fn seq_repeat(n_in: u64) -> u32 {
         .unwrap_or(1)
 }
 
-/// Loop iterations of one `reuse_seq` invocation, counted as if the compiler unrolled nothing:
-/// the tree's lanes and merges, the per-weight set-up, and per sample each weight's change (one
-/// pass, or the next layer's units unless the closed form applies).
+/// Loop iterations of one `reuse_seq` invocation of the costliest part, counted loop by loop as
+/// if the compiler unrolled nothing: the set-up and final loops over the R weights (3R), the
+/// tree's W lanes with their reset and merge loops over R (W + 2WR), the samples (B), and per
+/// sample each weight's change (BR), times the output layer's units for hidden parts without the
+/// closed form.
 fn seq_iterations(model: &Model, samples: usize) -> u64 {
     let n = model.layers().len();
-    let per_weight = if crate::cpu::closed_form_output(model) || n < 2 {
-        1
-    } else {
-        1 + model.layers()[n - 1].outputs as u64
-    };
-    let r = SEQ_MAX_R as u64;
-    2 * REDUCE_WG as u64 + 4 * r + samples as u64 * r * per_weight
+    let b = samples as u64;
+    let w = (b.max(1).next_power_of_two()).min(REDUCE_WG as u64);
+    let closed = crate::cpu::closed_form_output(model);
+    seq_parts(model)
+        .into_iter()
+        .map(|(part, _, _)| {
+            let r = if seq_part_is_weights(part) {
+                seq_repeat(seq_part_inputs(model, part)) as u64
+            } else {
+                1
+            };
+            let per_weight = if part < PART_OUTPUT_WEIGHTS && !closed {
+                1 + model.layers()[n - 1].outputs as u64
+            } else {
+                1
+            };
+            3 * r + w + 2 * w * r + b + b * r * per_weight
+        })
+        .max()
+        .unwrap_or(0)
 }
 
-/// Loop iterations of one `forward_tile` invocation, counted as if the compiler unrolled nothing.
+/// Loop iterations of one `forward_tile` invocation, counted loop by loop as if the compiler
+/// unrolled nothing: per input, the input loop and its loops over the tile's units, samples and
+/// products; then the set-up and store loops.
 fn tile_iterations(model: &Model) -> u64 {
     let widest_input = model.layers().iter().map(|l| l.inputs as u64).max();
     let (u, s) = (TILE_U as u64, TILE_S as u64);
-    widest_input.unwrap_or(0) * (u + s + u * s + 1) + 3 * u * s
+    widest_input.unwrap_or(0) * (1 + u + 2 * s + u * s) + u + 2 * s + u * s
 }
 
 /// Epochs one `fused_epochs` dispatch can run for this model (0 when it does not apply): naive
@@ -339,6 +357,7 @@ pub struct GpuEvaluator {
     runs: usize,
     shape: Shape,
     out_scratch: Vec<f32>,
+    reuse_kernel: Option<ReuseKernel>,
 }
 
 #[derive(Debug)]
@@ -563,9 +582,14 @@ impl GpuEvaluator {
                             * (b as u64).div_ceil(TILE_S as u64);
                         grid(tiles.div_ceil(WG_SIZE as u64), max_dim)
                     } else if let Kernel::ReuseSeq(part) = kernel {
-                        let n_in = seq_part_inputs(model, part);
-                        let lanes = n_in.div_ceil(seq_repeat(n_in) as u64);
-                        grid((count / n_in) * lanes.div_ceil(SEQ_WG as u64), max_dim)
+                        if seq_part_is_weights(part) {
+                            // A workgroup per (unit, block of SEQ_WG lanes).
+                            let n_in = seq_part_inputs(model, part);
+                            let lanes = n_in.div_ceil(seq_repeat(n_in) as u64);
+                            grid((count / n_in) * lanes.div_ceil(SEQ_WG as u64), max_dim)
+                        } else {
+                            grid(count.div_ceil(SEQ_WG as u64), max_dim)
+                        }
                     } else {
                         grid((count * b as u64).div_ceil(items_per_wg), max_dim)
                     };
@@ -605,8 +629,8 @@ impl GpuEvaluator {
                     }
                 }
                 (Shape::Coordinates(count), Method::Reuse) => {
-                    // Slot 0 (the unperturbed pass) is one "evaluation" of B samples, a workgroup
-                    // each; every offset reuses what it stored.
+                    // Slot 0 (the unperturbed pass) is one "evaluation" of B samples (a workgroup
+                    // each, or tiles per layer); every offset reuses what it stored.
                     if tiled_forward {
                         for l in 0..num_layers as u64 {
                             plan(Kernel::ForwardTile, run, 0, l, l + 1, 1);
@@ -654,8 +678,20 @@ impl GpuEvaluator {
         let fused_epochs = fused_epochs_per_dispatch(model, b, &opts, chunks.len());
         let update_grid = grid((p as u64).div_ceil(WG_SIZE as u64), max_dim);
         let update_slot = chunks.len();
+        // Only kernels that write per-sample values use `sse`.
         let max_slots = chunks
             .iter()
+            .filter(|c| {
+                matches!(
+                    c.kernel,
+                    Kernel::NudgedSse
+                        | Kernel::SpsaSse
+                        | Kernel::ForwardStore
+                        | Kernel::ForwardLoss
+                        | Kernel::ReuseDsse
+                        | Kernel::ReuseDeep
+                )
+            })
             .map(|c| c.uniform.eval_count as u64)
             .max()
             .unwrap_or(1);
@@ -889,6 +925,7 @@ impl GpuEvaluator {
             runs,
             shape: opts.shape,
             out_scratch: vec![0.0; out_floats as usize],
+            reuse_kernel,
         })
     }
 
@@ -900,6 +937,12 @@ impl GpuEvaluator {
     /// The method this evaluator uses.
     pub fn method(&self) -> Method {
         self.method
+    }
+
+    /// The reuse kernel it runs (`None` for the naive method): the one asked for, or chosen by
+    /// adapter, or `Split` where the per-parameter kernel's loop would pass llvmpipe's cap.
+    pub fn reuse_kernel(&self) -> Option<ReuseKernel> {
+        self.reuse_kernel
     }
 
     /// Number of dispatch groups a step is split into.
