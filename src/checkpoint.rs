@@ -107,23 +107,6 @@ impl DataRef {
             fnv1a64: format!("{hash:016x}"),
         }
     }
-
-    /// Reads `path` (at most [`crate::data::MAX_DATA_BYTES`], text or binary) and references it.
-    pub fn of_file(path: &Path) -> Result<DataRef> {
-        let origin = path.display().to_string();
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let bytes = crate::fileio::read_at_most(file, crate::data::MAX_DATA_BYTES)
-            .map_err(|e| Error::io(path, e))?
-            .ok_or_else(|| Error::Data {
-                origin,
-                message: format!(
-                    "more than {} bytes; the limit is {}",
-                    crate::data::MAX_DATA_BYTES,
-                    crate::data::MAX_DATA_BYTES
-                ),
-            })?;
-        Ok(DataRef::of_bytes(path, &bytes))
-    }
 }
 
 /// The flags given again with `--resume`: `None` (or an absent `extra` key) where a flag was not

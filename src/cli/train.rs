@@ -2,7 +2,7 @@
 
 use super::output::{self, OutputArgs};
 use super::{AdapterArgs, DeviceKind, EstimatorArgs, LoopArg, MethodArg, NetArgs, PrecisionArg};
-use crate::checkpoint::{value_name, Checkpoint, DataRef, GivenFlags, RunSettings};
+use crate::checkpoint::{value_name, Checkpoint, GivenFlags, RunSettings};
 use crate::cpu::CpuEvaluator;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -331,20 +331,15 @@ impl Setup {
             Some(c) => c.model.clone(),
             None => args.net.model(args.seed.unwrap_or(0))?,
         };
-        let data = match &data_path {
+        // One read of the file: the loader's bytes are also what the checkpoint's hash covers.
+        let (data, data_ref) = match &data_path {
             Some(path) => {
-                let d = Dataset::load(path, &model)?;
+                let (d, r) = Dataset::load_referenced(path, &model)?;
                 d.check_fits(&model, &path.display().to_string())?;
-                d
+                (d, r)
             }
-            None => args.net.data(&model)?,
+            None => (args.net.data(&model)?, None),
         };
-        // Regular files only: a pipe (`--data <(...)`) can be read once, by the loader.
-        let data_ref = data_path
-            .as_deref()
-            .filter(|p| p.metadata().is_ok_and(|m| m.is_file()))
-            .map(DataRef::of_file)
-            .transpose()?;
         let mut settings = RunSettings {
             epochs: args.epochs,
             lr: args.lr,

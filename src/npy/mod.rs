@@ -256,6 +256,11 @@ pub fn load_data(path: &Path, model: &Model) -> Result<Dataset> {
     data_from_npy(&bytes, model, &origin)
 }
 
+/// Reads a NumPy file whole, within the reader's size bound.
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
+    format::read_bounded(path).map_err(|e| Error::io(path, e))
+}
+
 /// Reads data from the bytes of an `.npz` file holding `x` and `y`, as [`load_data`] does after
 /// reading the file; errors are [`Error::Data`] naming `origin`.
 pub fn data_from_npz(bytes: &[u8], origin: &str) -> Result<Dataset> {
