@@ -4,9 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Runs the CLI in a scratch working directory, so that a run stopped early (which writes
+/// `perturb.checkpoint.json` into the working directory) never writes into the repository.
 fn perturb(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_perturb"))
         .args(args)
+        .current_dir(dir("cwd"))
         .output()
         .expect("run perturb")
 }
