@@ -464,6 +464,20 @@ fn nudged_output(t: Target, s: u32) -> f32 {
     return activate(z, t.kind);
 }
 
+// Sample s's change of the squared error when unit u of the last hidden layer changes by delta:
+// a rank-one update of the output layer, unit by unit (no closed form).
+fn output_change(u: u32, s: u32, delta: f32) -> f32 {
+    let nx = layer_info(chunk.num_layers - 1u);
+    let y_off = s * chunk.outputs;
+    var total = 0.0;
+    for (var v = 0u; v < nx.n_out; v++) {
+        let unit = nx.unit_off + v;
+        let a2 = activate(z_at(unit, s) + delta * pw(nx.w_off + u * nx.n_out + v), nx.kind);
+        total = total + dsse_term(a2, a_at(unit, s), ys[y_off + v]);
+    }
+    return total;
+}
+
 // What the last two layers' change for one sample needs beyond the target: for an identity
 // output layer (closed form) where ab's row starts and bb, else the next layer.
 struct Shallow {
@@ -497,14 +511,7 @@ fn reuse_shallow(h: Shallow, s: u32) -> f32 {
         // Identity output layer: the closed form of reuse_prepare, O(1) instead of O(outputs).
         return delta * (cache[h.ab_row + s] + delta * h.bb);
     }
-    let nx = layer_info(t.l + 1u);
-    var total = 0.0;
-    for (var v = 0u; v < nx.n_out; v++) {
-        let unit = nx.unit_off + v;
-        let a2 = activate(z_at(unit, s) + delta * pw(nx.w_off + t.u * nx.n_out + v), nx.kind);
-        total = total + dsse_term(a2, a_at(unit, s), ys[y_off + v]);
-    }
-    return total;
+    return output_change(t.u, s, delta);
 }
 
 // Reuse with an identity output layer, after forward_store: one invocation per (hidden unit u of
@@ -610,15 +617,7 @@ fn seq_change(t: SeqUnit, s: u32, z_new: f32, a_old: f32, ab: f32) -> f32 {
     if (SEQ_CLOSED) {
         return delta * (ab + delta * t.bb);
     }
-    let nx = layer_info(chunk.num_layers - 1u);
-    let y_off = s * chunk.outputs;
-    var total = 0.0;
-    for (var v = 0u; v < nx.n_out; v++) {
-        let unit = nx.unit_off + v;
-        let a2 = activate(z_at(unit, s) + delta * pw(nx.w_off + t.u * nx.n_out + v), nx.kind);
-        total = total + dsse_term(a2, a_at(unit, s), ys[y_off + v]);
-    }
-    return total;
+    return output_change(t.u, s, delta);
 }
 
 @compute @workgroup_size(16)
