@@ -36,9 +36,10 @@
 //                  `next` and each epoch's loss kept in `cache`; the same arithmetic, in one thread
 //                  per (slot, sample) instead of one workgroup.
 //
-// No invocation loops more than (units per invocation) x (layer inputs) times, or (reduce_seq,
-// reuse_seq) about the number of samples, or (forward_tile) about 29 x (layer inputs), below llvmpipe's silent cap of 65,535 loop iterations
-// per invocation (src/gpu/evaluator.rs counts each and falls back where one would exceed it).
+// llvmpipe silently ends every loop of an invocation after 65,535 loop passes in total. Each
+// kernel's passes are counted, loop by loop, in src/gpu/kernels.rs (tests/loop_cap.rs holds the
+// counts to what the driver runs); the planner splits or refuses work that would pass the cap, and
+// every entry point ends in loop_guard, which reports a kernel cut short anyway.
 // Prepended at load time: shaders/math.wgsl (activate, exp_f32, ...) and shaders/rng.wgsl
 // (direction).
 
@@ -79,6 +80,9 @@ struct Chunk {
     step: u32,
     dist: u32,
     ab_off: u32,         // reuse, identity output layer: the closed-form sums in the run's cache; 0: none
+    burn_kernel: u32,    // loop_guard: the kernel whose guard also runs `burn` passes (0: none)
+    burn: u32,
+    trip_at: u32,        // loop_guard: where a kernel cut short by the loop cap writes its id
 }
 
 @group(0) @binding(0) var<uniform> chunk: Chunk;
@@ -97,6 +101,37 @@ struct Chunk {
 // Two halves: layer l writes half l % 2 and reads the other.
 var<workgroup> acts: array<f32, 4096>;
 var<workgroup> lanes: array<f32, 256>;
+
+// Kernel ids of the loop tripwire (src/gpu/kernels.rs, KernelId::code).
+const K_NUDGED_SSE: u32 = 1u;
+const K_SPSA_SSE: u32 = 2u;
+const K_FORWARD_STORE: u32 = 3u;
+const K_FORWARD_TILE: u32 = 4u;
+const K_FORWARD_LOSS: u32 = 5u;
+const K_REDUCE_LOSSES: u32 = 6u;
+const K_REDUCE_SEQ: u32 = 7u;
+const K_REUSE_PREPARE: u32 = 8u;
+const K_REUSE_DSSE: u32 = 9u;
+const K_REUSE_FUSED: u32 = 10u;
+const K_REUSE_DEEP: u32 = 11u;
+const K_UPDATE: u32 = 12u;
+const K_FUSED_EPOCHS: u32 = 13u;
+const K_REUSE_SEQ: u32 = 16u;  // + SEQ_PART
+
+// The tripwire every entry point ends with. llvmpipe silently ends every loop of an invocation
+// once 65,535 loop passes have run in it (src/gpu/kernels.rs counts them per kernel); a loop that
+// wants 2 passes more (plus `burn` when the planner's count is being measured) then stops after
+// one, and the kernel's id lands in out[trip_at] for the evaluator to turn into an error.
+fn loop_guard(id: u32) {
+    let n = select(0u, chunk.burn, chunk.burn_kernel == id) + 2u;
+    var c = 0u;
+    for (var i = 0u; i < n; i++) {
+        c = c + 1u;
+    }
+    if (c != n) {
+        out[chunk.trip_at] = f32(id);
+    }
+}
 
 struct LayerInfo {
     n_in: u32,
@@ -199,6 +234,7 @@ fn nudged_sse(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     if (lid == 0u) {
         sse[item] = total;
     }
+    loop_guard(K_NUDGED_SSE);
 }
 
 // nudged_sse for SPSA: slot 0 is the unperturbed network, slot 1 + d is evaluation d (direction
@@ -215,6 +251,7 @@ fn spsa_sse(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     if (lid == 0u) {
         sse[item] = total;
     }
+    loop_guard(K_SPSA_SSE);
 }
 
 @compute @workgroup_size(64)
@@ -227,6 +264,7 @@ fn forward_store(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     if (lid == 0u) {
         sse[s] = total;
     }
+    loop_guard(K_FORWARD_STORE);
 }
 
 // The unperturbed pass for CPU adapters (with reuse_seq), one dispatch per layer l (carried in
@@ -292,6 +330,7 @@ fn forward_tile(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
             }
         }
     }
+    loop_guard(K_FORWARD_TILE);
 }
 
 // After forward_tile: one invocation per sample, its squared error (forward_sample's order).
@@ -309,6 +348,7 @@ fn forward_loss(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
         total = total + d * d;
     }
     sse[s] = total;
+    loop_guard(K_FORWARD_LOSS);
 }
 
 // Each of the REDUCE_WG invocations brings one lane's partial sum; lanes are combined pairwise,
@@ -340,6 +380,7 @@ fn reduce_losses(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     if (lid == 0u) {
         out[chunk.out_base + chunk.eval_base + e_local] = total * chunk.inv_count;
     }
+    loop_guard(K_REDUCE_LOSSES);
 }
 
 // One invocation's version of reduce_losses' sum over samples: lanes are visited in bit-reversed
@@ -404,6 +445,7 @@ fn reduce_seq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
         return;
     }
     out[chunk.out_base + chunk.eval_base + e_local] = reduce_row(e_local * chunk.batch) * chunk.inv_count;
+    loop_guard(K_REDUCE_SEQ);
 }
 
 // What nudging parameter k changes, the same for every sample: its layer l and unit u there,
@@ -542,6 +584,7 @@ fn reuse_prepare(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
         }
         cache[ab + out_layer.n_in * chunk.batch + u] = sq;
     }
+    loop_guard(K_REUSE_PREPARE);
 }
 
 @compute @workgroup_size(64)
@@ -552,6 +595,7 @@ fn reuse_dsse(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     }
     let k = chunk.eval_base - 1u + item / chunk.batch;
     sse[item] = reuse_shallow(reuse_shallow_target(k), item % chunk.batch);
+    loop_guard(K_REUSE_DSSE);
 }
 
 // reuse_dsse and reduce_losses in one, for hardware GPUs: a workgroup per parameter whose lane t
@@ -572,6 +616,7 @@ fn reuse_fused(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     if (lid == 0u) {
         out[chunk.out_base + chunk.eval_base + e_local] = total * chunk.inv_count;
     }
+    loop_guard(K_REUSE_FUSED);
 }
 
 // reuse_dsse and reduce_seq in one, for CPU adapters: one invocation per parameter (or per
@@ -723,6 +768,7 @@ fn reuse_seq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
             out[chunk.out_base + 1u + k[r]] = trees[r].total * chunk.inv_count;
         }
     }
+    loop_guard(K_REUSE_SEQ + SEQ_PART);
 }
 
 @compute @workgroup_size(64)
@@ -767,6 +813,7 @@ fn reuse_deep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
         }
         sse[item] = total;
     }
+    loop_guard(K_REUSE_DEEP);
 }
 
 @compute @workgroup_size(64)
@@ -780,6 +827,7 @@ fn update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         delta = out[k + 1u] - out[0];
     }
     next[k] = params[k] - (delta / chunk.eps) * chunk.lr;
+    loop_guard(K_UPDATE);
 }
 
 // Parameter j of the current epoch in fused_epochs (which keeps parameters in `next`).
@@ -849,4 +897,5 @@ fn fused_epochs(@builtin(local_invocation_index) lid: u32) {
         storageBarrier();
         cur = 1u - cur;
     }
+    loop_guard(K_FUSED_EPOCHS);
 }

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 /// | 1 | an option's value or combination is wrong | [`Error::Config`] |
 /// | 2 | command-line syntax (printed by clap, not an `Error`) | — |
 /// | 3 | a file could not be read, written or parsed | [`Error::Io`], [`Error::Model`], [`Error::Data`], [`Error::Checkpoint`] |
-/// | 4 | no usable GPU, or the model does not fit it (`--device cpu` may work) | [`Error::NoAdapter`], [`Error::AdapterNotFound`], [`Error::TooLarge`] |
-/// | 5 | the GPU failed during the run (device lost, out of memory, validation, readback) | [`Error::Gpu`] |
+/// | 4 | no usable GPU, or the model does not fit it (`--device cpu` may work) | [`Error::NoAdapter`], [`Error::AdapterNotFound`], [`Error::TooLarge`], [`Error::LoopsExceedCap`] |
+/// | 5 | the GPU failed during the run (device lost, out of memory, validation, readback, a kernel cut short) | [`Error::Gpu`], [`Error::LoopCap`] |
 /// | 6 | training diverged | [`Error::Diverged`] |
 /// | 130 | interrupted (SIGINT, Ctrl-C), as shells report a process ended by it | [`Error::Interrupted`] |
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +62,30 @@ pub enum Error {
     /// The model or data does not fit what this adapter can run.
     #[error("{0}")]
     TooLarge(String),
+    /// A kernel's loops would pass the adapter's silent loop cap (llvmpipe); refused before any
+    /// dispatch.
+    #[error("the {kernel} kernel would run {passes} loop passes per invocation; {adapter} silently stops every loop after {cap} (the CPU evaluator and hardware GPUs have no such cap)")]
+    LoopsExceedCap {
+        /// The kernel ([`crate::gpu::KernelId::name`]).
+        kernel: &'static str,
+        /// Loop passes one invocation would run, the tripwire included.
+        passes: u64,
+        /// The adapter's cap.
+        cap: u64,
+        /// The adapter.
+        adapter: String,
+    },
+    /// A kernel was cut short by the adapter's loop cap while running (its tripwire fired): the
+    /// step's results were discarded. A planning bug, never a property of the input.
+    #[error("the {kernel} kernel was cut short by {adapter}'s loop cap ({cap} passes per invocation) and its results were discarded; this is a bug in perturb's planner, please report it")]
+    LoopCap {
+        /// The kernel ([`crate::gpu::KernelId::name`]).
+        kernel: &'static str,
+        /// The adapter's cap.
+        cap: u64,
+        /// The adapter.
+        adapter: String,
+    },
     /// wgpu reported an error (validation, out of memory, device lost, readback failure).
     #[error("GPU error: {0}")]
     Gpu(String),
@@ -124,10 +148,11 @@ impl Error {
             | Error::Model { .. }
             | Error::Data { .. }
             | Error::Checkpoint { .. } => EXIT_FILE,
-            Error::NoAdapter { .. } | Error::AdapterNotFound { .. } | Error::TooLarge(_) => {
-                EXIT_NO_GPU
-            }
-            Error::Gpu(_) => EXIT_GPU_FAULT,
+            Error::NoAdapter { .. }
+            | Error::AdapterNotFound { .. }
+            | Error::TooLarge(_)
+            | Error::LoopsExceedCap { .. } => EXIT_NO_GPU,
+            Error::Gpu(_) | Error::LoopCap { .. } => EXIT_GPU_FAULT,
             Error::Diverged { .. } => EXIT_DIVERGED,
             Error::Interrupted { .. } => EXIT_INTERRUPTED,
         }
@@ -168,6 +193,17 @@ mod tests {
             },
             Error::TooLarge("t".into()),
             Error::Gpu("g".into()),
+            Error::LoopsExceedCap {
+                kernel: "k",
+                passes: 2,
+                cap: 1,
+                adapter: "a".into(),
+            },
+            Error::LoopCap {
+                kernel: "k",
+                cap: 1,
+                adapter: "a".into(),
+            },
             Error::Diverged {
                 epoch: 1,
                 what: "w".into(),

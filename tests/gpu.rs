@@ -224,8 +224,15 @@ fn medium_model_past_the_llvmpipe_loop_limit_matches_cpu_reference() {
     let Some(ctx) = gpu() else { return };
     let model =
         Model::random(&[64, 128, 10], &[Activation::Tanh, Activation::Identity], 5).unwrap();
-    assert!(perturb::gpu::loop_iterations(&model) < 1_000);
     let data = random_data(&model, 64, 6);
+    let plan = perturb::gpu::LoopPlan {
+        model: &model,
+        batch: 64,
+        closed: false,
+        epochs: 0,
+    };
+    let passes = perturb::gpu::loop_passes(perturb::gpu::KernelId::NudgedSse, &plan);
+    assert!(passes < 1_000, "{passes} loop passes");
     check_step(
         ctx,
         &model,

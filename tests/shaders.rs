@@ -218,3 +218,44 @@ fn rng_constants_match_the_rust_direction_codes() {
         naga::Literal::U32(Direction::Gaussian.code())
     );
 }
+
+#[test]
+fn every_entry_point_is_in_the_kernel_table_and_ends_in_its_tripwire() {
+    use perturb::gpu::KernelId;
+    let src = nudge_shader_source();
+    let module = parse(&src);
+    let table: Vec<&str> = KernelId::ALL.iter().map(|k| k.entry_point()).collect();
+    for ep in &module.entry_points {
+        // A kernel without a row has no loop count and no boundary test (tests/loop_cap.rs).
+        assert!(
+            table.contains(&ep.name.as_str()),
+            "{} is not in KernelId::ALL",
+            ep.name
+        );
+        let start = src
+            .find(&format!("fn {}(", ep.name))
+            .unwrap_or_else(|| panic!("{}", ep.name));
+        let body = &src[start..];
+        let end = body.find("\n}\n").expect("function end");
+        let guard = format!("loop_guard(K_{}", ep.name.to_uppercase());
+        let last_line = body[..end].lines().last().unwrap_or("").trim();
+        assert!(
+            last_line.starts_with(&guard),
+            "{} must end in {guard}…); it ends in {last_line:?}",
+            ep.name
+        );
+    }
+    for k in KernelId::ALL {
+        let name = format!("K_{}", k.entry_point().to_uppercase());
+        let base = match constant(&module, &name) {
+            naga::Literal::U32(v) => v,
+            other => panic!("{name} is {other:?}"),
+        };
+        let code = match k {
+            KernelId::ReuseSeq(part) => base + part,
+            _ => base,
+        };
+        assert_eq!(code, k.code(), "{}", k.name());
+        assert_eq!(KernelId::from_code(code), Some(k));
+    }
+}

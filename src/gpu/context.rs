@@ -266,7 +266,7 @@ impl GpuContext {
     }
 
     /// True when the adapter is Mesa's llvmpipe (lavapipe or GL), which silently stops shader loops
-    /// after 65,535 iterations per invocation.
+    /// after 65,535 loop passes per invocation (see [`crate::gpu::LLVMPIPE_LOOP_CAP`]).
     pub fn is_llvmpipe(&self) -> bool {
         self.info.name.to_lowercase().contains("llvmpipe")
     }

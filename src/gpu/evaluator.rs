@@ -2,6 +2,12 @@
 //! readback) and the GPU-resident training loop.
 
 use super::context::GpuContext;
+use super::kernels::{
+    loop_passes, seq_part_inputs, seq_part_is_weights, seq_part_layer, seq_parts, seq_repeat,
+    KernelId, LoopPlan, GUARD_PASSES, KERNEL_PASS_BUDGET, LLVMPIPE_LOOP_CAP, SEQ_WG, TILE_S,
+    TILE_U, WG_SIZE,
+};
+use crate::cpu::closed_form_output;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::estimate::{Estimator, Probe, Shape, StepMode, MAX_OFFSETS, MAX_SPSA_SAMPLES};
@@ -12,33 +18,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use wgpu::util::DeviceExt;
 
-/// Invocations per workgroup of every kernel but `reduce_losses` (`WG_SIZE` in `shaders/nudge.wgsl`).
-pub const WG_SIZE: u32 = 64;
-/// Invocations per `reuse_seq` workgroup (`SEQ_WG`): few, so that a layer's last workgroup idles
-/// little.
-pub const SEQ_WG: u32 = 16;
-/// Most weights one `reuse_seq` invocation nudges (`SEQ_MAX_R`).
-pub const SEQ_MAX_R: u32 = 8;
-/// `reuse_seq`'s parts (`PART_*`): the last hidden layer's weights, its biases, the output layer's
-/// weights, its biases.
-pub const SEQ_PARTS: [u32; 4] = [0, 1, 2, 3];
-const PART_HIDDEN_WEIGHTS: u32 = SEQ_PARTS[0];
-const PART_HIDDEN_BIASES: u32 = SEQ_PARTS[1];
-const PART_OUTPUT_WEIGHTS: u32 = SEQ_PARTS[2];
-const PART_OUTPUT_BIASES: u32 = SEQ_PARTS[3];
-/// Units in one `forward_tile` invocation's block (`TILE_U`).
-pub const TILE_U: u32 = 4;
-/// Samples in one `forward_tile` invocation's block (`TILE_S`).
-pub const TILE_S: u32 = 4;
-/// Invocations per `reduce_losses` workgroup (`REDUCE_WG`); equals [`crate::cpu::REDUCE_LANES`].
-pub const REDUCE_WG: u32 = 256;
 /// Widest layer output the kernels keep in workgroup memory (`MAX_WIDTH`).
 pub const MAX_WIDTH: usize = 2048;
 /// Words per layer in the layer table (`LAYER_WORDS`).
 pub const LAYER_WORDS: usize = 8;
-/// Loop iterations one invocation may run on llvmpipe, which silently ends every loop of an
-/// invocation after 65,535 iterations in total; kept below that with a margin.
-pub const LOOP_BUDGET: u64 = 60_000;
 /// Up to this many samples the loss sums run one invocation per slot (`reduce_seq`, no barriers);
 /// beyond it a workgroup per slot (`reduce_losses`). Both compute the same tree.
 pub const SEQ_REDUCE_MAX_BATCH: usize = 8192;
@@ -46,8 +29,6 @@ pub const SEQ_REDUCE_MAX_BATCH: usize = 8192;
 pub const RESIDENT_MAX_BATCH: usize = 1024;
 /// Widest layer the one-workgroup `fused_epochs` kernel handles (`FUSED_MAX_WIDTH`).
 pub const FUSED_MAX_WIDTH: usize = 32;
-/// Invocations of the one `fused_epochs` workgroup (`FUSED_WG`).
-pub const FUSED_WG: u32 = 16;
 /// Most (slot, sample) items per epoch for `fused_epochs`: beyond this one workgroup is too little.
 const FUSED_MAX_ITEMS: usize = 1024;
 /// Upper bound on the per-sample squared-error buffer of one chunk of evaluations.
@@ -102,32 +83,17 @@ pub struct ChunkUniform {
     /// Reuse with an identity output layer: where the closed-form sums start in a run's cache
     /// (0: not used).
     pub ab_off: u32,
-}
-
-/// Which kernel a dispatch group runs before its reduction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kernel {
-    NudgedSse,
-    SpsaSse,
-    ForwardStore,
-    /// `forward_tile` for one layer (carried in the uniform's `eval_base`); no reduction follows.
-    ForwardTile,
-    /// `forward_loss`: each sample's squared error after the tiles, then the usual reduction.
-    ForwardLoss,
-    ReuseDsse,
-    ReuseDeep,
-    /// `reuse_prepare`: the closed-form output sums, no reduction follows.
-    ReusePrepare,
-    /// `reuse_fused`: computes and reduces in one dispatch (no `reduce` dispatch follows).
-    ReuseFused,
-    /// `reuse_seq`: the same, one invocation per parameter, one pipeline per part of the last two
-    /// layers (`PART_*` in the shader: hidden weights, hidden biases, output weights, biases).
-    ReuseSeq(u32),
+    /// The kernel ([`KernelId::code`]) whose tripwire also runs `burn` loop passes (0: none).
+    pub burn_kernel: u32,
+    /// Extra loop passes for `burn_kernel`, to measure its headroom under llvmpipe's cap.
+    pub burn: u32,
+    /// Where in the output buffer a kernel cut short by the loop cap writes its code.
+    pub trip_at: u32,
 }
 
 #[derive(Clone, Copy, Debug)]
 struct Chunk {
-    kernel: Kernel,
+    kernel: KernelId,
     /// The run whose parameters it evaluates.
     run: usize,
     /// Which of the probe's coordinate offsets it applies.
@@ -188,118 +154,18 @@ fn grid(n: u64, max_dim: u32) -> (u32, u32) {
     (x as u32, n.div_ceil(x) as u32)
 }
 
-/// Loop iterations one invocation of the workgroup kernels runs for `model` (each layer: units per
-/// invocation × (inputs + 1); then the squared error over the outputs).
-pub fn loop_iterations(model: &Model) -> u64 {
-    let layers: u64 = model
-        .layers()
-        .iter()
-        .map(|l| (l.outputs as u64).div_ceil(WG_SIZE as u64) * (l.inputs as u64 + 1))
-        .sum();
-    layers + 2 * model.layers().len() as u64 + model.outputs() as u64
-}
-
-/// `reuse_seq`'s parts (`PART_*` in the shader) and their parameter ranges: the weights and biases
-/// of the last hidden layer, then of the output layer.
-fn seq_parts(model: &Model) -> Vec<(u32, u64, u64)> {
-    let n = model.layers().len();
-    let mut parts = Vec::new();
-    for l in n.saturating_sub(2)..n {
-        let (weights, biases) = if l + 1 == n {
-            (PART_OUTPUT_WEIGHTS, PART_OUTPUT_BIASES)
-        } else {
-            (PART_HIDDEN_WEIGHTS, PART_HIDDEN_BIASES)
-        };
-        let (w, b) = (model.weight_offset(l) as u64, model.bias_offset(l) as u64);
-        parts.push((weights, w, b));
-        parts.push((biases, b, b + model.layers()[l].outputs as u64));
-    }
-    parts
-}
-
-/// Parameters per unit in a `reuse_seq` chunk of `part`: the layer's inputs for weights, one for
-/// biases.
-fn seq_part_inputs(model: &Model, part: u32) -> u64 {
-    if seq_part_is_weights(part) {
-        model.layers()[seq_part_layer(model, part)].inputs as u64
-    } else {
-        1
-    }
-}
-
-/// The layer a `reuse_seq` part nudges.
-fn seq_part_layer(model: &Model, part: u32) -> usize {
-    let n = model.layers().len();
-    if part >= PART_OUTPUT_WEIGHTS {
-        n - 1
-    } else {
-        n - 2
-    }
-}
-
-fn seq_part_is_weights(part: u32) -> bool {
-    part == PART_HIDDEN_WEIGHTS || part == PART_OUTPUT_WEIGHTS
-}
-
-/// Weights one `reuse_seq` invocation nudges (`SEQ_R`) for a layer of `n_in` inputs: the count
-/// that loads least per sample (one input per weight, plus z, a and the closed-form sum shared by
-/// them), idle invocations of the last workgroup included.
-fn seq_repeat(n_in: u64) -> u32 {
-    (1..=SEQ_MAX_R)
-        .min_by_key(|&r| n_in.div_ceil(r as u64).div_ceil(SEQ_WG as u64) * (3 + r as u64))
-        .unwrap_or(1)
-}
-
-/// Loop iterations of one `reuse_seq` invocation of the costliest part, counted loop by loop as
-/// if the compiler unrolled nothing: the set-up and final loops over the R weights (3R), the
-/// tree's W lanes with their reset and merge loops over R (W + 2WR), the samples (B), and per
-/// sample each weight's change (BR), times the output layer's units for hidden parts without the
-/// closed form.
-fn seq_iterations(model: &Model, samples: usize) -> u64 {
-    let n = model.layers().len();
-    let b = samples as u64;
-    let w = (b.max(1).next_power_of_two()).min(REDUCE_WG as u64);
-    let closed = crate::cpu::closed_form_output(model);
-    seq_parts(model)
-        .into_iter()
-        .map(|(part, _, _)| {
-            let r = if seq_part_is_weights(part) {
-                seq_repeat(seq_part_inputs(model, part)) as u64
-            } else {
-                1
-            };
-            let per_weight = if part < PART_OUTPUT_WEIGHTS && !closed {
-                1 + model.layers()[n - 1].outputs as u64
-            } else {
-                1
-            };
-            3 * r + w + 2 * w * r + b + b * r * per_weight
-        })
-        .max()
-        .unwrap_or(0)
-}
-
-/// Loop iterations of one `forward_tile` invocation, counted loop by loop as if the compiler
-/// unrolled nothing: per input, the input loop and its loops over the tile's units, samples and
-/// products; then the set-up and store loops.
-fn tile_iterations(model: &Model) -> u64 {
-    let widest_input = model.layers().iter().map(|l| l.inputs as u64).max();
-    let (u, s) = (TILE_U as u64, TILE_S as u64);
-    widest_input.unwrap_or(0) * (1 + u + 2 * s + u * s) + u + 2 * s + u * s
-}
-
 /// Epochs one `fused_epochs` dispatch can run for this model (0 when it does not apply): naive
 /// method, one chunk, layers at most [`FUSED_MAX_WIDTH`] wide, at most `FUSED_MAX_ITEMS` (slot,
-/// sample) items, and every invocation within [`LOOP_BUDGET`] loop iterations.
+/// sample) items, and, where the adapter caps loops (`capped`), the most epochs whose
+/// [`loop_passes`] stay within [`KERNEL_PASS_BUDGET`].
 fn fused_epochs_per_dispatch(
     model: &Model,
     samples: usize,
     opts: &GpuOptions,
     chunks: usize,
+    capped: bool,
 ) -> u64 {
-    let p = model.num_params() as u64;
-    let b = samples as u64;
-    let items = (p + 1) * b;
+    let items = (model.num_params() as u64 + 1) * samples as u64;
     if opts.method != Method::Naive
         || opts.runs != 1
         || opts.shape != Shape::Coordinates(1)
@@ -309,23 +175,63 @@ fn fused_epochs_per_dispatch(
     {
         return 0;
     }
-    let wg = FUSED_WG as u64;
-    let forward: u64 = model
-        .layers()
-        .iter()
-        .map(|l| l.outputs as u64 * (l.inputs as u64 + 1) + 1)
-        .sum();
-    let width = b.next_power_of_two().min(REDUCE_WG as u64);
-    let per_epoch = items.div_ceil(wg) * (forward + model.outputs() as u64 + 1)
-        + (p + 1).div_ceil(wg) * (2 * width + b + 2)
-        + p.div_ceil(wg)
-        + 4;
-    let epochs = (LOOP_BUDGET - p.div_ceil(wg)) / per_epoch;
-    if epochs < 4 {
+    let most = RESIDENT_MAX_BATCH as u64;
+    let fits = |epochs: u64| {
+        let plan = LoopPlan {
+            model,
+            batch: samples,
+            closed: false,
+            epochs,
+        };
+        !capped || loop_passes(KernelId::FusedEpochs, &plan) <= KERNEL_PASS_BUDGET
+    };
+    // The count grows with the epochs: the largest that fits, by bisection on the count itself.
+    let (mut lo, mut hi) = (0, most + 1);
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    if lo < 4 {
         0
     } else {
-        epochs.min(RESIDENT_MAX_BATCH as u64)
+        lo
     }
+}
+
+/// Every kernel a plan dispatches (the chunks' kernels, their reduction, the resident loop's
+/// `update` and `fused_epochs`) with its [`loop_passes`], the largest over its dispatches.
+fn dispatched_loop_counts(
+    chunks: &[Chunk],
+    reduce: KernelId,
+    fused_epochs: u64,
+    plan: &LoopPlan,
+) -> Vec<(KernelId, u64)> {
+    let mut kernels: Vec<KernelId> = chunks.iter().map(|c| c.kernel).collect();
+    if chunks.iter().any(|c| c.kernel.is_reduced()) {
+        kernels.push(reduce);
+    }
+    kernels.push(KernelId::Update);
+    let mut counts: Vec<(KernelId, u64)> = Vec::new();
+    for k in kernels {
+        if !counts.iter().any(|&(seen, _)| seen == k) {
+            counts.push((k, loop_passes(k, plan)));
+        }
+    }
+    if fused_epochs > 0 {
+        let fused = LoopPlan {
+            epochs: fused_epochs,
+            ..*plan
+        };
+        counts.push((
+            KernelId::FusedEpochs,
+            loop_passes(KernelId::FusedEpochs, &fused),
+        ));
+    }
+    counts
 }
 
 /// Evaluates nudged losses on the GPU. Pipelines, bind group and buffers are built once; each
@@ -358,42 +264,27 @@ pub struct GpuEvaluator {
     shape: Shape,
     out_scratch: Vec<f32>,
     reuse_kernel: Option<ReuseKernel>,
+    /// Every dispatched kernel's loop passes per invocation, from the plan.
+    loop_counts: Vec<(KernelId, u64)>,
+    /// Extra tripwire passes for one kernel ([`GpuEvaluator::set_loop_burn`]).
+    burn: Option<(KernelId, u32)>,
+    /// Where the output buffer holds the tripwire's word.
+    trip_at: u32,
+    /// The reduction that follows kernels writing per-sample values.
+    reduce_kernel: KernelId,
 }
 
+/// The pipelines of the kernels a plan dispatches, and only those.
 #[derive(Debug)]
-struct Pipelines {
-    nudged_sse: wgpu::ComputePipeline,
-    spsa_sse: Option<wgpu::ComputePipeline>,
-    forward_store: wgpu::ComputePipeline,
-    forward_tile: Option<wgpu::ComputePipeline>,
-    forward_loss: Option<wgpu::ComputePipeline>,
-    reuse_dsse: wgpu::ComputePipeline,
-    reuse_deep: wgpu::ComputePipeline,
-    reuse_prepare: wgpu::ComputePipeline,
-    reduce: wgpu::ComputePipeline,
-    update: wgpu::ComputePipeline,
-    fused: Option<wgpu::ComputePipeline>,
-    reuse_fused: Option<wgpu::ComputePipeline>,
-    /// `reuse_seq`, specialised per part.
-    reuse_seq: [Option<wgpu::ComputePipeline>; 4],
-}
+struct Pipelines(Vec<(KernelId, wgpu::ComputePipeline)>);
 
 impl Pipelines {
-    fn main(&self, kernel: Kernel) -> &wgpu::ComputePipeline {
-        match kernel {
-            Kernel::NudgedSse => &self.nudged_sse,
-            Kernel::SpsaSse => self.spsa_sse.as_ref().expect("built when planned"),
-            Kernel::ForwardStore => &self.forward_store,
-            Kernel::ForwardTile => self.forward_tile.as_ref().expect("built when planned"),
-            Kernel::ForwardLoss => self.forward_loss.as_ref().expect("built when planned"),
-            Kernel::ReuseDsse => &self.reuse_dsse,
-            Kernel::ReuseDeep => &self.reuse_deep,
-            Kernel::ReusePrepare => &self.reuse_prepare,
-            Kernel::ReuseFused => self.reuse_fused.as_ref().expect("built when planned"),
-            Kernel::ReuseSeq(part) => self.reuse_seq[part as usize]
-                .as_ref()
-                .expect("built when planned"),
-        }
+    fn get(&self, kernel: KernelId) -> &wgpu::ComputePipeline {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == kernel)
+            .map(|(_, p)| p)
+            .expect("every planned kernel has its pipeline")
     }
 }
 
@@ -450,18 +341,21 @@ impl GpuEvaluator {
                 "a layer has {widest} units; the GPU kernels keep at most {MAX_WIDTH} per layer in workgroup memory (use --device cpu)"
             )));
         }
-        let iterations = loop_iterations(model);
-        if ctx.is_llvmpipe() && iterations > LOOP_BUDGET {
-            return Err(Error::TooLarge(format!(
-                "{} would run {iterations} loop iterations per shader invocation; llvmpipe silently stops at 65,535 (use --device cpu or a hardware GPU)",
-                ctx.info.name
-            )));
-        }
+        // Where the adapter caps loops, every choice below is made by the kernels' own loop counts.
+        let capped = ctx.is_llvmpipe();
+        let closed = opts.method == Method::Reuse && closed_form_output(model);
+        let loop_plan = LoopPlan {
+            model,
+            batch: b,
+            closed,
+            epochs: 0,
+        };
+        let fits =
+            |kernel: KernelId| !capped || loop_passes(kernel, &loop_plan) <= KERNEL_PASS_BUDGET;
         let total_units: usize = model.layers().iter().map(|l| l.outputs).sum();
         // Reuse cache: z and a of every unit, then the inputs transposed to [input][sample] so that
         // neighbouring invocations (neighbouring samples) read neighbouring words.
         // Closed-form output sums (identity output layer): ab [hidden][sample], then bb [hidden].
-        let closed = opts.method == Method::Reuse && crate::cpu::closed_form_output(model);
         let hidden = if closed {
             model.layers()[num_layers - 1].inputs
         } else {
@@ -520,6 +414,7 @@ impl GpuEvaluator {
             method: (opts.method == Method::Reuse) as u32,
             inv_count: inv_count(b * model.outputs()),
             ab_off: ab_off as u32,
+            trip_at: out_floats as u32,
             ..Default::default()
         };
         let max_dim = limits.max_compute_workgroups_per_dimension;
@@ -543,7 +438,9 @@ impl GpuEvaluator {
         };
         let reuse_kernel = match reuse_kernel {
             Some(ReuseKernel::Invocation)
-                if ctx.is_llvmpipe() && seq_iterations(model, b) > LOOP_BUDGET =>
+                if !seq_parts(model)
+                    .iter()
+                    .all(|&(part, _, _)| fits(KernelId::ReuseSeq(part))) =>
             {
                 Some(ReuseKernel::Split)
             }
@@ -551,81 +448,87 @@ impl GpuEvaluator {
         };
         // The per-parameter reuse kernel's companion: the unperturbed pass in tiles, a dispatch
         // per layer, where its loop fits llvmpipe's cap.
-        let tiled_forward = reuse_kernel == Some(ReuseKernel::Invocation)
-            && !(ctx.is_llvmpipe() && tile_iterations(model) > LOOP_BUDGET);
+        let tiled_forward =
+            reuse_kernel == Some(ReuseKernel::Invocation) && fits(KernelId::ForwardTile);
         let mut chunks = Vec::new();
         // Slots [first, end) of `run`'s offset `offset` in chunks, `items_per_wg` (slot, sample)
         // items per workgroup. Slot 0 is the unperturbed network, slot k + 1 parameter k (or SPSA
         // evaluation k); offset j's slots land after the earlier offsets' P values.
-        let mut plan =
-            |kernel: Kernel, run: usize, offset: usize, first: u64, end: u64, items_per_wg: u64| {
-                let by_grid = (max_dim as u64 * max_dim as u64 * items_per_wg) / b as u64;
-                let mut per = by_bytes
-                    .min(by_grid)
-                    .min(opts.max_evals_per_chunk.max(1))
-                    .max(1);
-                if let Kernel::ReuseSeq(part) = kernel {
-                    // Whole units: a weights chunk holds every input of its units.
-                    let n_in = seq_part_inputs(model, part);
-                    per = (opts.max_evals_per_chunk / n_in)
-                        .max(1)
-                        .saturating_mul(n_in);
-                }
-                let mut at = first;
-                while at < end {
-                    let count = per.min(end - at);
-                    let g = if kernel == Kernel::ReuseFused {
-                        grid(count, max_dim)
-                    } else if kernel == Kernel::ForwardTile {
-                        let layer = model.layers()[at as usize];
-                        let tiles = (layer.outputs as u64).div_ceil(TILE_U as u64)
-                            * (b as u64).div_ceil(TILE_S as u64);
-                        grid(tiles.div_ceil(WG_SIZE as u64), max_dim)
-                    } else if let Kernel::ReuseSeq(part) = kernel {
-                        if seq_part_is_weights(part) {
-                            // A workgroup per (unit, block of SEQ_WG lanes).
-                            let n_in = seq_part_inputs(model, part);
-                            let lanes = n_in.div_ceil(seq_repeat(n_in) as u64);
-                            grid((count / n_in) * lanes.div_ceil(SEQ_WG as u64), max_dim)
-                        } else {
-                            grid(count.div_ceil(SEQ_WG as u64), max_dim)
-                        }
+        let mut plan = |kernel: KernelId,
+                        run: usize,
+                        offset: usize,
+                        first: u64,
+                        end: u64,
+                        items_per_wg: u64| {
+            let by_grid = (max_dim as u64 * max_dim as u64 * items_per_wg) / b as u64;
+            let mut per = by_bytes
+                .min(by_grid)
+                .min(opts.max_evals_per_chunk.max(1))
+                .max(1);
+            if let KernelId::ReuseSeq(part) = kernel {
+                // Whole units: a weights chunk holds every input of its units.
+                let n_in = seq_part_inputs(model, part);
+                per = (opts.max_evals_per_chunk / n_in)
+                    .max(1)
+                    .saturating_mul(n_in);
+            }
+            let mut at = first;
+            while at < end {
+                let count = per.min(end - at);
+                let g = if kernel == KernelId::ReuseFused {
+                    grid(count, max_dim)
+                } else if kernel == KernelId::ForwardTile {
+                    let layer = model.layers()[at as usize];
+                    let tiles = (layer.outputs as u64).div_ceil(TILE_U as u64)
+                        * (b as u64).div_ceil(TILE_S as u64);
+                    grid(tiles.div_ceil(WG_SIZE as u64), max_dim)
+                } else if let KernelId::ReuseSeq(part) = kernel {
+                    if seq_part_is_weights(part) {
+                        // A workgroup per (unit, block of SEQ_WG lanes).
+                        let n_in = seq_part_inputs(model, part);
+                        let lanes = n_in.div_ceil(seq_repeat(n_in) as u64);
+                        grid((count / n_in) * lanes.div_ceil(SEQ_WG as u64), max_dim)
                     } else {
-                        grid((count * b as u64).div_ceil(items_per_wg), max_dim)
-                    };
-                    let r = if seq_reduce {
-                        grid(count.div_ceil(WG_SIZE as u64), max_dim)
-                    } else {
-                        grid(count, max_dim)
-                    };
-                    chunks.push(Chunk {
-                        kernel,
-                        run,
-                        offset,
-                        uniform: ChunkUniform {
-                            eval_base: at as u32,
-                            eval_count: count as u32,
-                            grid_x: g.0,
-                            reduce_grid_x: r.0,
-                            param_base: (run * p) as u32,
-                            out_base: (run * out_per_run + offset * p) as u32,
-                            cache_base: (run * cache_per_run) as u32,
-                            ..base
-                        },
-                        grid: g,
-                        reduce_grid: r,
-                    });
-                    at += count;
-                }
-            };
+                        grid(count.div_ceil(SEQ_WG as u64), max_dim)
+                    }
+                } else {
+                    grid((count * b as u64).div_ceil(items_per_wg), max_dim)
+                };
+                let r = if seq_reduce {
+                    grid(count.div_ceil(WG_SIZE as u64), max_dim)
+                } else {
+                    grid(count, max_dim)
+                };
+                chunks.push(Chunk {
+                    kernel,
+                    run,
+                    offset,
+                    uniform: ChunkUniform {
+                        eval_base: at as u32,
+                        eval_count: count as u32,
+                        grid_x: g.0,
+                        reduce_grid_x: r.0,
+                        param_base: (run * p) as u32,
+                        out_base: (run * out_per_run + offset * p) as u32,
+                        cache_base: (run * cache_per_run) as u32,
+                        ..base
+                    },
+                    grid: g,
+                    reduce_grid: r,
+                });
+                at += count;
+            }
+        };
         let p64 = p as u64;
         for run in 0..runs {
             match (opts.shape, opts.method) {
-                (Shape::Directions(q), _) => plan(Kernel::SpsaSse, run, 0, 0, 1 + 2 * q as u64, 1),
+                (Shape::Directions(q), _) => {
+                    plan(KernelId::SpsaSse, run, 0, 0, 1 + 2 * q as u64, 1)
+                }
                 (Shape::Coordinates(count), Method::Naive) => {
-                    plan(Kernel::NudgedSse, run, 0, 0, p64 + 1, 1);
+                    plan(KernelId::NudgedSse, run, 0, 0, p64 + 1, 1);
                     for j in 1..count {
-                        plan(Kernel::NudgedSse, run, j, 1, p64 + 1, 1);
+                        plan(KernelId::NudgedSse, run, j, 1, p64 + 1, 1);
                     }
                 }
                 (Shape::Coordinates(count), Method::Reuse) => {
@@ -633,15 +536,15 @@ impl GpuEvaluator {
                     // each, or tiles per layer); every offset reuses what it stored.
                     if tiled_forward {
                         for l in 0..num_layers as u64 {
-                            plan(Kernel::ForwardTile, run, 0, l, l + 1, 1);
+                            plan(KernelId::ForwardTile, run, 0, l, l + 1, 1);
                         }
-                        plan(Kernel::ForwardLoss, run, 0, 0, 1, WG_SIZE as u64);
+                        plan(KernelId::ForwardLoss, run, 0, 0, 1, WG_SIZE as u64);
                     } else {
-                        plan(Kernel::ForwardStore, run, 0, 0, 1, 1);
+                        plan(KernelId::ForwardStore, run, 0, 0, 1, 1);
                     }
                     if closed {
                         plan(
-                            Kernel::ReusePrepare,
+                            KernelId::ReusePrepare,
                             run,
                             0,
                             0,
@@ -652,18 +555,18 @@ impl GpuEvaluator {
                     // Parameters of the last two layers need no workgroup memory; earlier ones do.
                     let shallow_from = model.weight_offset(num_layers.saturating_sub(2)) as u64;
                     for j in 0..count {
-                        plan(Kernel::ReuseDeep, run, j, 1, 1 + shallow_from, 1);
+                        plan(KernelId::ReuseDeep, run, j, 1, 1 + shallow_from, 1);
                         match reuse_kernel {
                             Some(ReuseKernel::Invocation) => {
                                 for (part, first, end) in seq_parts(model) {
-                                    plan(Kernel::ReuseSeq(part), run, j, 1 + first, 1 + end, 1);
+                                    plan(KernelId::ReuseSeq(part), run, j, 1 + first, 1 + end, 1);
                                 }
                             }
                             Some(ReuseKernel::Workgroup) => {
-                                plan(Kernel::ReuseFused, run, j, 1 + shallow_from, 1 + p64, 1)
+                                plan(KernelId::ReuseFused, run, j, 1 + shallow_from, 1 + p64, 1)
                             }
                             _ => plan(
-                                Kernel::ReuseDsse,
+                                KernelId::ReuseDsse,
                                 run,
                                 j,
                                 1 + shallow_from,
@@ -675,29 +578,39 @@ impl GpuEvaluator {
                 }
             }
         }
-        let fused_epochs = fused_epochs_per_dispatch(model, b, &opts, chunks.len());
+        let fused_epochs = fused_epochs_per_dispatch(model, b, &opts, chunks.len(), capped);
+        let reduce_kernel = if seq_reduce {
+            KernelId::ReduceSeq
+        } else {
+            KernelId::ReduceLosses
+        };
+        let loop_counts = dispatched_loop_counts(&chunks, reduce_kernel, fused_epochs, &loop_plan);
+        if capped {
+            if let Some(&(kernel, passes)) = loop_counts
+                .iter()
+                .find(|&&(_, passes)| passes > KERNEL_PASS_BUDGET)
+            {
+                return Err(Error::LoopsExceedCap {
+                    kernel: kernel.name(),
+                    passes: passes + GUARD_PASSES,
+                    cap: LLVMPIPE_LOOP_CAP,
+                    adapter: ctx.info.name.clone(),
+                });
+            }
+        }
         let update_grid = grid((p as u64).div_ceil(WG_SIZE as u64), max_dim);
         let update_slot = chunks.len();
         // Only kernels that write per-sample values use `sse`.
         let max_slots = chunks
             .iter()
-            .filter(|c| {
-                matches!(
-                    c.kernel,
-                    Kernel::NudgedSse
-                        | Kernel::SpsaSse
-                        | Kernel::ForwardStore
-                        | Kernel::ForwardLoss
-                        | Kernel::ReuseDsse
-                        | Kernel::ReuseDeep
-                )
-            })
+            .filter(|c| c.kernel.is_reduced())
             .map(|c| c.uniform.eval_count as u64)
             .max()
             .unwrap_or(1);
         // fused_epochs keeps each epoch's loss in the cache buffer.
         cache_floats = cache_floats.max(fused_epochs as usize);
-        let readback_floats = out_floats.max(RESIDENT_MAX_BATCH as u64).max(p64);
+        // Losses (or a batch of epochs' losses, or the parameters), then the tripwire's word.
+        let readback_floats = out_floats.max(RESIDENT_MAX_BATCH as u64).max(p64) + 1;
 
         let device = &ctx.device;
         let align = limits.min_uniform_buffer_offset_alignment as u64;
@@ -740,6 +653,7 @@ impl GpuEvaluator {
             let xs: Vec<f32> = data.x.iter().copied().collect();
             let ys: Vec<f32> = data.y.iter().copied().collect();
             let out_usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
+            let out_usage_dst = out_usage | wgpu::BufferUsages::COPY_DST;
             [
                 init(
                     "params",
@@ -750,7 +664,8 @@ impl GpuEvaluator {
                 init("xs", bytemuck::cast_slice(&xs), storage),
                 init("ys", bytemuck::cast_slice(&ys), storage),
                 empty("sse", max_slots * sample_bytes, wgpu::BufferUsages::STORAGE),
-                empty("out", 4 * out_floats, out_usage),
+                // The tripwire's word after the losses.
+                empty("out", 4 * (out_floats + 1), out_usage_dst),
                 empty(
                     "reuse cache",
                     4 * cache_floats as u64,
@@ -847,30 +762,18 @@ impl GpuEvaluator {
                     ],
                 )
             };
-            let pipelines = Pipelines {
-                nudged_sse: pipeline("nudged_sse"),
-                spsa_sse: matches!(opts.shape, Shape::Directions(_)).then(|| pipeline("spsa_sse")),
-                forward_store: pipeline("forward_store"),
-                forward_tile: tiled_forward.then(|| pipeline("forward_tile")),
-                forward_loss: tiled_forward.then(|| pipeline("forward_loss")),
-                reuse_dsse: pipeline("reuse_dsse"),
-                reuse_deep: pipeline("reuse_deep"),
-                reuse_prepare: pipeline("reuse_prepare"),
-                reduce: pipeline(if seq_reduce {
-                    "reduce_seq"
-                } else {
-                    "reduce_losses"
-                }),
-                update: pipeline("update"),
-                fused: (fused_epochs > 0).then(|| pipeline("fused_epochs")),
-                reuse_fused: (reuse_kernel == Some(ReuseKernel::Workgroup))
-                    .then(|| pipeline("reuse_fused")),
-                reuse_seq: SEQ_PARTS.map(|part| {
-                    (reuse_kernel == Some(ReuseKernel::Invocation)
-                        && (part >= PART_OUTPUT_WEIGHTS || num_layers >= 2))
-                        .then(|| seq_pipeline(part))
-                }),
-            };
+            let pipelines = Pipelines(
+                loop_counts
+                    .iter()
+                    .map(|&(k, _)| {
+                        let built = match k {
+                            KernelId::ReuseSeq(part) => seq_pipeline(part),
+                            k => pipeline(k.entry_point()),
+                        };
+                        (k, built)
+                    })
+                    .collect(),
+            );
             let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("nudge"),
                 layout: &layout,
@@ -924,8 +827,12 @@ impl GpuEvaluator {
             num_params: p,
             runs,
             shape: opts.shape,
-            out_scratch: vec![0.0; out_floats as usize],
+            out_scratch: vec![0.0; out_floats as usize + 1],
             reuse_kernel,
+            loop_counts,
+            burn: None,
+            trip_at: out_floats as u32,
+            reduce_kernel,
         })
     }
 
@@ -948,6 +855,51 @@ impl GpuEvaluator {
     /// Number of dispatch groups a step is split into.
     pub fn num_chunks(&self) -> usize {
         self.chunks.len()
+    }
+
+    /// Every kernel this evaluator dispatches with the loop passes one invocation of it runs
+    /// (the costliest, tripwire not included), as the planner counted them
+    /// ([`crate::gpu::loop_passes`]).
+    pub fn loop_counts(&self) -> &[(KernelId, u64)] {
+        &self.loop_counts
+    }
+
+    /// Makes `kernel`'s tripwire run `burn` loop passes more (`None`: none more), and clears the
+    /// tripwire. With it, the headroom a kernel leaves under llvmpipe's cap can be measured: the
+    /// largest `burn` whose steps still succeed is the cap less the kernel's passes and the
+    /// tripwire's own ([`crate::gpu::GUARD_PASSES`]). `tests/loop_cap.rs` holds every count to it.
+    pub fn set_loop_burn(&mut self, burn: Option<(KernelId, u32)>) {
+        self.burn = burn;
+        self.written.clear();
+        self.ctx.queue.write_buffer(
+            &self.out,
+            4 * self.trip_at as u64,
+            bytemuck::bytes_of(&0.0f32),
+        );
+    }
+
+    /// The error for a tripwire word read back (0.0: no kernel was cut short).
+    fn check_tripwire(&self, word: f32) -> Result<()> {
+        if word == 0.0 {
+            return Ok(());
+        }
+        let kernel = KernelId::from_code(word as u32).map_or("unknown", KernelId::name);
+        Err(Error::LoopCap {
+            kernel,
+            cap: LLVMPIPE_LOOP_CAP,
+            adapter: self.ctx.info.name.clone(),
+        })
+    }
+
+    /// Copies the tripwire's word to float `at` of the readback buffer.
+    fn copy_tripwire(&self, encoder: &mut wgpu::CommandEncoder, at: usize) {
+        encoder.copy_buffer_to_buffer(
+            &self.out,
+            4 * self.trip_at as u64,
+            &self.readback,
+            4 * at as u64,
+            Some(4),
+        );
     }
 
     /// Writes every uniform slot for `probes` (run r's chunks take probe r's eps, seed and step)
@@ -974,6 +926,10 @@ impl GpuEvaluator {
                         u.dist = direction.code();
                     }
                     None => {}
+                }
+                if let Some((kernel, burn)) = self.burn {
+                    u.burn_kernel = kernel.code();
+                    u.burn = burn;
                 }
                 u
             })
@@ -1006,18 +962,12 @@ impl GpuEvaluator {
                 &self.bind_group,
                 &[(i as u64 * self.uniform_stride) as u32],
             );
-            pass.set_pipeline(self.pipelines.main(c.kernel));
+            pass.set_pipeline(self.pipelines.get(c.kernel));
             pass.dispatch_workgroups(c.grid.0, c.grid.1, 1);
-            if matches!(
-                c.kernel,
-                Kernel::ReuseFused
-                    | Kernel::ReuseSeq(_)
-                    | Kernel::ReusePrepare
-                    | Kernel::ForwardTile
-            ) {
+            if !c.kernel.is_reduced() {
                 continue;
             }
-            pass.set_pipeline(&self.pipelines.reduce);
+            pass.set_pipeline(self.pipelines.get(self.reduce_kernel));
             pass.dispatch_workgroups(c.reduce_grid.0, c.reduce_grid.1, 1);
         }
     }
@@ -1095,18 +1045,20 @@ impl GpuEvaluator {
         }
         let pbytes = 4 * self.num_params as u64;
         let mut losses = Vec::with_capacity(hyper.epochs);
-        let mut batch = vec![0.0f32; per];
+        let mut batch = vec![0.0f32; per + 1];
         while losses.len() < hyper.epochs && !stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
             let n = per.min(hyper.epochs - losses.len());
             let mut save = self.ctx.device.create_command_encoder(&Default::default());
             save.copy_buffer_to_buffer(&self.params, 0, &self.saved, 0, Some(pbytes));
-            let encoder = if self.fused_epochs > 0 {
+            let mut encoder = if self.fused_epochs > 0 {
                 self.encode_fused(n, pbytes)
             } else {
                 self.encode_epochs(n, pbytes)
             };
+            self.copy_tripwire(&mut encoder, n);
             self.ctx.queue.submit([save.finish(), encoder.finish()]);
-            self.read_back(&mut batch[..n])?;
+            self.read_back(&mut batch[..n + 1])?;
+            self.check_tripwire(batch[n])?;
             if let Some(i) = batch[..n].iter().position(|l| !l.is_finite()) {
                 // Fall back to the batch's start: its parameters are the last ones known finite
                 // together with their epoch count.
@@ -1185,7 +1137,7 @@ impl GpuEvaluator {
                     &self.bind_group,
                     &[(slot as u64 * self.uniform_stride) as u32],
                 );
-                pass.set_pipeline(&self.pipelines.update);
+                pass.set_pipeline(self.pipelines.get(KernelId::Update));
                 pass.dispatch_workgroups(g.0, g.1, 1);
             }
             encoder.copy_buffer_to_buffer(&self.out, 0, &self.readback, 4 * e as u64, Some(4));
@@ -1217,7 +1169,7 @@ impl GpuEvaluator {
                 timestamp_writes: None,
             });
             pass.set_bind_group(0, &self.bind_group, &[at as u32]);
-            pass.set_pipeline(self.pipelines.fused.as_ref().expect("fused pipeline"));
+            pass.set_pipeline(self.pipelines.get(KernelId::FusedEpochs));
             pass.dispatch_workgroups(1, 1, 1);
         }
         encoder.copy_buffer_to_buffer(&self.cache, 0, &self.readback, 0, Some(4 * n as u64));
@@ -1289,9 +1241,12 @@ impl Evaluator for GpuEvaluator {
         }
         let floats = runs * (1 + n);
         encoder.copy_buffer_to_buffer(&self.out, 0, &self.readback, 0, Some(4 * floats as u64));
+        self.copy_tripwire(&mut encoder, floats);
         self.ctx.queue.submit([encoder.finish()]);
         let mut out = std::mem::take(&mut self.out_scratch);
-        let read = self.read_back(&mut out[..floats]);
+        let read = self
+            .read_back(&mut out[..floats + 1])
+            .and_then(|()| self.check_tripwire(out[floats]));
         for r in (0..runs).filter(|&r| active[r]) {
             let row = &out[r * (1 + n)..(r + 1) * (1 + n)];
             let base = row[0];

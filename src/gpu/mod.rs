@@ -3,12 +3,16 @@
 
 mod context;
 mod evaluator;
+mod kernels;
 
 pub use context::{list_adapters, AdapterOptions, AdapterSummary, GpuContext};
 pub use evaluator::{
-    loop_iterations, ChunkUniform, GpuEvaluator, GpuOptions, ReuseKernel, FUSED_MAX_WIDTH,
-    FUSED_WG, LAYER_WORDS, LOOP_BUDGET, MAX_WIDTH, REDUCE_WG, RESIDENT_MAX_BATCH, SEQ_MAX_R,
-    SEQ_PARTS, SEQ_REDUCE_MAX_BATCH, SEQ_WG, TILE_S, TILE_U, WG_SIZE,
+    ChunkUniform, GpuEvaluator, GpuOptions, ReuseKernel, FUSED_MAX_WIDTH, LAYER_WORDS, MAX_WIDTH,
+    RESIDENT_MAX_BATCH, SEQ_REDUCE_MAX_BATCH,
+};
+pub use kernels::{
+    loop_passes, KernelId, LoopPlan, FUSED_WG, GUARD_PASSES, KERNEL_PASS_BUDGET, LLVMPIPE_LOOP_CAP,
+    REDUCE_WG, SEQ_MAX_R, SEQ_PARTS, SEQ_WG, TILE_S, TILE_U, WG_SIZE,
 };
 
 /// `shaders/math.wgsl`: the WGSL twin of [`crate::math`].

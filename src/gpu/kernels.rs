@@ -1,0 +1,429 @@
+//! Facts about every kernel of `shaders/nudge.wgsl` in one place: its id (the tripwire's code), its
+//! entry point, and the loop passes one invocation runs, counted from the plan's own values.
+//!
+//! llvmpipe (Mesa's CPU driver, behind lavapipe and GL's llvmpipe) keeps one counter per shader
+//! invocation and silently ends every loop once 65,535 loop passes have run in it: the results
+//! are wrong and nothing reports it. What a pass is, measured on Mesa 22.3 (`tests/loop_cap.rs`):
+//! a loop of `n` iterations takes `n + 1` passes, and its last one (the exit test) runs the body
+//! with every lane off, so each loop inside takes one pass more; a branch no lane takes still
+//! runs its loops once each; `switch` costs nothing. Lanes of one SIMD group share the counter,
+//! so a loop runs as often as the group's busiest lane needs: the counts are for the costliest
+//! group of a dispatch. `tests/loop_cap.rs` measures every kernel on llvmpipe over a grid of
+//! shapes and holds these counts equal to what the driver runs.
+//!
+//! Every entry point ends in `loop_guard`, a loop of [`GUARD_PASSES`] that the cap would cut short;
+//! the kernel then writes its id where the evaluator looks, and the step fails with
+//! [`crate::Error::LoopCap`] instead of returning a plausible loss.
+
+use crate::model::Model;
+
+/// llvmpipe's loop counter per invocation (`LP_MAX_TGSI_LOOP_ITERATIONS` in Mesa's gallivm): a
+/// loop may go on to another iteration only while fewer passes than this have run, so an
+/// invocation survives at most `LLVMPIPE_LOOP_CAP + 1` passes, the last one a loop's exit.
+pub const LLVMPIPE_LOOP_CAP: u64 = 65_535;
+/// Passes of the tripwire that ends every kernel (a loop of two iterations).
+pub const GUARD_PASSES: u64 = 3;
+/// Most loop passes a kernel's own work may take on llvmpipe: what an invocation survives less
+/// the tripwire.
+pub const KERNEL_PASS_BUDGET: u64 = LLVMPIPE_LOOP_CAP + 1 - GUARD_PASSES;
+
+/// Invocations per workgroup of most kernels (`WG_SIZE` in `shaders/nudge.wgsl`).
+pub const WG_SIZE: u32 = 64;
+/// Invocations per `reuse_seq` workgroup (`SEQ_WG`): few, so that a layer's last workgroup idles
+/// little.
+pub const SEQ_WG: u32 = 16;
+/// Most weights one `reuse_seq` invocation nudges (`SEQ_MAX_R`).
+pub const SEQ_MAX_R: u32 = 8;
+/// `reuse_seq`'s parts (`PART_*`): the last hidden layer's weights, its biases, the output layer's
+/// weights, its biases.
+pub const SEQ_PARTS: [u32; 4] = [0, 1, 2, 3];
+pub(crate) const PART_HIDDEN_WEIGHTS: u32 = SEQ_PARTS[0];
+pub(crate) const PART_HIDDEN_BIASES: u32 = SEQ_PARTS[1];
+pub(crate) const PART_OUTPUT_WEIGHTS: u32 = SEQ_PARTS[2];
+pub(crate) const PART_OUTPUT_BIASES: u32 = SEQ_PARTS[3];
+/// Units in one `forward_tile` invocation's block (`TILE_U`).
+pub const TILE_U: u32 = 4;
+/// Samples in one `forward_tile` invocation's block (`TILE_S`).
+pub const TILE_S: u32 = 4;
+/// Invocations per `reduce_losses` workgroup (`REDUCE_WG`); equals [`crate::cpu::REDUCE_LANES`].
+pub const REDUCE_WG: u32 = 256;
+/// Invocations of the one `fused_epochs` workgroup (`FUSED_WG`).
+pub const FUSED_WG: u32 = 16;
+
+/// One kernel (entry point, and for `reuse_seq` the part it is specialised for).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KernelId {
+    /// `nudged_sse`: one workgroup per (slot, sample), the nudged forward pass.
+    NudgedSse,
+    /// `spsa_sse`: the same along an SPSA direction.
+    SpsaSse,
+    /// `forward_store`: the unperturbed pass, z and a kept in the cache.
+    ForwardStore,
+    /// `forward_tile`: the same on CPU adapters, a dispatch per layer (carried in `eval_base`).
+    ForwardTile,
+    /// `forward_loss`: each sample's squared error after the tiles.
+    ForwardLoss,
+    /// `reduce_losses`: a workgroup per slot sums the samples.
+    ReduceLosses,
+    /// `reduce_seq`: the same sum, one invocation per slot.
+    ReduceSeq,
+    /// `reuse_prepare`: the closed-form output sums.
+    ReusePrepare,
+    /// `reuse_dsse`: one invocation per (parameter, sample) of the last two layers.
+    ReuseDsse,
+    /// `reuse_fused`: a workgroup per parameter of the last two layers, summed in place.
+    ReuseFused,
+    /// `reuse_seq` for one part (`PART_*`): one invocation per parameter, or per `SEQ_R` weights.
+    ReuseSeq(u32),
+    /// `reuse_deep`: a workgroup per (parameter, sample) of earlier layers.
+    ReuseDeep,
+    /// `update`: the resident loop's parameter update.
+    Update,
+    /// `fused_epochs`: tiny models, whole epochs in one workgroup.
+    FusedEpochs,
+}
+
+impl KernelId {
+    /// Every kernel, each `reuse_seq` part on its own: the table `tests/loop_cap.rs` walks.
+    pub const ALL: [KernelId; 17] = [
+        KernelId::NudgedSse,
+        KernelId::SpsaSse,
+        KernelId::ForwardStore,
+        KernelId::ForwardTile,
+        KernelId::ForwardLoss,
+        KernelId::ReduceLosses,
+        KernelId::ReduceSeq,
+        KernelId::ReusePrepare,
+        KernelId::ReuseDsse,
+        KernelId::ReuseFused,
+        KernelId::ReuseSeq(PART_HIDDEN_WEIGHTS),
+        KernelId::ReuseSeq(PART_HIDDEN_BIASES),
+        KernelId::ReuseSeq(PART_OUTPUT_WEIGHTS),
+        KernelId::ReuseSeq(PART_OUTPUT_BIASES),
+        KernelId::ReuseDeep,
+        KernelId::Update,
+        KernelId::FusedEpochs,
+    ];
+
+    /// The tripwire's code (`K_*` in `shaders/nudge.wgsl`; never 0).
+    pub fn code(self) -> u32 {
+        match self {
+            KernelId::NudgedSse => 1,
+            KernelId::SpsaSse => 2,
+            KernelId::ForwardStore => 3,
+            KernelId::ForwardTile => 4,
+            KernelId::ForwardLoss => 5,
+            KernelId::ReduceLosses => 6,
+            KernelId::ReduceSeq => 7,
+            KernelId::ReusePrepare => 8,
+            KernelId::ReuseDsse => 9,
+            KernelId::ReuseFused => 10,
+            KernelId::ReuseDeep => 11,
+            KernelId::Update => 12,
+            KernelId::FusedEpochs => 13,
+            KernelId::ReuseSeq(part) => 16 + part,
+        }
+    }
+
+    /// The kernel with tripwire code `code`, if any.
+    pub fn from_code(code: u32) -> Option<KernelId> {
+        KernelId::ALL.into_iter().find(|k| k.code() == code)
+    }
+
+    /// The WGSL entry point.
+    pub fn entry_point(self) -> &'static str {
+        match self {
+            KernelId::NudgedSse => "nudged_sse",
+            KernelId::SpsaSse => "spsa_sse",
+            KernelId::ForwardStore => "forward_store",
+            KernelId::ForwardTile => "forward_tile",
+            KernelId::ForwardLoss => "forward_loss",
+            KernelId::ReduceLosses => "reduce_losses",
+            KernelId::ReduceSeq => "reduce_seq",
+            KernelId::ReusePrepare => "reuse_prepare",
+            KernelId::ReuseDsse => "reuse_dsse",
+            KernelId::ReuseFused => "reuse_fused",
+            KernelId::ReuseSeq(_) => "reuse_seq",
+            KernelId::ReuseDeep => "reuse_deep",
+            KernelId::Update => "update",
+            KernelId::FusedEpochs => "fused_epochs",
+        }
+    }
+
+    /// A name for messages: the entry point, with the part for `reuse_seq`.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelId::ReuseSeq(PART_HIDDEN_WEIGHTS) => "reuse_seq (hidden weights)",
+            KernelId::ReuseSeq(PART_HIDDEN_BIASES) => "reuse_seq (hidden biases)",
+            KernelId::ReuseSeq(PART_OUTPUT_WEIGHTS) => "reuse_seq (output weights)",
+            KernelId::ReuseSeq(_) => "reuse_seq (output biases)",
+            k => k.entry_point(),
+        }
+    }
+
+    /// Whether a `reduce_*` dispatch sums what this kernel wrote per sample.
+    pub(crate) fn is_reduced(self) -> bool {
+        matches!(
+            self,
+            KernelId::NudgedSse
+                | KernelId::SpsaSse
+                | KernelId::ForwardStore
+                | KernelId::ForwardLoss
+                | KernelId::ReuseDsse
+                | KernelId::ReuseDeep
+        )
+    }
+}
+
+/// What a kernel's loop count depends on, as the plan sets it.
+#[derive(Clone, Copy, Debug)]
+pub struct LoopPlan<'a> {
+    /// The network (layer sizes and activations).
+    pub model: &'a Model,
+    /// Samples per evaluation.
+    pub batch: usize,
+    /// Reuse with the closed-form output layer ([`crate::cpu::closed_form_output`]).
+    pub closed: bool,
+    /// `fused_epochs`: epochs per dispatch.
+    pub epochs: u64,
+}
+
+/// Passes of a loop of `n` iterations whose body holds `inner` loops (anywhere within it): its
+/// condition is tested n + 1 times, and the last test runs the body once more with every lane
+/// off, where each inner loop takes one pass. The passes of the n active bodies come on top.
+fn lp(n: u64, inner: u64) -> u64 {
+    n + 1 + inner
+}
+
+/// Passes of a branch not taken by any lane of the group that holds `loops` loops: each runs
+/// one pass with every lane off.
+fn off(loops: u64) -> u64 {
+    loops
+}
+
+/// Loop passes one invocation of `kernel` runs under `plan` (its costliest SIMD group), the
+/// tripwire not included. Each function below follows its kernel's loops line by line.
+pub fn loop_passes(kernel: KernelId, plan: &LoopPlan) -> u64 {
+    let model = plan.model;
+    let b = plan.batch as u64;
+    match kernel {
+        KernelId::NudgedSse | KernelId::SpsaSse | KernelId::ForwardStore => forward_sample(model),
+        KernelId::ForwardTile => forward_tile(model),
+        KernelId::ForwardLoss => lp(model.outputs() as u64, 0),
+        KernelId::ReduceLosses => lp(b.div_ceil(REDUCE_WG as u64), 0) + tree_sum(),
+        KernelId::ReduceSeq => reduce_row(b),
+        KernelId::ReusePrepare => 2 * lp(model.outputs() as u64, 0),
+        KernelId::ReuseDsse => reuse_dsse(plan),
+        KernelId::ReuseFused => reuse_fused(plan),
+        KernelId::ReuseSeq(part) => reuse_seq(plan, part),
+        KernelId::ReuseDeep => reuse_deep(model),
+        KernelId::Update => 0,
+        KernelId::FusedEpochs => fused_epochs(model, b, plan.epochs),
+    }
+}
+
+/// `forward_sample`: the layer loop (holding the unit loop and the two input loops of its
+/// `l == 0` branch), per layer invocation 0's units, each with the input loop of its branch and
+/// the other branch's run with lanes off; then invocation 0's loop over the outputs.
+fn forward_sample(model: &Model) -> u64 {
+    let layers: u64 = model
+        .layers()
+        .iter()
+        .map(|l| {
+            let units = (l.outputs as u64).div_ceil(WG_SIZE as u64);
+            lp(units, 2) + units * (lp(l.inputs as u64, 0) + off(1))
+        })
+        .sum();
+    lp(model.layers().len() as u64, 3) + layers + lp(model.outputs() as u64, 0)
+}
+
+/// `forward_tile`: the input loop of its widest layer; Mesa unrolls the constant tile loops but
+/// one, a loop over `TILE_S` (measured).
+fn forward_tile(model: &Model) -> u64 {
+    let widest = model.layers().iter().map(|l| l.inputs as u64).max();
+    lp(widest.unwrap_or(0), 0) + lp(TILE_S as u64, 0)
+}
+
+/// `tree_sum`: the stride-halving loop over `REDUCE_WG` lanes.
+fn tree_sum() -> u64 {
+    lp(REDUCE_WG.trailing_zeros() as u64, 0)
+}
+
+/// `reduce_row`: the tree's lanes, each with its strided loop over the samples (every sample
+/// belongs to exactly one lane, so those loops run b iterations and one exit test per lane).
+fn reduce_row(b: u64) -> u64 {
+    let width = b.max(1).next_power_of_two().min(REDUCE_WG as u64);
+    lp(width, 1) + b + width
+}
+
+/// The passes of `reuse_target`'s loop for a parameter of layer `l`, and of `reuse_shallow`
+/// for one sample: its one loop (`output_change`) runs for a hidden unit without the closed
+/// form, else with lanes off.
+fn shallow(plan: &LoopPlan, l: usize) -> (u64, u64) {
+    let n = plan.model.layers().len();
+    let full = l + 1 < n && !plan.closed;
+    let change = if full {
+        output_change(plan.model)
+    } else {
+        off(1)
+    };
+    (lp(l as u64, 0), change)
+}
+
+/// `output_change`: one loop over the output units.
+fn output_change(model: &Model) -> u64 {
+    lp(model.outputs() as u64, 0)
+}
+
+/// The layers `reuse_dsse`, `reuse_fused` and `reuse_seq` nudge: the last two.
+fn shallow_layers(model: &Model) -> std::ops::Range<usize> {
+    let n = model.layers().len();
+    n.saturating_sub(2)..n
+}
+
+/// `reuse_dsse`: one (parameter, sample) per invocation. A SIMD group may hold parameters of both
+/// layers, so it runs the target loop of the deeper and the change of the costlier: counted so,
+/// one pass above the driver where no group straddles the two (never below).
+fn reuse_dsse(plan: &LoopPlan) -> u64 {
+    let parts: Vec<(u64, u64)> = shallow_layers(plan.model)
+        .map(|l| shallow(plan, l))
+        .collect();
+    let target = parts.iter().map(|p| p.0).max().unwrap_or(0);
+    let change = parts.iter().map(|p| p.1).max().unwrap_or(0);
+    target + change
+}
+
+/// `reuse_fused`: a workgroup per parameter, samples strided over its lanes, then `tree_sum`.
+fn reuse_fused(plan: &LoopPlan) -> u64 {
+    let per_lane = (plan.batch as u64).div_ceil(REDUCE_WG as u64);
+    shallow_layers(plan.model)
+        .map(|l| {
+            let (target, change) = shallow(plan, l);
+            target + lp(per_lane, 1) + per_lane * change + tree_sum()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// `reuse_seq` for `part`: the tree's lanes (`reduce_row`'s loops) and, for hidden parts without
+/// the closed form, `output_change` for each of the R weights (Mesa unrolls the loops over R),
+/// once per sample and once with lanes off at each loop's exit.
+fn reuse_seq(plan: &LoopPlan, part: u32) -> u64 {
+    let model = plan.model;
+    let b = plan.batch as u64;
+    let width = b.max(1).next_power_of_two().min(REDUCE_WG as u64);
+    let changes = if part < PART_OUTPUT_WEIGHTS && !plan.closed {
+        seq_repeat_of(model, part) as u64
+    } else {
+        0
+    };
+    lp(width, 1 + changes) + b + width * (1 + changes) + b * changes * output_change(model)
+}
+
+/// `reuse_deep`: a workgroup per (parameter, sample) of a layer before the last two. The layer
+/// loop holds three loops (the nudged layer's units, a later layer's units and their inputs); per
+/// layer the branch that applies runs and the others run with lanes off; then invocation 0's
+/// output loop. The costliest target layer is taken.
+fn reuse_deep(model: &Model) -> u64 {
+    let layers = model.layers();
+    let n = layers.len();
+    (0..n.saturating_sub(2))
+        .map(|t| {
+            let per_layer: u64 = layers
+                .iter()
+                .enumerate()
+                .map(|(m, l)| {
+                    let units = (l.outputs as u64).div_ceil(WG_SIZE as u64);
+                    if m == t + 1 {
+                        lp(units, 0) + off(2)
+                    } else if m > t + 1 {
+                        off(1) + lp(units, 1) + units * lp(l.inputs as u64, 0)
+                    } else {
+                        off(3)
+                    }
+                })
+                .sum();
+            lp(t as u64, 0) + lp(n as u64, 3) + per_layer + lp(model.outputs() as u64, 0)
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// `fused_epochs`: the copy-in loop, then the epoch loop (nine loops inside), each epoch running
+/// invocation 0's (slot, sample) items (a forward pass unit by unit), its share of the loss sums
+/// (`reduce_row` each) and of the update.
+fn fused_epochs(model: &Model, b: u64, epochs: u64) -> u64 {
+    let p = model.num_params() as u64;
+    let wg = FUSED_WG as u64;
+    let items = ((p + 1) * b).div_ceil(wg);
+    let forward: u64 = model
+        .layers()
+        .iter()
+        .map(|l| lp(l.outputs as u64, 1) + l.outputs as u64 * lp(l.inputs as u64, 0))
+        .sum();
+    let item = lp(model.layers().len() as u64, 2) + forward + lp(model.outputs() as u64, 0);
+    let slots = (p + 1).div_ceil(wg);
+    let per_epoch =
+        lp(items, 4) + items * item + lp(slots, 2) + slots * reduce_row(b) + lp(p.div_ceil(wg), 0);
+    lp(p.div_ceil(wg), 0) + lp(epochs, 9) + epochs * per_epoch
+}
+
+/// Weights one `reuse_seq` invocation nudges (`SEQ_R`) for a layer of `n_in` inputs: the count
+/// that loads least per sample (one input per weight, plus z, a and the closed-form sum shared by
+/// them), idle invocations of the last workgroup included.
+pub(crate) fn seq_repeat(n_in: u64) -> u32 {
+    (1..=SEQ_MAX_R)
+        .min_by_key(|&r| n_in.div_ceil(r as u64).div_ceil(SEQ_WG as u64) * (3 + r as u64))
+        .unwrap_or(1)
+}
+
+/// `SEQ_R` of `part`'s pipeline: [`seq_repeat`] of its layer's inputs for weights, 1 for biases.
+pub(crate) fn seq_repeat_of(model: &Model, part: u32) -> u32 {
+    if seq_part_is_weights(part) {
+        seq_repeat(seq_part_inputs(model, part))
+    } else {
+        1
+    }
+}
+
+/// `reuse_seq`'s parts (`PART_*` in the shader) and their parameter ranges: the weights and biases
+/// of the last hidden layer, then of the output layer.
+pub(crate) fn seq_parts(model: &Model) -> Vec<(u32, u64, u64)> {
+    let n = model.layers().len();
+    let mut parts = Vec::new();
+    for l in n.saturating_sub(2)..n {
+        let (weights, biases) = if l + 1 == n {
+            (PART_OUTPUT_WEIGHTS, PART_OUTPUT_BIASES)
+        } else {
+            (PART_HIDDEN_WEIGHTS, PART_HIDDEN_BIASES)
+        };
+        let (w, b) = (model.weight_offset(l) as u64, model.bias_offset(l) as u64);
+        parts.push((weights, w, b));
+        parts.push((biases, b, b + model.layers()[l].outputs as u64));
+    }
+    parts
+}
+
+/// Parameters per unit in a `reuse_seq` chunk of `part`: the layer's inputs for weights, one for
+/// biases.
+pub(crate) fn seq_part_inputs(model: &Model, part: u32) -> u64 {
+    if seq_part_is_weights(part) {
+        model.layers()[seq_part_layer(model, part)].inputs as u64
+    } else {
+        1
+    }
+}
+
+/// The layer a `reuse_seq` part nudges.
+pub(crate) fn seq_part_layer(model: &Model, part: u32) -> usize {
+    let n = model.layers().len();
+    if part >= PART_OUTPUT_WEIGHTS {
+        n - 1
+    } else {
+        n - 2
+    }
+}
+
+pub(crate) fn seq_part_is_weights(part: u32) -> bool {
+    part == PART_HIDDEN_WEIGHTS || part == PART_OUTPUT_WEIGHTS
+}
