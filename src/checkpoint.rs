@@ -17,12 +17,10 @@
 //! or `"-inf"`, since JSON has no such numbers. Parameters are always finite (the model file
 //! refuses others).
 
-use crate::cli::{DeviceKind, LoopArg, MethodArg, PrecisionArg};
 use crate::error::{Error, Result};
 use crate::fileio::{read_text_capped, write_atomic};
 use crate::model::{Model, ModelFile};
 use crate::train::Hyper;
-use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -53,8 +51,8 @@ pub struct Checkpoint {
 
 /// The settings of a run that a resumed run must share to continue the same trajectory.
 ///
-/// `precision`, `method`, `device` and `loop` hold the command-line names of those options (as
-/// [`value_name`] gives them).
+/// `precision`, `method`, `device` and `loop` hold the names of those choices
+/// ([`SETTING_VALUES`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunSettings {
@@ -136,13 +134,14 @@ pub struct GivenFlags {
     pub extra: BTreeMap<String, String>,
 }
 
-/// The command-line name of a `ValueEnum` option value (`value_name(MethodArg::Reuse)` is
-/// `"reuse"`), as [`RunSettings`] stores it.
-pub fn value_name<T: ValueEnum>(value: T) -> String {
-    value
-        .to_possible_value()
-        .map_or_else(String::new, |v| v.get_name().to_string())
-}
+/// The values each named setting may hold: the library's words for them (`perturb train` spells
+/// its flags' values the same way; a test in `src/cli` holds the two equal).
+pub const SETTING_VALUES: [(&str, &[&str]); 4] = [
+    ("precision", &["f32", "f64"]),
+    ("method", &["naive", "reuse"]),
+    ("device", &["gpu", "cpu"]),
+    ("loop", &["host", "resident"]),
+];
 
 impl Checkpoint {
     /// Checks the checkpoint is one that [`Checkpoint::load`] accepts: settings in range, known
@@ -156,10 +155,14 @@ impl Checkpoint {
         hyper.lr = s.lr;
         hyper.eps = s.eps;
         hyper.validate().map_err(|e| format!("settings: {e}"))?;
-        known::<PrecisionArg>("precision", &s.precision)?;
-        known::<MethodArg>("method", &s.method)?;
-        known::<DeviceKind>("device", &s.device)?;
-        known::<LoopArg>("loop", &s.loop_mode)?;
+        for (field, value) in [
+            ("precision", &s.precision),
+            ("method", &s.method),
+            ("device", &s.device),
+            ("loop", &s.loop_mode),
+        ] {
+            known(field, value)?;
+        }
         if let Some(d) = &s.data {
             if d.fnv1a64.len() != 16 || !d.fnv1a64.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(format!(
@@ -349,18 +352,18 @@ struct Header {
     version: Option<u32>,
 }
 
-fn known<T: ValueEnum>(field: &str, value: &str) -> std::result::Result<(), String> {
-    T::from_str(value, false).map(|_| ()).map_err(|_| {
-        let names: Vec<String> = T::value_variants()
-            .iter()
-            .cloned()
-            .map(value_name)
-            .collect();
-        format!(
-            "settings.{field} is {value:?} (expected {})",
-            names.join(" or ")
-        )
-    })
+fn known(field: &str, value: &str) -> std::result::Result<(), String> {
+    let names = SETTING_VALUES
+        .iter()
+        .find(|(f, _)| *f == field)
+        .map_or(&[][..], |(_, names)| *names);
+    if names.contains(&value) {
+        return Ok(());
+    }
+    Err(format!(
+        "settings.{field} is {value:?} (expected {})",
+        names.join(" or ")
+    ))
 }
 
 fn flag_name(k: &str) -> bool {

@@ -1,7 +1,6 @@
 //! Training data: inputs and targets as float32 matrices, the book's one sample, and CSV loading
 //! (NumPy files: [`crate::npy`]).
 
-use crate::checkpoint::DataRef;
 use crate::error::{Error, Result};
 use crate::fileio::read_text_capped;
 use crate::model::Model;
@@ -163,37 +162,6 @@ impl Dataset {
             x: Array2::from_shape_vec((rows, inputs), xs).expect("row widths checked"),
             y: Array2::from_shape_vec((rows, outputs), ys).expect("row widths checked"),
         })
-    }
-
-    /// Reads a data file for `model`: NumPy `.npz` / `.npy` / `x.npy,y.npy` ([`crate::npy`]) by the
-    /// extension, else CSV.
-    pub fn load(path: &Path, model: &Model) -> Result<Dataset> {
-        if crate::npy::is_npz(path) || crate::npy::is_npy(path) || crate::npy::is_npy_pair(path) {
-            return crate::npy::load_data(path, model);
-        }
-        Dataset::load_csv(path, model)
-    }
-
-    /// Reads a data file as [`Dataset::load`] does and, for a regular file, references the bytes
-    /// it parsed (size and FNV-1a, as checkpoints record them), so the file is read once. A pipe
-    /// or a pair of `.npy` files gets no reference.
-    pub fn load_referenced(path: &Path, model: &Model) -> Result<(Dataset, Option<DataRef>)> {
-        if !path.metadata().is_ok_and(|m| m.is_file()) {
-            return Ok((Dataset::load(path, model)?, None));
-        }
-        let origin = path.display().to_string();
-        if crate::npy::is_npz(path) || crate::npy::is_npy(path) {
-            let bytes = crate::npy::read_file(path)?;
-            let data = if crate::npy::is_npz(path) {
-                crate::npy::data_from_npz(&bytes, &origin)?
-            } else {
-                crate::npy::data_from_npy(&bytes, model, &origin)?
-            };
-            return Ok((data, Some(DataRef::of_bytes(path, &bytes))));
-        }
-        let text = read_text_capped(path, MAX_DATA_BYTES, |m| data_err(&origin, m))?;
-        let data = Dataset::from_csv(&text, model.inputs(), model.outputs(), &origin)?;
-        Ok((data, Some(DataRef::of_bytes(path, text.as_bytes()))))
     }
 
     /// Reads a CSV data file for `model`.

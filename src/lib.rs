@@ -19,6 +19,7 @@ pub mod data;
 pub mod error;
 pub mod estimate;
 pub mod fileio;
+pub mod files;
 pub mod gpu;
 pub mod interrupt;
 pub mod math;

@@ -2,11 +2,9 @@
 //! parameter vector, plus the book's preset, seeded random initialisation and the JSON model file.
 
 use crate::error::{Error, Result};
-use crate::fileio::read_text_capped;
 use ndarray::ArrayView2;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 
 /// Activation applied to a layer's pre-activations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -246,24 +244,6 @@ impl Model {
         file.into_model(origin)
     }
 
-    /// Reads a model file: JSON (at most [`MAX_MODEL_BYTES`]), or NumPy `.npz` ([`crate::npy`]) by
-    /// the extension.
-    pub fn load(path: &Path) -> Result<Model> {
-        if crate::npy::is_npz(path) {
-            return crate::npy::load_model(path);
-        }
-        let origin = path.display().to_string();
-        if crate::npy::is_npy(path) {
-            return Err(model_err(
-                &origin,
-                "a model is several arrays: use an .npz (W1, b1, W2, b2, …) or a JSON model file"
-                    .into(),
-            ));
-        }
-        let text = read_text_capped(path, MAX_MODEL_BYTES, |m| model_err(&origin, m))?;
-        Model::from_json(&text, &origin)
-    }
-
     /// The model in the model-file format.
     pub fn to_file(&self) -> ModelFile {
         ModelFile {
@@ -275,22 +255,6 @@ impl Model {
                 })
                 .collect(),
         }
-    }
-
-    /// Writes the model file: NumPy `.npz` ([`crate::npy`]) by the extension, else pretty JSON
-    /// (float32 values print in their shortest exact form).
-    pub fn save(&self, path: &Path) -> Result<()> {
-        if crate::npy::is_npz(path) {
-            return crate::npy::save_npz(path, &crate::npy::model_arrays(self));
-        }
-        if crate::npy::is_npy(path) {
-            return Err(Error::Config(format!(
-                "{}: a model is several arrays; save it as .npz or .json",
-                path.display()
-            )));
-        }
-        let text = serde_json::to_string_pretty(&self.to_file()).expect("model serialises");
-        std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
     }
 }
 
@@ -556,24 +520,6 @@ mod tests {
             },
         ];
         assert!(Model::new(layers, vec![]).is_err());
-    }
-
-    #[test]
-    fn model_files_over_max_model_bytes_are_refused_before_reading() {
-        let dir = std::env::temp_dir().join(format!("perturb-model-cap-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("huge.json");
-        // Sparse: takes no disk space, and must not be read.
-        let f = std::fs::File::create(&path).unwrap();
-        f.set_len(MAX_MODEL_BYTES + 1).unwrap();
-        let e = Model::load(&path).unwrap_err();
-        assert!(matches!(e, Error::Model { .. }), "{e:?}");
-        assert!(
-            e.to_string()
-                .contains("1073741825 bytes; the limit is 1073741824"),
-            "{e}"
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

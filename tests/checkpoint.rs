@@ -1,7 +1,8 @@
 //! Checkpoint files: exact round trips, typed errors for damaged files, atomic replacement (also
 //! under SIGKILL mid-write), and the resume-flag check.
 
-use perturb::checkpoint::{value_name, Checkpoint, DataRef, GivenFlags, RunSettings, FORMAT};
+use perturb::checkpoint::{Checkpoint, DataRef, GivenFlags, RunSettings, FORMAT};
+use perturb::cli::value_name;
 use perturb::cli::MethodArg;
 use perturb::{Activation, Error, Model};
 use rand::{Rng, SeedableRng};

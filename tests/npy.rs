@@ -50,7 +50,7 @@ fn fixture_data() -> Dataset {
 #[test]
 fn npz_written_by_numpy_loads_as_the_book_model() {
     for name in ["book_model.npz", "book_model_no_activations.npz"] {
-        let m = Model::load(&fixture(name)).unwrap();
+        let m = perturb::files::load_model(&fixture(name)).unwrap();
         let book = Model::book();
         assert_eq!(m.layers(), book.layers(), "{name}");
         assert_same_params(name, &m.params, &book.params);
@@ -73,11 +73,11 @@ fn numpy_data_files_load_in_every_layout() {
         fixture("data_xy_bigendian.npy"),
         PathBuf::from(pair),
     ] {
-        let d = Dataset::load(&path, &model).unwrap();
+        let d = perturb::files::load_data(&path, &model).unwrap();
         assert_eq!(d, want, "{}", path.display());
     }
     // The notebook's integer arrays are the book's sample.
-    let d = Dataset::load(&fixture("data_book_int.npz"), &model).unwrap();
+    let d = perturb::files::load_data(&fixture("data_book_int.npz"), &model).unwrap();
     assert_eq!(d, Dataset::book());
 }
 
@@ -87,8 +87,8 @@ fn saved_model_npz_round_trips_bit_for_bit() {
     let acts = [Activation::Tanh, Activation::Relu, Activation::Identity];
     let m = Model::random(&[3, 5, 4, 2], &acts, 11).unwrap();
     let path = d.join("m.npz");
-    m.save(&path).unwrap();
-    let back = Model::load(&path).unwrap();
+    perturb::files::save_model(&m, &path).unwrap();
+    let back = perturb::files::load_model(&path).unwrap();
     assert_eq!(back.layers(), m.layers());
     assert_same_params("saved model", &back.params, &m.params);
     // The arrays are the book's layout: W1 float32 [inputs][outputs], b1 1-D.
@@ -156,7 +156,7 @@ fn cli_npz_report_and_model_load_in_rust_and_numpy() {
     assert_eq!(get("losses").values, Values::Numbers(json_losses.clone()));
     assert_eq!(get("predictions").shape, [1, 1]);
     // The saved model is the report's model and trains on.
-    let saved = Model::load(Path::new(&model)).unwrap();
+    let saved = perturb::files::load_model(Path::new(&model)).unwrap();
     run(&["--model", &model, "--epochs", "1"]);
 
     let code = format!(
@@ -318,10 +318,14 @@ fn malformed_npy_data_is_refused_with_the_file_name() {
     for (name, bytes, needle) in cases {
         let path = d.join(name);
         std::fs::write(&path, bytes).unwrap();
-        assert_data_err(Dataset::load(&path, &model), &path, needle);
+        assert_data_err(perturb::files::load_data(&path, &model), &path, needle);
     }
     let obj = fixture("object.npy");
-    assert_data_err(Dataset::load(&obj, &model), &obj, "object arrays");
+    assert_data_err(
+        perturb::files::load_data(&obj, &model),
+        &obj,
+        "object arrays",
+    );
 }
 
 #[test]
@@ -346,18 +350,26 @@ fn malformed_npz_data_is_refused_with_the_file_name() {
     for (name, members, needle) in cases {
         let path = d.join(name);
         npy::save_npz(&path, &members).unwrap();
-        assert_data_err(Dataset::load(&path, &model), &path, needle);
+        assert_data_err(perturb::files::load_data(&path, &model), &path, needle);
     }
     let path = d.join("notzip.npz");
     std::fs::write(&path, "x,y\n1,2\n").unwrap();
-    assert_data_err(Dataset::load(&path, &model), &path, "not a readable .npz");
+    assert_data_err(
+        perturb::files::load_data(&path, &model),
+        &path,
+        "not a readable .npz",
+    );
     let missing = d.join("missing.npz");
-    match Dataset::load(&missing, &model) {
+    match perturb::files::load_data(&missing, &model) {
         Err(e @ Error::Io { .. }) => assert!(e.to_string().contains("missing.npz"), "{e}"),
         other => panic!("expected Error::Io, got {other:?}"),
     }
     let pair = PathBuf::from(format!("{},{}", fixture("data_x.npy").display(), "y.csv"));
-    assert_data_err(Dataset::load(&pair, &model), &pair, "both be .npy");
+    assert_data_err(
+        perturb::files::load_data(&pair, &model),
+        &pair,
+        "both be .npy",
+    );
 }
 
 #[test]
@@ -427,7 +439,7 @@ fn malformed_model_npz_is_refused_with_the_array_name() {
     for (name, members, needle) in cases {
         let path = d.join(name);
         npy::save_npz(&path, &members).unwrap();
-        match Model::load(&path) {
+        match perturb::files::load_model(&path) {
             Err(e @ Error::Model { .. }) => {
                 let m = e.to_string();
                 assert!(m.contains(name) && m.contains(needle), "{name}: {m}");
@@ -437,6 +449,12 @@ fn malformed_model_npz_is_refused_with_the_array_name() {
     }
     let path = d.join("model.npy");
     std::fs::write(&path, w(2, 3)).unwrap();
-    assert!(matches!(Model::load(&path), Err(Error::Model { .. })));
-    assert!(matches!(Model::book().save(&path), Err(Error::Config(_))));
+    assert!(matches!(
+        perturb::files::load_model(&path),
+        Err(Error::Model { .. })
+    ));
+    assert!(matches!(
+        perturb::files::save_model(&Model::book(), &path),
+        Err(Error::Config(_))
+    ));
 }

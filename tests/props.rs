@@ -935,7 +935,7 @@ proptest! {
         std::fs::write(&yp, &y).unwrap();
         let pair = std::path::PathBuf::from(format!("{},{}", xp.display(), yp.display()));
         let model = model_of(1, 1);
-        let got = bounded_by(x.len() + y.len(), || Dataset::load(&pair, &model));
+        let got = bounded_by(x.len() + y.len(), || perturb::files::load_data(&pair, &model));
         std::fs::remove_dir_all(&dir).unwrap();
         match got {
             Ok(d) => check_dataset(&d, d.x.ncols(), d.y.ncols()),

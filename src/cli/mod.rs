@@ -86,6 +86,14 @@ impl AdapterArgs {
     }
 }
 
+/// The command-line name of a `ValueEnum` option value (`value_name(MethodArg::Reuse)` is
+/// `"reuse"`), as checkpoints store it ([`crate::checkpoint::SETTING_VALUES`]).
+pub fn value_name<T: ValueEnum>(value: T) -> String {
+    value
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_string())
+}
+
 /// Where the losses are computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DeviceKind {
@@ -246,7 +254,7 @@ impl NetArgs {
     /// The model: the file, a random network of `--layers` drawn with `seed`, or the book's.
     pub fn model(&self, seed: u64) -> Result<Model> {
         if let Some(path) = &self.model {
-            return Model::load(path);
+            return crate::files::load_model(path);
         }
         let Some(layers) = &self.layers else {
             return Ok(Model::book());
@@ -275,7 +283,7 @@ impl NetArgs {
     /// The data file, or the book's one sample when it fits the model.
     pub fn data(&self, model: &Model) -> Result<Dataset> {
         let data = match &self.data {
-            Some(path) => Dataset::load(path, model)?,
+            Some(path) => crate::files::load_data(path, model)?,
             None => {
                 let book = Dataset::book();
                 book.check_fits(model, "the book's data (x = [1, 1], y = [0])")
@@ -330,4 +338,31 @@ pub(crate) fn pick<T>(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names<T: ValueEnum>() -> Vec<String> {
+        T::value_variants()
+            .iter()
+            .cloned()
+            .map(value_name)
+            .collect()
+    }
+
+    #[test]
+    fn the_flags_values_are_the_names_checkpoints_store() {
+        for (field, stored) in crate::checkpoint::SETTING_VALUES {
+            let flags = match field {
+                "precision" => names::<PrecisionArg>(),
+                "method" => names::<MethodArg>(),
+                "device" => names::<DeviceKind>(),
+                "loop" => names::<LoopArg>(),
+                other => panic!("no flag for setting {other}"),
+            };
+            assert_eq!(flags, stored, "{field}");
+        }
+    }
 }

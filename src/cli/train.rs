@@ -1,8 +1,9 @@
 //! `perturb train`.
 
 use super::output::{self, OutputArgs};
+use super::value_name;
 use super::{AdapterArgs, DeviceKind, EstimatorArgs, LoopArg, MethodArg, NetArgs, PrecisionArg};
-use crate::checkpoint::{value_name, Checkpoint, GivenFlags, RunSettings};
+use crate::checkpoint::{Checkpoint, GivenFlags, RunSettings};
 use crate::cpu::CpuEvaluator;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -283,7 +284,7 @@ pub fn train(args: &TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
         report::format_predictions(&data.x, &data.y, &report.predictions, 10).trim_end()
     );
     if let Some(path) = &args.save {
-        trained.save(path)?;
+        crate::files::save_model(&trained, path)?;
         say!("saved the trained model to {}", path.display());
     }
     if let Some(path) = &args.report {
@@ -334,7 +335,7 @@ impl Setup {
         // One read of the file: the loader's bytes are also what the checkpoint's hash covers.
         let (data, data_ref) = match &data_path {
             Some(path) => {
-                let (d, r) = Dataset::load_referenced(path, &model)?;
+                let (d, r) = crate::files::load_data_referenced(path, &model)?;
                 d.check_fits(&model, &path.display().to_string())?;
                 (d, r)
             }

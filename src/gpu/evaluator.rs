@@ -288,6 +288,210 @@ impl Pipelines {
     }
 }
 
+/// Splits a plan's slot ranges into chunks (dispatch groups) that fit the device.
+struct ChunkPlanner<'a> {
+    model: &'a Model,
+    opts: &'a GpuOptions,
+    /// Samples.
+    b: usize,
+    /// Parameters per run.
+    p: usize,
+    max_dim: u32,
+    /// Most slots whose per-sample values fit the `sse` budget.
+    by_bytes: u64,
+    seq_reduce: bool,
+    base: ChunkUniform,
+    out_per_run: usize,
+    cache_per_run: usize,
+    chunks: Vec<Chunk>,
+}
+
+impl ChunkPlanner<'_> {
+    /// Slots [first, end) of `run`'s offset `offset` in chunks, `items_per_wg` (slot, sample)
+    /// items per workgroup. Slot 0 is the unperturbed network, slot k + 1 parameter k (or SPSA
+    /// evaluation k); offset j's slots land after the earlier offsets' P values.
+    fn add(
+        &mut self,
+        kernel: KernelId,
+        run: usize,
+        offset: usize,
+        first: u64,
+        end: u64,
+        items_per_wg: u64,
+    ) {
+        let by_grid = (self.max_dim as u64 * self.max_dim as u64 * items_per_wg) / self.b as u64;
+        let mut per = self
+            .by_bytes
+            .min(by_grid)
+            .min(self.opts.max_evals_per_chunk.max(1))
+            .max(1);
+        if let KernelId::ReuseSeq(part) = kernel {
+            // Whole units: a weights chunk holds every input of its units.
+            let n_in = seq_part_inputs(self.model, part);
+            per = (self.opts.max_evals_per_chunk / n_in)
+                .max(1)
+                .saturating_mul(n_in);
+        }
+        let mut at = first;
+        while at < end {
+            let count = per.min(end - at);
+            let g = if kernel == KernelId::ReuseFused {
+                grid(count, self.max_dim)
+            } else if kernel == KernelId::ForwardTile {
+                let layer = self.model.layers()[at as usize];
+                let tiles = (layer.outputs as u64).div_ceil(TILE_U as u64)
+                    * (self.b as u64).div_ceil(TILE_S as u64);
+                grid(tiles.div_ceil(WG_SIZE as u64), self.max_dim)
+            } else if let KernelId::ReuseSeq(part) = kernel {
+                if seq_part_is_weights(part) {
+                    // A workgroup per (unit, block of SEQ_WG lanes).
+                    let n_in = seq_part_inputs(self.model, part);
+                    let lanes = n_in.div_ceil(seq_repeat(n_in) as u64);
+                    grid((count / n_in) * lanes.div_ceil(SEQ_WG as u64), self.max_dim)
+                } else {
+                    grid(count.div_ceil(SEQ_WG as u64), self.max_dim)
+                }
+            } else {
+                grid((count * self.b as u64).div_ceil(items_per_wg), self.max_dim)
+            };
+            let r = if self.seq_reduce {
+                grid(count.div_ceil(WG_SIZE as u64), self.max_dim)
+            } else {
+                grid(count, self.max_dim)
+            };
+            self.chunks.push(Chunk {
+                kernel,
+                run,
+                offset,
+                uniform: ChunkUniform {
+                    eval_base: at as u32,
+                    eval_count: count as u32,
+                    grid_x: g.0,
+                    reduce_grid_x: r.0,
+                    param_base: (run * self.p) as u32,
+                    out_base: (run * self.out_per_run + offset * self.p) as u32,
+                    cache_base: (run * self.cache_per_run) as u32,
+                    ..self.base
+                },
+                grid: g,
+                reduce_grid: r,
+            });
+            at += count;
+        }
+    }
+}
+
+/// The shader module, bind group layout and pipelines of the planned `kernels` (each `reuse_seq`
+/// part specialised by its override constants), and the bind group over `uniforms` and the
+/// storage buffers `bound` (bindings 1 to 8 in `shaders/nudge.wgsl`'s order).
+fn build_pipelines(
+    device: &wgpu::Device,
+    model: &Model,
+    closed: bool,
+    kernels: &[(KernelId, u64)],
+    uniforms: &wgpu::Buffer,
+    bound: [&wgpu::Buffer; 8],
+) -> (Pipelines, wgpu::BindGroup) {
+    let num_layers = model.layers().len();
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some("nudge.wgsl"),
+        source: wgpu::ShaderSource::Wgsl(super::nudge_shader_source().into()),
+    });
+    let entry =
+        |binding: u32, ty: wgpu::BufferBindingType, dynamic: bool| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty,
+                has_dynamic_offset: dynamic,
+                min_binding_size: None,
+            },
+            count: None,
+        };
+    let ro = wgpu::BufferBindingType::Storage { read_only: true };
+    let rw = wgpu::BufferBindingType::Storage { read_only: false };
+    let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some("nudge"),
+        entries: &[
+            entry(0, wgpu::BufferBindingType::Uniform, true),
+            entry(1, ro, false),
+            entry(2, ro, false),
+            entry(3, ro, false),
+            entry(4, ro, false),
+            entry(5, rw, false),
+            entry(6, rw, false),
+            entry(7, rw, false),
+            entry(8, rw, false),
+        ],
+    });
+    let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some("nudge"),
+        bind_group_layouts: &[Some(&layout)],
+        immediate_size: 0,
+    });
+    let specialised = |name: &str, constants: &[(&str, f64)]| {
+        device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(name),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some(name),
+            // Every workgroup value is written before it is read; zeroing 16 KiB per
+            // workgroup (a shader loop on GL) would dominate small evaluations.
+            compilation_options: wgpu::PipelineCompilationOptions {
+                zero_initialize_workgroup_memory: false,
+                constants,
+            },
+            cache: None,
+        })
+    };
+    let pipeline = |name: &str| specialised(name, &[]);
+    let seq_pipeline = |part: u32| {
+        let l = seq_part_layer(model, part);
+        let n_in = seq_part_inputs(model, part);
+        specialised(
+            "reuse_seq",
+            &[
+                ("SEQ_PART", part as f64),
+                ("SEQ_KIND", model.layers()[l].activation.code() as f64),
+                ("SEQ_CLOSED", (closed && l + 1 < num_layers) as u32 as f64),
+                (
+                    "SEQ_FROM_INPUTS",
+                    (l == 0 && seq_part_is_weights(part)) as u32 as f64,
+                ),
+                ("SEQ_R", seq_repeat(n_in) as f64),
+            ],
+        )
+    };
+    let pipelines = Pipelines(
+        kernels
+            .iter()
+            .map(|&(k, _)| {
+                let built = match k {
+                    KernelId::ReuseSeq(part) => seq_pipeline(part),
+                    k => pipeline(k.entry_point()),
+                };
+                (k, built)
+            })
+            .collect(),
+    );
+    let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some("nudge"),
+        layout: &layout,
+        entries: &[wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: uniforms,
+                offset: 0,
+                size: wgpu::BufferSize::new(std::mem::size_of::<ChunkUniform>() as u64),
+            }),
+        }]
+        .into_iter()
+        .chain((1..).zip(bound).map(|(i, b)| bind(i, b)))
+        .collect::<Vec<_>>(),
+    });
+    (pipelines, bind_group)
+}
+
 fn bind(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
     wgpu::BindGroupEntry {
         binding,
@@ -450,74 +654,26 @@ impl GpuEvaluator {
         // per layer, where its loop fits llvmpipe's cap.
         let tiled_forward =
             reuse_kernel == Some(ReuseKernel::Invocation) && fits(KernelId::ForwardTile);
-        let mut chunks = Vec::new();
-        // Slots [first, end) of `run`'s offset `offset` in chunks, `items_per_wg` (slot, sample)
-        // items per workgroup. Slot 0 is the unperturbed network, slot k + 1 parameter k (or SPSA
-        // evaluation k); offset j's slots land after the earlier offsets' P values.
+        let mut planner = ChunkPlanner {
+            model,
+            opts: &opts,
+            b,
+            p,
+            max_dim,
+            by_bytes,
+            seq_reduce,
+            base,
+            out_per_run,
+            cache_per_run,
+            chunks: Vec::new(),
+        };
         let mut plan = |kernel: KernelId,
                         run: usize,
                         offset: usize,
                         first: u64,
                         end: u64,
                         items_per_wg: u64| {
-            let by_grid = (max_dim as u64 * max_dim as u64 * items_per_wg) / b as u64;
-            let mut per = by_bytes
-                .min(by_grid)
-                .min(opts.max_evals_per_chunk.max(1))
-                .max(1);
-            if let KernelId::ReuseSeq(part) = kernel {
-                // Whole units: a weights chunk holds every input of its units.
-                let n_in = seq_part_inputs(model, part);
-                per = (opts.max_evals_per_chunk / n_in)
-                    .max(1)
-                    .saturating_mul(n_in);
-            }
-            let mut at = first;
-            while at < end {
-                let count = per.min(end - at);
-                let g = if kernel == KernelId::ReuseFused {
-                    grid(count, max_dim)
-                } else if kernel == KernelId::ForwardTile {
-                    let layer = model.layers()[at as usize];
-                    let tiles = (layer.outputs as u64).div_ceil(TILE_U as u64)
-                        * (b as u64).div_ceil(TILE_S as u64);
-                    grid(tiles.div_ceil(WG_SIZE as u64), max_dim)
-                } else if let KernelId::ReuseSeq(part) = kernel {
-                    if seq_part_is_weights(part) {
-                        // A workgroup per (unit, block of SEQ_WG lanes).
-                        let n_in = seq_part_inputs(model, part);
-                        let lanes = n_in.div_ceil(seq_repeat(n_in) as u64);
-                        grid((count / n_in) * lanes.div_ceil(SEQ_WG as u64), max_dim)
-                    } else {
-                        grid(count.div_ceil(SEQ_WG as u64), max_dim)
-                    }
-                } else {
-                    grid((count * b as u64).div_ceil(items_per_wg), max_dim)
-                };
-                let r = if seq_reduce {
-                    grid(count.div_ceil(WG_SIZE as u64), max_dim)
-                } else {
-                    grid(count, max_dim)
-                };
-                chunks.push(Chunk {
-                    kernel,
-                    run,
-                    offset,
-                    uniform: ChunkUniform {
-                        eval_base: at as u32,
-                        eval_count: count as u32,
-                        grid_x: g.0,
-                        reduce_grid_x: r.0,
-                        param_base: (run * p) as u32,
-                        out_base: (run * out_per_run + offset * p) as u32,
-                        cache_base: (run * cache_per_run) as u32,
-                        ..base
-                    },
-                    grid: g,
-                    reduce_grid: r,
-                });
-                at += count;
-            }
+            planner.add(kernel, run, offset, first, end, items_per_wg)
         };
         let p64 = p as u64;
         for run in 0..runs {
@@ -578,6 +734,7 @@ impl GpuEvaluator {
                 }
             }
         }
+        let chunks = planner.chunks;
         let fused_epochs = fused_epochs_per_dispatch(model, b, &opts, chunks.len(), capped);
         let reduce_kernel = if seq_reduce {
             KernelId::ReduceSeq
@@ -692,111 +849,14 @@ impl GpuEvaluator {
         let [params, layers, xs, ys, sse, out, cache, next, readback, uniforms, saved] = buffers;
 
         let (pipelines, bind_group) = ctx.scoped("building the nudge shaders", || {
-            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some("nudge.wgsl"),
-                source: wgpu::ShaderSource::Wgsl(super::nudge_shader_source().into()),
-            });
-            let entry = |binding: u32, ty: wgpu::BufferBindingType, dynamic: bool| {
-                wgpu::BindGroupLayoutEntry {
-                    binding,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty,
-                        has_dynamic_offset: dynamic,
-                        min_binding_size: None,
-                    },
-                    count: None,
-                }
-            };
-            let ro = wgpu::BufferBindingType::Storage { read_only: true };
-            let rw = wgpu::BufferBindingType::Storage { read_only: false };
-            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some("nudge"),
-                entries: &[
-                    entry(0, wgpu::BufferBindingType::Uniform, true),
-                    entry(1, ro, false),
-                    entry(2, ro, false),
-                    entry(3, ro, false),
-                    entry(4, ro, false),
-                    entry(5, rw, false),
-                    entry(6, rw, false),
-                    entry(7, rw, false),
-                    entry(8, rw, false),
-                ],
-            });
-            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some("nudge"),
-                bind_group_layouts: &[Some(&layout)],
-                immediate_size: 0,
-            });
-            let specialised = |name: &str, constants: &[(&str, f64)]| {
-                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(name),
-                    layout: Some(&pipeline_layout),
-                    module: &module,
-                    entry_point: Some(name),
-                    // Every workgroup value is written before it is read; zeroing 16 KiB per
-                    // workgroup (a shader loop on GL) would dominate small evaluations.
-                    compilation_options: wgpu::PipelineCompilationOptions {
-                        zero_initialize_workgroup_memory: false,
-                        constants,
-                    },
-                    cache: None,
-                })
-            };
-            let pipeline = |name: &str| specialised(name, &[]);
-            let seq_pipeline = |part: u32| {
-                let l = seq_part_layer(model, part);
-                let n_in = seq_part_inputs(model, part);
-                specialised(
-                    "reuse_seq",
-                    &[
-                        ("SEQ_PART", part as f64),
-                        ("SEQ_KIND", model.layers()[l].activation.code() as f64),
-                        ("SEQ_CLOSED", (closed && l + 1 < num_layers) as u32 as f64),
-                        (
-                            "SEQ_FROM_INPUTS",
-                            (l == 0 && seq_part_is_weights(part)) as u32 as f64,
-                        ),
-                        ("SEQ_R", seq_repeat(n_in) as f64),
-                    ],
-                )
-            };
-            let pipelines = Pipelines(
-                loop_counts
-                    .iter()
-                    .map(|&(k, _)| {
-                        let built = match k {
-                            KernelId::ReuseSeq(part) => seq_pipeline(part),
-                            k => pipeline(k.entry_point()),
-                        };
-                        (k, built)
-                    })
-                    .collect(),
-            );
-            let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("nudge"),
-                layout: &layout,
-                entries: &[
-                    wgpu::BindGroupEntry {
-                        binding: 0,
-                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: &uniforms,
-                            offset: 0,
-                            size: wgpu::BufferSize::new(std::mem::size_of::<ChunkUniform>() as u64),
-                        }),
-                    },
-                    bind(1, &params),
-                    bind(2, &layers),
-                    bind(3, &xs),
-                    bind(4, &ys),
-                    bind(5, &sse),
-                    bind(6, &out),
-                    bind(7, &cache),
-                    bind(8, &next),
-                ],
-            });
-            (pipelines, bind_group)
+            build_pipelines(
+                device,
+                model,
+                closed,
+                &loop_counts,
+                &uniforms,
+                [&params, &layers, &xs, &ys, &sse, &out, &cache, &next],
+            )
         })?;
         if opts.method == Method::Reuse {
             let xt: Vec<f32> = data.x.t().iter().copied().collect();
