@@ -77,7 +77,9 @@ pub enum Error {
     },
     /// A kernel was cut short by the adapter's loop cap while running (its tripwire fired): the
     /// step's results were discarded. A planning bug, never a property of the input.
-    #[error("the {kernel} kernel was cut short by {adapter}'s loop cap ({cap} passes per invocation) and its results were discarded; this is a bug in perturb's planner, please report it")]
+    /// The evaluator keeps failing until [`crate::gpu::GpuEvaluator::set_loop_burn`] clears the
+    /// tripwire: every later step would be no less wrong.
+    #[error("the {kernel} kernel was cut short by {adapter}'s loop cap ({cap} passes per invocation) and its results were discarded; this is a bug in perturb's planner, please report it{}", saved_note(.checkpoint.as_deref()))]
     LoopCap {
         /// The kernel ([`crate::gpu::KernelId::name`]).
         kernel: &'static str,
@@ -85,6 +87,8 @@ pub enum Error {
         cap: u64,
         /// The adapter.
         adapter: String,
+        /// Where the run up to the last good epoch was saved, if it was.
+        checkpoint: Option<PathBuf>,
     },
     /// wgpu reported an error (validation, out of memory, device lost, readback failure).
     #[error("GPU error: {0}")]
@@ -203,6 +207,7 @@ mod tests {
                 kernel: "k",
                 cap: 1,
                 adapter: "a".into(),
+                checkpoint: None,
             },
             Error::Diverged {
                 epoch: 1,

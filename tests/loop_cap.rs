@@ -67,6 +67,8 @@ struct Case {
     method: Method,
     reuse: Option<ReuseKernel>,
     shape: Shape,
+    /// Runs evaluated together (a sweep).
+    runs: usize,
     /// Measure only this kernel (each try costs every invocation a whole cap of passes, which a
     /// dispatch of thousands of workgroups makes slow).
     only: Option<KernelId>,
@@ -86,6 +88,7 @@ fn cases() -> Vec<Case> {
         method,
         reuse,
         shape,
+        runs: 1,
         only: None,
     };
     let one = Shape::Coordinates(1);
@@ -153,6 +156,16 @@ fn cases() -> Vec<Case> {
             Some(ReuseKernel::Invocation),
             one,
         ),
+        // Hidden weights of 32 inputs: SEQ_R = 2, output_change inside the loop over R.
+        c(
+            "seq wide hidden",
+            &[2, 32, 32, 1],
+            &[Tanh, Sig, Sig],
+            5,
+            Method::Reuse,
+            Some(ReuseKernel::Invocation),
+            one,
+        ),
         c(
             "seq closed",
             &[4, 6, 3],
@@ -209,6 +222,30 @@ fn cases() -> Vec<Case> {
         ),
         // reduce_losses: llvmpipe takes it past SEQ_REDUCE_MAX_BATCH samples only.
         Case {
+            runs: 3,
+            ..c(
+                "sweep naive",
+                &[2, 4, 1],
+                &[Tanh, Sig],
+                6,
+                Method::Naive,
+                None,
+                one,
+            )
+        },
+        Case {
+            runs: 2,
+            ..c(
+                "sweep seq",
+                &[3, 5, 2],
+                &[Sig, Id],
+                17,
+                Method::Reuse,
+                Some(ReuseKernel::Invocation),
+                one,
+            )
+        },
+        Case {
             only: Some(KernelId::ReduceLosses),
             ..c(
                 "many samples",
@@ -230,14 +267,16 @@ fn build(ctx: &GpuContext, case: &Case) -> (Model, Dataset, GpuEvaluator) {
         method: case.method,
         reuse_kernel: case.reuse,
         shape: case.shape,
+        runs: case.runs,
         ..GpuOptions::default()
     };
     let ev = GpuEvaluator::with_options(ctx.clone(), &model, &data, opts).unwrap();
     (model, data, ev)
 }
 
-/// One step of the host loop with this case's probe shape.
+/// One step of the host loop with this case's probe shape, every run of the sweep active.
 fn step(ev: &mut GpuEvaluator, model: &Model, shape: Shape) -> Result<(), Error> {
+    let runs = ev.max_runs();
     let estimator = match shape {
         Shape::Directions(q) => Estimator::Spsa {
             samples: q,
@@ -246,10 +285,13 @@ fn step(ev: &mut GpuEvaluator, model: &Model, shape: Shape) -> Result<(), Error>
         Shape::Coordinates(2) => Estimator::Central,
         _ => Estimator::Forward,
     };
-    let probe = estimator.probe(1e-3, 5, 0);
-    let mut loss = [0.0f32];
-    let mut values = vec![0.0f32; probe.len(model.num_params())];
-    ev.probe(&model.params, &[probe], &[true], &mut loss, &mut values)
+    let probes: Vec<_> = (0..runs)
+        .map(|r| estimator.probe(1e-3 * (r + 1) as f32, 5 + r as u64, 0))
+        .collect();
+    let mut loss = vec![0.0f32; runs];
+    let mut values = vec![0.0f32; runs * probes[0].len(model.num_params())];
+    let params = model.params.repeat(runs);
+    ev.probe(&params, &probes, &vec![true; runs], &mut loss, &mut values)
 }
 
 /// Resident training for `epochs` epochs in submissions of `per`.
@@ -315,7 +357,9 @@ fn every_kernels_loop_count_equals_what_llvmpipe_runs() {
             }
             let measured = match kernel {
                 // The resident loop runs the forward difference only.
-                KernelId::Update if case.shape == Shape::Coordinates(1) && !ev.is_fused() => {
+                KernelId::Update
+                    if case.shape == Shape::Coordinates(1) && case.runs == 1 && !ev.is_fused() =>
+                {
                     measure(&mut ev, kernel, planned, |ev| resident(ev, &model, 1, 1))
                 }
                 KernelId::Update | KernelId::FusedEpochs => continue,

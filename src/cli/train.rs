@@ -498,6 +498,17 @@ fn saved_note(e: Error, path: &std::path::Path, epochs: usize) -> Error {
     );
     match e {
         Error::Gpu(m) => Error::Gpu(m + &note),
+        Error::LoopCap {
+            kernel,
+            cap,
+            adapter,
+            ..
+        } => Error::LoopCap {
+            kernel,
+            cap,
+            adapter,
+            checkpoint: Some(path.to_path_buf()),
+        },
         other => other,
     }
 }

@@ -156,14 +156,12 @@ fn grid(n: u64, max_dim: u32) -> (u32, u32) {
 
 /// Epochs one `fused_epochs` dispatch can run for this model (0 when it does not apply): naive
 /// method, one chunk, layers at most [`FUSED_MAX_WIDTH`] wide, at most `FUSED_MAX_ITEMS` (slot,
-/// sample) items, and, where the adapter caps loops (`capped`), the most epochs whose
-/// [`loop_passes`] stay within [`KERNEL_PASS_BUDGET`].
+/// sample) items, and the most epochs whose [`loop_passes`] stay within [`KERNEL_PASS_BUDGET`].
 fn fused_epochs_per_dispatch(
     model: &Model,
     samples: usize,
     opts: &GpuOptions,
     chunks: usize,
-    capped: bool,
 ) -> u64 {
     let items = (model.num_params() as u64 + 1) * samples as u64;
     if opts.method != Method::Naive
@@ -176,6 +174,8 @@ fn fused_epochs_per_dispatch(
         return 0;
     }
     let most = RESIDENT_MAX_BATCH as u64;
+    // On every adapter: llvmpipe's cap there; elsewhere a bound on what one workgroup runs in
+    // one dispatch (as before the counts were exact), far from any watchdog.
     let fits = |epochs: u64| {
         let plan = LoopPlan {
             model,
@@ -183,7 +183,7 @@ fn fused_epochs_per_dispatch(
             closed: false,
             epochs,
         };
-        !capped || loop_passes(KernelId::FusedEpochs, &plan) <= KERNEL_PASS_BUDGET
+        loop_passes(KernelId::FusedEpochs, &plan) <= KERNEL_PASS_BUDGET
     };
     // The count grows with the epochs: the largest that fits, by bisection on the count itself.
     let (mut lo, mut hi) = (0, most + 1);
@@ -586,7 +586,7 @@ impl GpuEvaluator {
             ("the parameters", 4 * (runs * p) as u64),
             ("the inputs", 4 * data.x.len() as u64),
             ("the targets", 4 * data.y.len() as u64),
-            ("the losses", 4 * out_floats),
+            ("the losses", 4 * (out_floats + 1)),
             (
                 "the reuse cache (2 × units × samples)",
                 4 * cache_floats as u64,
@@ -735,7 +735,7 @@ impl GpuEvaluator {
             }
         }
         let chunks = planner.chunks;
-        let fused_epochs = fused_epochs_per_dispatch(model, b, &opts, chunks.len(), capped);
+        let fused_epochs = fused_epochs_per_dispatch(model, b, &opts, chunks.len());
         let reduce_kernel = if seq_reduce {
             KernelId::ReduceSeq
         } else {
@@ -948,6 +948,7 @@ impl GpuEvaluator {
             kernel,
             cap: LLVMPIPE_LOOP_CAP,
             adapter: self.ctx.info.name.clone(),
+            checkpoint: None,
         })
     }
 

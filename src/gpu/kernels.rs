@@ -306,18 +306,22 @@ fn reuse_fused(plan: &LoopPlan) -> u64 {
 }
 
 /// `reuse_seq` for `part`: the tree's lanes (`reduce_row`'s loops) and, for hidden parts without
-/// the closed form, `output_change` for each of the R weights (Mesa unrolls the loops over R),
-/// once per sample and once with lanes off at each loop's exit.
+/// the closed form, `output_change` for each of the R weights per sample. Mesa unrolls the loops
+/// over R except the one around `output_change` (it keeps loops that hold a loop, but for one
+/// iteration), so for R ≥ 2 that loop runs too; each loop also runs once with lanes off at the
+/// exit of the loops around it.
 fn reuse_seq(plan: &LoopPlan, part: u32) -> u64 {
     let model = plan.model;
     let b = plan.batch as u64;
     let width = b.max(1).next_power_of_two().min(REDUCE_WG as u64);
-    let changes = if part < PART_OUTPUT_WEIGHTS && !plan.closed {
-        seq_repeat_of(model, part) as u64
-    } else {
-        0
+    let r = seq_repeat_of(model, part) as u64;
+    // The loops in one sample's body, and their passes.
+    let (inner, per_sample) = match r {
+        _ if part >= PART_OUTPUT_WEIGHTS || plan.closed => (0, 0),
+        1 => (1, output_change(model)),
+        r => (2, lp(r, 1) + r * output_change(model)),
     };
-    lp(width, 1 + changes) + b + width * (1 + changes) + b * changes * output_change(model)
+    lp(width, 1 + inner) + b + width * (1 + inner) + b * per_sample
 }
 
 /// `reuse_deep`: a workgroup per (parameter, sample) of a layer before the last two. The layer
