@@ -462,7 +462,8 @@ fn a_step_larger_than_the_storage_binding_limit_is_refused_with_the_numbers() {
         .limits
         .max_storage_buffer_binding_size
         .min(ctx.limits.max_buffer_size);
-    // Three Richardson runs: 3 × (1 + 4P) floats of losses, just over the limit.
+    // Three Richardson runs: 3 × (1 + 4P) floats of losses and the tripwire's word, just over the
+    // limit.
     let runs = 3u64;
     let p_needed = (limit / 4 / runs / 4 + 1) as usize;
     let width = ((p_needed as f64).sqrt() as usize).clamp(2, 2048);
@@ -476,7 +477,7 @@ fn a_step_larger_than_the_storage_binding_limit_is_refused_with_the_numbers() {
         return;
     };
     let data = random_data(&model, 1, 0);
-    let needed = 4 * runs * (1 + 4 * model.num_params() as u64);
+    let needed = 4 * (runs * (1 + 4 * model.num_params() as u64) + 1);
     assert!(needed > limit, "{needed} vs {limit}");
     let opts = GpuOptions {
         runs: runs as usize,
