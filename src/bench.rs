@@ -4,9 +4,11 @@
 use crate::cpu::CpuEvaluator;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::evaluator::Evaluator;
 use crate::gpu::{AdapterOptions, GpuContext, GpuEvaluator, GpuOptions, ReuseKernel};
 use crate::model::{Activation, Model};
-use crate::train::{update, Evaluator, Hyper, Method};
+use crate::settings::{Hyper, Method};
+use crate::train::update;
 use ndarray::Array2;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;

@@ -6,9 +6,9 @@
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::estimate::{gradient, Estimator, StepMode};
+use crate::evaluator::Evaluator;
 use crate::model::{Activation, Model};
 use crate::precision::Real;
-use crate::train::Evaluator;
 use serde::Serialize;
 
 /// The loss (float64, the CPU reference's f64 arithmetic) and its gradient by backpropagation.
@@ -154,7 +154,7 @@ pub struct CheckReport {
     /// For each estimator/step of the sweep, the eps with the smallest relative error.
     pub best: Vec<Row>,
     /// What computed the perturbed losses.
-    pub device: crate::train::DeviceInfo,
+    pub device: crate::settings::DeviceInfo,
 }
 
 /// The eps values of the sweep: 1e-1 … 1e-7.

@@ -20,7 +20,7 @@
 use crate::error::{Error, Result};
 use crate::fileio::{read_text_capped, write_atomic};
 use crate::model::{Model, ModelFile};
-use crate::train::Hyper;
+use crate::settings::Hyper;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -22,27 +22,16 @@
 use crate::data::Dataset;
 use crate::error::Result;
 use crate::estimate::Probe;
-use crate::model::{Activation, Model};
+use crate::evaluator::{check_probe, Evaluator};
+use crate::model::{LayerSpan, Model};
 use crate::precision::Real;
-use crate::train::{check_probe, DeviceInfo, Evaluator, Method};
+use crate::settings::{DeviceInfo, Method};
 use std::marker::PhantomData;
 
-/// Lanes of the loss reduction: the reduce workgroup size in `shaders/nudge.wgsl`.
-pub const REDUCE_LANES: usize = 256;
+pub use crate::precision::REDUCE_LANES;
 
 /// Below this many multiply-adds per step the evaluator stays on one thread (spawning costs more).
 const PARALLEL_MIN_WORK: usize = 1 << 18;
-
-#[derive(Clone, Copy, Debug)]
-struct LayerPlan {
-    inputs: usize,
-    outputs: usize,
-    w_off: usize,
-    b_off: usize,
-    /// Index of the layer's first unit among all units (for the reuse cache).
-    unit_off: usize,
-    act: Activation,
-}
 
 /// Per-thread working memory, allocated once.
 #[derive(Clone, Debug)]
@@ -81,19 +70,10 @@ impl<R> Default for Cache<R> {
     }
 }
 
-/// Whether the reuse method sums the output layer in closed form: an identity output layer of at
-/// least two outputs after at least one hidden layer (with one output there is no loop to save).
-pub fn closed_form_output(model: &Model) -> bool {
-    let layers = model.layers();
-    layers.len() >= 2
-        && layers[layers.len() - 1].activation == Activation::Identity
-        && model.outputs() >= 2
-}
-
 /// CPU evaluator computing losses in `R` (`f32` mirrors the GPU bit for bit; `f64` is the notebook).
 #[derive(Debug)]
 pub struct CpuEvaluator<R: Real = f32> {
-    layers: Vec<LayerPlan>,
+    layers: Vec<LayerSpan>,
     x: Vec<f32>,
     y: Vec<f32>,
     samples: usize,
@@ -114,22 +94,7 @@ impl<R: Real> CpuEvaluator<R> {
     /// An evaluator using `method`.
     pub fn with_method(model: &Model, data: &Dataset, method: Method) -> Result<Self> {
         data.check_fits(model, "data")?;
-        let mut unit_off = 0;
-        let layers = (0..model.layers().len())
-            .map(|l| {
-                let layer = model.layers()[l];
-                let plan = LayerPlan {
-                    inputs: layer.inputs,
-                    outputs: layer.outputs,
-                    w_off: model.weight_offset(l),
-                    b_off: model.bias_offset(l),
-                    unit_off,
-                    act: layer.activation,
-                };
-                unit_off += layer.outputs;
-                plan
-            })
-            .collect();
+        let layers = model.layer_spans();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut ev = CpuEvaluator {
             layers,
@@ -144,12 +109,8 @@ impl<R: Real> CpuEvaluator<R> {
             _r: PhantomData,
         };
         if method == Method::Reuse {
-            let cells = unit_off * data.len();
-            let hidden = if closed_form_output(model) {
-                model.layers()[model.layers().len() - 1].inputs
-            } else {
-                0
-            };
+            let cells = model.num_units() * data.len();
+            let hidden = model.closed_form_units();
             ev.cache = Cache {
                 z: vec![R::ZERO; cells],
                 a: vec![R::ZERO; cells],
@@ -351,7 +312,7 @@ fn for_each_param<R: Real>(
 }
 
 /// `out[u] = Σ_i in[i]·W[i][u]` in order of i, `in` being `x` for the first layer.
-fn dense<R: Real>(layer: &LayerPlan, input: Option<&[R]>, x: &[f32], p: &[f32], out: &mut [R]) {
+fn dense<R: Real>(layer: &LayerSpan, input: Option<&[R]>, x: &[f32], p: &[f32], out: &mut [R]) {
     out.fill(R::ZERO);
     // i-outer, u-inner: each unit still accumulates over i in order, as the shader does.
     for i in 0..layer.inputs {
@@ -367,7 +328,7 @@ fn dense<R: Real>(layer: &LayerPlan, input: Option<&[R]>, x: &[f32], p: &[f32], 
 }
 
 fn forward<'a, R: Real>(
-    layers: &[LayerPlan],
+    layers: &[LayerSpan],
     x: &[f32],
     p: &[f32],
     a: &'a mut Vec<R>,
@@ -378,12 +339,12 @@ fn forward<'a, R: Real>(
 
 /// The forward pass of one sample; `seen(layer, unit, z, a)` sees every pre-activation and output.
 fn forward_each<'a, R: Real>(
-    layers: &[LayerPlan],
+    layers: &[LayerSpan],
     x: &[f32],
     p: &[f32],
     a: &'a mut Vec<R>,
     b: &'a mut Vec<R>,
-    mut seen: impl FnMut(&LayerPlan, usize, R, R),
+    mut seen: impl FnMut(&LayerSpan, usize, R, R),
 ) -> &'a [R] {
     let (mut cur, mut next) = (a, b);
     for (l, layer) in layers.iter().enumerate() {
@@ -397,7 +358,7 @@ fn forward_each<'a, R: Real>(
         let bias = &p[layer.b_off..][..layer.outputs];
         for (u, (o, &bv)) in out.iter_mut().zip(bias).enumerate() {
             let z = *o + R::from_f32(bv);
-            *o = z.activate(layer.act);
+            *o = z.activate(layer.activation);
             seen(layer, u, z, *o);
         }
         std::mem::swap(&mut cur, &mut next);
@@ -421,7 +382,7 @@ fn dsse_term<R: Real>(new: R, old: R, y: R) -> R {
 }
 
 fn loss_at<R: Real>(
-    layers: &[LayerPlan],
+    layers: &[LayerSpan],
     x: &[f32],
     y: &[f32],
     samples: usize,
@@ -445,7 +406,7 @@ fn loss_at<R: Real>(
 
 /// Everything one reuse-method delta needs, shared read-only by the threads.
 struct ReusePlan<'a, R> {
-    layers: &'a [LayerPlan],
+    layers: &'a [LayerSpan],
     x: &'a [f32],
     y: &'a [f32],
     samples: usize,
@@ -473,7 +434,7 @@ impl<R: Real> ReusePlan<'_, R> {
         let outputs = layers[last].outputs;
         let w = self.params[k];
         let d = R::from_f32(w + self.eps) - R::from_f32(w);
-        let cell = |layer: &LayerPlan, unit: usize, s: usize| (layer.unit_off + unit) * b + s;
+        let cell = |layer: &LayerSpan, unit: usize, s: usize| (layer.unit_off + unit) * b + s;
         for s in 0..b {
             let c = cell(&layer, u, s);
             let z = match input {
@@ -487,7 +448,7 @@ impl<R: Real> ReusePlan<'_, R> {
                     self.cache.z[c] + xi * d
                 }
             };
-            let a_new = z.activate(layer.act);
+            let a_new = z.activate(layer.activation);
             let a_old = self.cache.a[c];
             let y = &self.y[s * outputs..(s + 1) * outputs];
             if l == last {
@@ -504,7 +465,7 @@ impl<R: Real> ReusePlan<'_, R> {
             let mut dsse = R::ZERO;
             for (v, &wv) in row.iter().enumerate() {
                 let c2 = cell(&next, v, s);
-                let a2 = (self.cache.z[c2] + delta * R::from_f32(wv)).activate(next.act);
+                let a2 = (self.cache.z[c2] + delta * R::from_f32(wv)).activate(next.activation);
                 if l + 1 == last {
                     dsse = dsse + dsse_term(a2, self.cache.a[c2], R::from_f32(y[v]));
                 } else {
@@ -518,7 +479,7 @@ impl<R: Real> ReusePlan<'_, R> {
                     dense(deep, Some(&cur[..deep.inputs]), &[], self.params, out);
                     let bias = &self.params[deep.b_off..][..deep.outputs];
                     for (o, &bv) in out.iter_mut().zip(bias) {
-                        *o = (*o + R::from_f32(bv)).activate(deep.act);
+                        *o = (*o + R::from_f32(bv)).activate(deep.activation);
                     }
                     std::mem::swap(&mut cur, &mut nxt);
                 }
@@ -544,7 +505,7 @@ impl<R: Real> ReusePlan<'_, R> {
 /// of O(outputs). Sums run over v in order: `ab = Σ W[u][v]·(e + e)` with `e = a_v − y_v`, and
 /// `bb = Σ W[u][v]·W[u][v]` (the `reuse_prepare` kernel does the same).
 fn output_terms<R: Real>(
-    layers: &[LayerPlan],
+    layers: &[LayerSpan],
     y: &[f32],
     b: usize,
     params: &[f32],

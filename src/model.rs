@@ -95,6 +95,23 @@ pub const MAX_LAYERS: usize = 1 << 10;
 /// half of it).
 pub const MAX_MODEL_BYTES: u64 = 1 << 30;
 
+/// One layer's place in the parameter vector and among all units ([`Model::layer_spans`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerSpan {
+    /// Inputs of the layer.
+    pub inputs: usize,
+    /// Units (outputs) of the layer.
+    pub outputs: usize,
+    /// Offset of its weights (`[inputs][outputs]`) in the parameters.
+    pub w_off: usize,
+    /// Offset of its biases.
+    pub b_off: usize,
+    /// Index of its first unit among all units (the reuse cache's rows).
+    pub unit_off: usize,
+    /// Its activation.
+    pub activation: Activation,
+}
+
 impl Model {
     /// A model from its layers and flat parameters, validating shapes and values.
     pub fn new(layers: Vec<Layer>, params: Vec<f32>) -> Result<Model> {
@@ -230,6 +247,51 @@ impl Model {
     /// Widest layer output (the activations an evaluation keeps per sample).
     pub fn max_width(&self) -> usize {
         self.layers.iter().map(|l| l.outputs).max().unwrap_or(0)
+    }
+
+    /// Sum of all layer widths: the units the reuse cache keeps a z and an a of per sample.
+    pub fn num_units(&self) -> usize {
+        self.layers.iter().map(|l| l.outputs).sum()
+    }
+
+    /// Every layer's place in the flat parameter vector and among all units: the one layout the
+    /// CPU reference, the GPU's layer table and the reuse cache share.
+    pub fn layer_spans(&self) -> Vec<LayerSpan> {
+        let mut unit_off = 0;
+        (0..self.layers.len())
+            .map(|l| {
+                let layer = self.layers[l];
+                let span = LayerSpan {
+                    inputs: layer.inputs,
+                    outputs: layer.outputs,
+                    w_off: self.weight_offset(l),
+                    b_off: self.bias_offset(l),
+                    unit_off,
+                    activation: layer.activation,
+                };
+                unit_off += layer.outputs;
+                span
+            })
+            .collect()
+    }
+
+    /// Whether the reuse method sums the output layer in closed form: an identity output layer of
+    /// at least two outputs after at least one hidden layer (with one output there is no loop to
+    /// save). Both evaluators decide by this.
+    pub fn closed_form_output(&self) -> bool {
+        self.layers.len() >= 2
+            && self.layers[self.layers.len() - 1].activation == Activation::Identity
+            && self.outputs() >= 2
+    }
+
+    /// Units whose closed-form output sums the reuse cache keeps (the last hidden layer's width),
+    /// or 0 when [`Model::closed_form_output`] does not apply.
+    pub fn closed_form_units(&self) -> usize {
+        if self.closed_form_output() {
+            self.layers[self.layers.len() - 1].inputs
+        } else {
+            0
+        }
     }
 
     /// The same network with other parameters (which must have the same count and be finite).

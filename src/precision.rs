@@ -48,6 +48,11 @@ pub trait Real:
     fn is_finite(self) -> bool;
 }
 
+/// Lanes of every loss reduction: lane t adds samples t, t + 256, …, then the lanes are summed
+/// pairwise. The order the CPU reference and the reduce kernels (`REDUCE_LANES` in
+/// `shaders/common.wgsl`, the `reduce_losses` workgroup size) share.
+pub const REDUCE_LANES: usize = 256;
+
 /// `1 / count` rounded to float32: the factor both the shader and the float32 reference use for the
 /// mean (GPU division is not required to be correctly rounded; a shared factor is).
 pub fn inv_count(count: usize) -> f32 {

@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::{Model, ModelFile};
-use crate::train::DeviceInfo;
+use crate::settings::DeviceInfo;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::Path;

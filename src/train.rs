@@ -1,226 +1,13 @@
 //! The training loop of the book, generic over the evaluator that computes the nudged losses.
 
 use crate::error::{Error, Result};
-use crate::estimate::{self, Estimator, Probe, StepMode};
+use crate::estimate;
+pub use crate::evaluator::{Evaluator, History};
 use crate::precision::Real;
+pub use crate::settings::{DeviceInfo, Hyper, Method, Outcome, MAX_EPOCHS};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
-
-/// Where losses were computed, as written into reports.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct DeviceInfo {
-    /// `"gpu"` or `"cpu"`.
-    pub kind: String,
-    /// Adapter name (GPU) or a description of the CPU run.
-    pub adapter: String,
-    /// wgpu backend (`"vulkan"`, `"gl"`, …) or `"native"` for the CPU.
-    pub backend: String,
-}
-
-impl DeviceInfo {
-    /// The CPU evaluator with `threads` threads.
-    pub fn cpu(threads: usize) -> DeviceInfo {
-        DeviceInfo {
-            kind: "cpu".into(),
-            adapter: format!("CPU reference ({threads} threads)"),
-            backend: "native".into(),
-        }
-    }
-}
-
-/// How the nudged losses are computed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Method {
-    /// A full forward pass per nudged parameter (the book): `delta_k = L_k − L`.
-    #[default]
-    Naive,
-    /// One unperturbed forward pass whose pre-activations and outputs are kept; each nudge then
-    /// recomputes only what it changes (its unit, the next layer by a rank-one update, full passes
-    /// only for the layers after that) and sums the per-sample change of the squared error, so
-    /// `delta_k` is computed directly instead of as a difference of two rounded losses.
-    Reuse,
-}
-
-impl Method {
-    /// `"naive"` or `"reuse"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::Naive => "naive",
-            Method::Reuse => "reuse",
-        }
-    }
-}
-
-/// Computes perturbed losses for given float32 parameters.
-///
-/// This is the seam between the trainer and the hardware: the CPU reference and the GPU implement
-/// it, and the trainer does not know which one it drives. An evaluator may hold several runs of the
-/// same network (a sweep): their parameters are laid end to end and evaluated together.
-pub trait Evaluator {
-    /// The float type losses come back in.
-    type Loss: Real;
-
-    /// Number of parameters P of one run.
-    fn num_params(&self) -> usize;
-
-    /// Most runs one [`Evaluator::probe`] call may hold.
-    fn max_runs(&self) -> usize {
-        1
-    }
-
-    /// For every run r with `active[r]`: `losses[r] = L(params_r)` and
-    /// `values[r·n .. (r+1)·n]` = the differences `probes[r]` asks for (see [`Probe`]), where
-    /// `params_r = params[r·P .. (r+1)·P]` and `n = probes[0].len(P)`. All probes must have the same
-    /// shape; inactive runs are skipped and their slots left as they were.
-    fn probe(
-        &mut self,
-        params: &[f32],
-        probes: &[Probe],
-        active: &[bool],
-        losses: &mut [Self::Loss],
-        values: &mut [Self::Loss],
-    ) -> Result<()>;
-
-    /// Returns `L(params)` and fills `deltas` (length P) with
-    /// `deltas[k] = L(params with params[k] replaced by fl32(params[k] + eps)) − L(params)`.
-    fn evaluate(
-        &mut self,
-        params: &[f32],
-        eps: f32,
-        deltas: &mut [Self::Loss],
-    ) -> Result<Self::Loss> {
-        let mut loss = [Self::Loss::ZERO];
-        self.probe(
-            params,
-            &[Probe::coordinates(&[eps])],
-            &[true],
-            &mut loss,
-            deltas,
-        )?;
-        Ok(loss[0])
-    }
-
-    /// What computed the losses.
-    fn device(&self) -> DeviceInfo;
-}
-
-/// Checks the slices of an [`Evaluator::probe`] call against the evaluator's shape; returns the
-/// number of runs and the values per run.
-pub(crate) fn check_probe(
-    p: usize,
-    max_runs: usize,
-    params: usize,
-    probes: &[Probe],
-    active: &[bool],
-    losses: usize,
-    values: usize,
-) -> Result<(usize, usize)> {
-    let runs = probes.len();
-    let bad = |what: String| Err(Error::Config(format!("probe: {what}")));
-    if runs == 0 || runs > max_runs {
-        return bad(format!(
-            "{runs} runs for an evaluator of at most {max_runs}"
-        ));
-    }
-    if params != runs * p || active.len() != runs || losses != runs {
-        return bad(format!(
-            "{params} params, {} flags and {losses} loss slots for {runs} runs of {p} parameters",
-            active.len()
-        ));
-    }
-    if probes.iter().any(|q| q.shape() != probes[0].shape()) {
-        return bad("runs of one call must probe the same shape".into());
-    }
-    let n = probes[0].len(p);
-    if values != runs * n {
-        return bad(format!("{values} value slots for {runs} runs of {n}"));
-    }
-    Ok((runs, n))
-}
-
-/// Hyperparameters of a training run.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Hyper {
-    /// Number of epochs (full-batch steps).
-    pub epochs: usize,
-    /// Learning rate.
-    pub lr: f64,
-    /// Nudge added to each parameter (rounded to float32 when added).
-    pub eps: f64,
-    /// Gradient estimator.
-    pub estimator: Estimator,
-    /// What nudges are divided by.
-    pub step: StepMode,
-    /// Seed of the SPSA directions (other estimators draw nothing).
-    pub seed: u64,
-}
-
-/// Largest epoch count accepted (a typo guard; the book runs 100).
-pub const MAX_EPOCHS: usize = 100_000_000;
-
-impl Hyper {
-    /// The book's: 100 epochs, lr = 0.01, eps = 0.0001, forward differences over the nominal eps.
-    pub fn book() -> Hyper {
-        Hyper {
-            epochs: 100,
-            lr: 0.01,
-            eps: 0.0001,
-            estimator: Estimator::Forward,
-            step: StepMode::Nominal,
-            seed: 0,
-        }
-    }
-
-    /// Rejects values that cannot train: epochs 0 or absurd, lr < 0 or non-finite, eps ≤ 0, non-finite
-    /// or so small that it vanishes in float32, an SPSA estimator without directions.
-    pub fn validate(&self) -> Result<()> {
-        if self.epochs == 0 || self.epochs > MAX_EPOCHS {
-            return Err(Error::Config(format!(
-                "--epochs must be between 1 and {MAX_EPOCHS}, got {}",
-                self.epochs
-            )));
-        }
-        if !(self.lr >= 0.0 && self.lr.is_finite()) {
-            return Err(Error::Config(format!(
-                "--lr must be finite and >= 0, got {}",
-                self.lr
-            )));
-        }
-        if !(self.eps > 0.0 && self.eps.is_finite()) {
-            return Err(Error::Config(format!(
-                "--eps must be finite and > 0, got {}",
-                self.eps
-            )));
-        }
-        if !(self.eps as f32).is_finite() {
-            return Err(Error::Config(format!(
-                "--eps {} overflows float32 (largest {:e}); every nudged parameter would be infinite",
-                self.eps,
-                f32::MAX
-            )));
-        }
-        if (self.eps as f32) < f32::MIN_POSITIVE {
-            return Err(Error::Config(format!(
-                "--eps {} is below the smallest normal float32 ({:e}); every nudge would vanish",
-                self.eps,
-                f32::MIN_POSITIVE
-            )));
-        }
-        if matches!(self.estimator, Estimator::Spsa { .. }) && self.step == StepMode::Exact {
-            return Err(Error::Config(
-                "--step exact applies to coordinate nudges; SPSA moves all parameters at once (use --step nominal)".into(),
-            ));
-        }
-        self.estimator.validate()
-    }
-
-    /// The probe of 1-based `epoch`.
-    pub fn probe(&self, epoch: usize) -> Probe {
-        self.estimator
-            .probe(self.eps as f32, self.seed, (epoch - 1) as u32)
-    }
-}
 
 /// Parameters whose nudge vanished in float32 during a run (`w + eps == w`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -256,24 +43,6 @@ impl Vanished {
     pub fn any(&self) -> bool {
         self.first_epoch > 0
     }
-}
-
-/// Why a run ended.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum Outcome {
-    /// Every epoch ran.
-    #[default]
-    Finished,
-    /// The loss or a parameter stopped being finite at 1-based `epoch`; the run kept the last
-    /// finite parameters.
-    Diverged {
-        /// The epoch.
-        epoch: usize,
-        /// What became non-finite, naming the first parameter.
-        what: String,
-    },
-    /// [`Control::stop`] was raised; the run stopped after a whole epoch.
-    Stopped,
 }
 
 /// One run of [`train_runs`]: its hyperparameters and where it stands. A new run starts with
@@ -336,19 +105,6 @@ pub struct EpochReport<'a> {
     pub vanished: &'a [usize],
     /// The parameters after this epoch's update (what a checkpoint of this epoch holds).
     pub params: &'a [f32],
-}
-
-/// What a training run produced.
-#[derive(Clone, Debug, PartialEq)]
-pub struct History {
-    /// Loss of each epoch, measured before that epoch's update.
-    pub losses: Vec<f64>,
-    /// Trained parameters.
-    pub params: Vec<f32>,
-    /// Wall time of the training loop in seconds.
-    pub seconds: f64,
-    /// Why it ended.
-    pub outcome: Outcome,
 }
 
 /// The book's update of one parameter: `fl32(w − (delta / eps) · lr)`, in the loss's float type.

@@ -1,7 +1,8 @@
 //! Shader checks that need no GPU: the WGSL parses and validates (naga, through wgpu's re-export),
 //! and every number the WGSL and Rust sides share agrees.
 
-use perturb::gpu::{nudge_shader_source, ChunkUniform, MATH_WGSL, MAX_WIDTH, REDUCE_WG, WG_SIZE};
+use perturb::gpu::{nudge_shader_source, ChunkUniform, MATH_WGSL, MAX_WIDTH, WG_SIZE};
+use perturb::precision::REDUCE_LANES;
 use wgpu::naga;
 
 fn parse(src: &str) -> naga::Module {
@@ -76,17 +77,16 @@ fn workgroup_sizes_and_widths_match_the_rust_constants() {
     let module = parse(&nudge_shader_source());
     for ep in &module.entry_points {
         let want = match ep.name.as_str() {
-            "reduce_losses" | "reuse_fused" => REDUCE_WG,
+            "reduce_losses" | "reuse_fused" => REDUCE_LANES as u32,
             "fused_epochs" => perturb::gpu::FUSED_WG,
             "reuse_seq" => perturb::gpu::SEQ_WG,
             _ => WG_SIZE,
         };
         assert_eq!(ep.workgroup_size, [want, 1, 1], "{}", ep.name);
     }
-    assert_eq!(REDUCE_WG as usize, perturb::cpu::REDUCE_LANES);
     let get = |name: &str| constant(&module, name);
     assert_eq!(get("WG_SIZE"), naga::Literal::U32(WG_SIZE));
-    assert_eq!(get("REDUCE_WG"), naga::Literal::U32(REDUCE_WG));
+    assert_eq!(get("REDUCE_LANES"), naga::Literal::U32(REDUCE_LANES as u32));
     assert_eq!(get("SEQ_WG"), naga::Literal::U32(perturb::gpu::SEQ_WG));
     assert_eq!(get("TILE_U"), naga::Literal::U32(perturb::gpu::TILE_U));
     assert_eq!(get("TILE_S"), naga::Literal::U32(perturb::gpu::TILE_S));

@@ -16,6 +16,7 @@
 //! [`crate::Error::LoopCap`] instead of returning a plausible loss.
 
 use crate::model::Model;
+use crate::precision::REDUCE_LANES;
 
 /// llvmpipe's loop counter per invocation (`LP_MAX_TGSI_LOOP_ITERATIONS` in Mesa's gallivm): a
 /// loop may go on to another iteration only while fewer passes than this have run, so an
@@ -45,8 +46,6 @@ pub(crate) const PART_OUTPUT_BIASES: u32 = SEQ_PARTS[3];
 pub const TILE_U: u32 = 4;
 /// Samples in one `forward_tile` invocation's block (`TILE_S`).
 pub const TILE_S: u32 = 4;
-/// Invocations per `reduce_losses` workgroup (`REDUCE_WG`); equals [`crate::cpu::REDUCE_LANES`].
-pub const REDUCE_WG: u32 = 256;
 /// Invocations of the one `fused_epochs` workgroup (`FUSED_WG`).
 pub const FUSED_WG: u32 = 16;
 
@@ -182,7 +181,7 @@ pub struct LoopPlan<'a> {
     pub model: &'a Model,
     /// Samples per evaluation.
     pub batch: usize,
-    /// Reuse with the closed-form output layer ([`crate::cpu::closed_form_output`]).
+    /// Reuse with the closed-form output layer ([`crate::model::Model::closed_form_output`]).
     pub closed: bool,
     /// `fused_epochs`: epochs per dispatch.
     pub epochs: u64,
@@ -210,7 +209,7 @@ pub fn loop_passes(kernel: KernelId, plan: &LoopPlan) -> u64 {
         KernelId::NudgedSse | KernelId::SpsaSse | KernelId::ForwardStore => forward_sample(model),
         KernelId::ForwardTile => forward_tile(model),
         KernelId::ForwardLoss => lp(model.outputs() as u64, 0),
-        KernelId::ReduceLosses => lp(b.div_ceil(REDUCE_WG as u64), 0) + tree_sum(),
+        KernelId::ReduceLosses => lp(b.div_ceil(REDUCE_LANES as u64), 0) + tree_sum(),
         KernelId::ReduceSeq => reduce_row(b),
         KernelId::ReusePrepare => 2 * lp(model.outputs() as u64, 0),
         KernelId::ReuseDsse => reuse_dsse(plan),
@@ -244,15 +243,15 @@ fn forward_tile(model: &Model) -> u64 {
     lp(widest.unwrap_or(0), 0) + lp(TILE_S as u64, 0)
 }
 
-/// `tree_sum`: the stride-halving loop over `REDUCE_WG` lanes.
+/// `tree_sum`: the stride-halving loop over `REDUCE_LANES` lanes.
 fn tree_sum() -> u64 {
-    lp(REDUCE_WG.trailing_zeros() as u64, 0)
+    lp(REDUCE_LANES.trailing_zeros() as u64, 0)
 }
 
 /// `reduce_row`: the tree's lanes, each with its strided loop over the samples (every sample
 /// belongs to exactly one lane, so those loops run b iterations and one exit test per lane).
 fn reduce_row(b: u64) -> u64 {
-    let width = b.max(1).next_power_of_two().min(REDUCE_WG as u64);
+    let width = b.max(1).next_power_of_two().min(REDUCE_LANES as u64);
     lp(width, 1) + b + width
 }
 
@@ -295,7 +294,7 @@ fn reuse_dsse(plan: &LoopPlan) -> u64 {
 
 /// `reuse_fused`: a workgroup per parameter, samples strided over its lanes, then `tree_sum`.
 fn reuse_fused(plan: &LoopPlan) -> u64 {
-    let per_lane = (plan.batch as u64).div_ceil(REDUCE_WG as u64);
+    let per_lane = (plan.batch as u64).div_ceil(REDUCE_LANES as u64);
     shallow_layers(plan.model)
         .map(|l| {
             let (target, change) = shallow(plan, l);
@@ -313,7 +312,7 @@ fn reuse_fused(plan: &LoopPlan) -> u64 {
 fn reuse_seq(plan: &LoopPlan, part: u32) -> u64 {
     let model = plan.model;
     let b = plan.batch as u64;
-    let width = b.max(1).next_power_of_two().min(REDUCE_WG as u64);
+    let width = b.max(1).next_power_of_two().min(REDUCE_LANES as u64);
     let r = seq_repeat_of(model, part) as u64;
     // The loops in one sample's body, and their passes.
     let (inner, per_sample) = match r {

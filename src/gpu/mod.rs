@@ -1,18 +1,23 @@
 //! The GPU evaluator: wgpu context and adapter choice, and the nudged-loss kernels of
-//! `shaders/nudge.wgsl`.
+//! `shaders/` (assembled from [`SHADER_FILES`]).
 
+mod buffers;
 mod context;
 mod evaluator;
 mod kernels;
+mod pipelines;
+mod plan;
+mod resident;
 
 pub use context::{list_adapters, AdapterOptions, AdapterSummary, GpuContext};
-pub use evaluator::{
-    ChunkUniform, GpuEvaluator, GpuOptions, ReuseKernel, FUSED_MAX_WIDTH, LAYER_WORDS, MAX_WIDTH,
-    RESIDENT_MAX_BATCH, SEQ_REDUCE_MAX_BATCH,
-};
+pub use evaluator::GpuEvaluator;
 pub use kernels::{
     loop_passes, KernelId, LoopPlan, FUSED_WG, GUARD_PASSES, KERNEL_PASS_BUDGET, LLVMPIPE_LOOP_CAP,
-    REDUCE_WG, SEQ_MAX_R, SEQ_PARTS, SEQ_WG, TILE_S, TILE_U, WG_SIZE,
+    SEQ_MAX_R, SEQ_PARTS, SEQ_WG, TILE_S, TILE_U, WG_SIZE,
+};
+pub use plan::{
+    AdapterFacts, ChunkUniform, GpuOptions, ReuseKernel, FUSED_MAX_WIDTH, LAYER_WORDS, MAX_WIDTH,
+    RESIDENT_MAX_BATCH, SEQ_REDUCE_MAX_BATCH,
 };
 
 /// `shaders/math.wgsl`: the WGSL twin of [`crate::math`].
@@ -21,13 +26,30 @@ pub const MATH_WGSL: &str = include_str!("../../shaders/math.wgsl");
 /// `shaders/rng.wgsl`: the WGSL twin of [`crate::rng`].
 pub const RNG_WGSL: &str = include_str!("../../shaders/rng.wgsl");
 
+/// The kernel files of the nudged-loss module by family, in the order they are assembled (after
+/// [`MATH_WGSL`] and [`RNG_WGSL`]): each file may use what the files before it declare.
+pub const SHADER_FILES: [(&str, &str); 7] = [
+    ("common.wgsl", include_str!("../../shaders/common.wgsl")),
+    ("forward.wgsl", include_str!("../../shaders/forward.wgsl")),
+    ("reduce.wgsl", include_str!("../../shaders/reduce.wgsl")),
+    ("reuse.wgsl", include_str!("../../shaders/reuse.wgsl")),
+    (
+        "reuse_seq.wgsl",
+        include_str!("../../shaders/reuse_seq.wgsl"),
+    ),
+    (
+        "reuse_deep.wgsl",
+        include_str!("../../shaders/reuse_deep.wgsl"),
+    ),
+    ("resident.wgsl", include_str!("../../shaders/resident.wgsl")),
+];
+
 /// The WGSL module of the nudged-loss kernels: `shaders/math.wgsl`, `shaders/rng.wgsl`, then
-/// `shaders/nudge.wgsl`.
+/// [`SHADER_FILES`] in order.
 pub fn nudge_shader_source() -> String {
-    [
-        MATH_WGSL,
-        RNG_WGSL,
-        include_str!("../../shaders/nudge.wgsl"),
-    ]
-    .concat()
+    let mut src = [MATH_WGSL, RNG_WGSL].concat();
+    for (_, text) in SHADER_FILES {
+        src.push_str(text);
+    }
+    src
 }

@@ -1,0 +1,89 @@
+// The resident loop: the update on the GPU, and fused_epochs for tiny models. Assembled last.
+
+@compute @workgroup_size(WG_SIZE)
+fn update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let k = (wg.x + wg.y * chunk.grid_x) * WG_SIZE + lid;
+    if (k >= chunk.num_params) {
+        return;
+    }
+    var delta = out[k + 1u];
+    if (chunk.method == METHOD_NAIVE) {
+        delta = out[k + 1u] - out[0];
+    }
+    next[k] = params[k] - (delta / chunk.eps) * chunk.lr;
+    loop_guard(K_UPDATE);
+}
+
+// Parameter j of the current epoch in fused_epochs (which keeps parameters in `next`).
+fn fused_param(base: u32, j: u32, nudge: u32) -> f32 {
+    let w = next[base + j];
+    return select(w, w + chunk.eps, j == nudge);
+}
+
+@compute @workgroup_size(FUSED_WG)
+fn fused_epochs(@builtin(local_invocation_index) lid: u32) {
+    let p = chunk.num_params;
+    let b = chunk.batch;
+    let items = (p + 1u) * b;
+    for (var k = lid; k < p; k += FUSED_WG) {
+        next[k] = params[k];
+    }
+    storageBarrier();
+    // Two halves of FUSED_MAX_WIDTH: layer l writes half l % 2.
+    var h: array<f32, 64>;
+    var cur = 0u;
+    for (var epoch = 0u; epoch < chunk.eval_count; epoch++) {
+        let base = cur * p;
+        for (var it = lid; it < items; it += FUSED_WG) {
+            let e = it / b;
+            let s = it % b;
+            let nudge = select(e - 1u, NO_NUDGE, e == 0u);
+            // Repeats forward_sample's layer loop in forward_sample's order: one invocation per (slot, sample)
+            // here, activations in the private `h` (WGSL has no pointer parameter for either array).
+            for (var l = 0u; l < chunk.num_layers; l++) {
+                let info = layer_info(l);
+                let dst = (l % 2u) * FUSED_MAX_WIDTH;
+                let src = FUSED_MAX_WIDTH - dst;
+                for (var u = 0u; u < info.n_out; u++) {
+                    var acc = 0.0;
+                    for (var i = 0u; i < info.n_in; i++) {
+                        var x: f32;
+                        if (l == 0u) {
+                            x = xs[s * info.n_in + i];
+                        } else {
+                            x = h[src + i];
+                        }
+                        acc = acc + x * fused_param(base, info.w_off + i * info.n_out + u, nudge);
+                    }
+                    acc = acc + fused_param(base, info.b_off + u, nudge);
+                    h[dst + u] = activate(acc, info.kind);
+                }
+            }
+            let last = ((chunk.num_layers - 1u) % 2u) * FUSED_MAX_WIDTH;
+            // forward_sample's squared-error tail, over `h`.
+            var total = 0.0;
+            for (var o = 0u; o < chunk.outputs; o++) {
+                let d = h[last + o] - ys[s * chunk.outputs + o];
+                total = total + d * d;
+            }
+            sse[it] = total;
+        }
+        storageBarrier();
+        for (var e = lid; e <= p; e += FUSED_WG) {
+            out[e] = reduce_row(e * b) * chunk.inv_count;
+        }
+        storageBarrier();
+        let to = (1u - cur) * p;
+        for (var k = lid; k < p; k += FUSED_WG) {
+            // The update kernel's rule, on the ping-pong copy in `next` (update reads `params`).
+            let delta = out[k + 1u] - out[0];
+            next[to + k] = next[base + k] - (delta / chunk.eps) * chunk.lr;
+        }
+        if (lid == 0u) {
+            cache[epoch] = out[0];
+        }
+        storageBarrier();
+        cur = 1u - cur;
+    }
+    loop_guard(K_FUSED_EPOCHS);
+}

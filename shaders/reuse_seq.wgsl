@@ -1,0 +1,154 @@
+// The reuse method for CPU adapters (llvmpipe): one invocation per parameter or SEQ_R weights,
+// specialised per part by override constants. Assembled after reuse.wgsl.
+
+// reuse_dsse and reduce_seq in one, for CPU adapters: one invocation per parameter (or per
+// SEQ_R weights of one unit) sums every sample's change in reduce_losses' order, with no barrier
+// and nothing written per sample. Mesa 22's llvmpipe turns every load whose address is not a
+// compile-time constant into a loop over the SIMD lanes, so the kernel is shaped to load less:
+// a pipeline per part of the last two layers, specialised by the constants below (llvmpipe runs
+// both sides of a branch, so each pipeline holds only its part's code), and an invocation nudges
+// SEQ_R weights of the same unit, whose z, a and closed-form sum for a sample are loaded once for
+// all of them.
+const PART_HIDDEN_WEIGHTS: u32 = 0u;
+const PART_HIDDEN_BIASES: u32 = 1u;
+const PART_OUTPUT_WEIGHTS: u32 = 2u;
+const PART_OUTPUT_BIASES: u32 = 3u;
+const SEQ_WG: u32 = 16u;
+const SEQ_MAX_R: u32 = 8u;
+override SEQ_PART: u32 = 0u;
+override SEQ_CLOSED: bool = false;      // hidden parts: identity output layer, closed form
+override SEQ_FROM_INPUTS: bool = false; // weights of the first layer: inputs read from xs
+override SEQ_R: u32 = 1u;               // weights per invocation (1 for biases), <= SEQ_MAX_R
+override SEQ_KIND: u32 = 0u;            // activation of the part's layer
+
+// What every parameter of an invocation shares: the unit and its rows.
+struct SeqUnit {
+    u: u32,
+    kind: u32,     // activation of the unit's layer
+    z_row: u32,
+    a_row: u32,
+    ab_row: u32,   // closed form
+    bb: f32,
+}
+
+// Sample s's change of the squared error for a nudge that moves unit u's z from z_old to z_new.
+fn seq_change(t: SeqUnit, s: u32, z_new: f32, a_old: f32, ab: f32) -> f32 {
+    // The runtime select (t.kind always equals SEQ_KIND) is load-bearing: fed straight from the
+    // constant-kind activation, the lines below compile differently under Mesa 22 and the result
+    // no longer matches src/cpu.rs bit for bit (measured; tests/gpu.rs catches it).
+    let a_new = select(activate(z_new, SEQ_KIND), z_new, t.kind != SEQ_KIND);
+    if (SEQ_PART >= PART_OUTPUT_WEIGHTS) {
+        return dsse_term(a_new, a_old, ys[s * chunk.outputs + t.u]);
+    }
+    let delta = a_new - a_old;
+    if (SEQ_CLOSED) {
+        return delta * (ab + delta * t.bb);
+    }
+    return output_change(t.u, s, delta);
+}
+
+@compute @workgroup_size(SEQ_WG)
+fn reuse_seq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let weights = SEQ_PART == PART_HIDDEN_WEIGHTS || SEQ_PART == PART_OUTPUT_WEIGHTS;
+    var l = chunk.num_layers - 1u;
+    if (SEQ_PART < PART_OUTPUT_WEIGHTS) {
+        l = chunk.num_layers - 2u;
+    }
+    let info = layer_info(l);
+    let g = wg.x + wg.y * chunk.grid_x;
+    let first = chunk.eval_base - 1u;  // the chunk's first parameter
+    // Weights: a chunk holds whole units with all their inputs, the first being unit
+    // (first - w_off) / n_in (chunks count n_in slots per unit); lane j of a unit nudges inputs
+    // j, j + lanes, ..., SEQ_R of them. Biases: one per invocation.
+    let lanes = (info.n_in + SEQ_R - 1u) / SEQ_R;
+    let blocks = (lanes + SEQ_WG - 1u) / SEQ_WG;
+    var t: SeqUnit;
+    var k: array<u32, SEQ_MAX_R>;
+    var d: array<f32, SEQ_MAX_R>;
+    var x_at: array<u32, SEQ_MAX_R>;
+    var valid: array<bool, SEQ_MAX_R>;
+    var x_stride = 0u;
+    if (weights) {
+        let j = (g % blocks) * SEQ_WG + lid;
+        if (g / blocks >= chunk.eval_count / info.n_in || j >= lanes) {
+            return;
+        }
+        t.u = (first - info.w_off) / info.n_in + g / blocks;
+        for (var r = 0u; r < SEQ_R; r++) {
+            let i = j + r * lanes;
+            valid[r] = i < info.n_in;
+            let ic = min(i, info.n_in - 1u);
+            k[r] = info.w_off + ic * info.n_out + t.u;
+            if (SEQ_FROM_INPUTS) {
+                x_at[r] = ic;
+                x_stride = info.n_in;
+            } else {
+                let prev = layer_info(max(l, 1u) - 1u);
+                x_at[r] = chunk.cache_base + (chunk.total_units + prev.unit_off + ic) * chunk.batch;
+                x_stride = 1u;
+            }
+        }
+    } else {
+        let e = g * SEQ_WG + lid;
+        if (e >= chunk.eval_count) {
+            return;
+        }
+        k[0] = first + e;
+        valid[0] = true;
+        t.u = k[0] - info.b_off;
+    }
+    for (var r = 0u; r < SEQ_R; r++) {
+        let w = pw(k[r]);
+        // `+ zero` as in reuse_target.
+        d[r] = (w + chunk.eps) - (w + chunk.zero);
+    }
+    let unit = info.unit_off + t.u;
+    t.kind = info.kind;
+    t.z_row = chunk.cache_base + unit * chunk.batch;
+    t.a_row = chunk.cache_base + (chunk.total_units + unit) * chunk.batch;
+    if (SEQ_CLOSED) {
+        let ab = chunk.cache_base + chunk.ab_off;
+        t.ab_row = ab + t.u * chunk.batch;
+        t.bb = cache[ab + info.n_out * chunk.batch + t.u];
+    }
+    let width = tree_width();
+    var trees: array<Tree, SEQ_MAX_R>;
+    var acc: array<f32, SEQ_MAX_R>;
+    for (var i = 0u; i < width; i++) {
+        for (var r = 0u; r < SEQ_R; r++) {
+            acc[r] = 0.0;
+        }
+        for (var s = tree_lane(i, width); s < chunk.batch; s += REDUCE_LANES) {
+            let z = cache[t.z_row + s];
+            let a_old = cache[t.a_row + s];
+            var ab = 0.0;
+            if (SEQ_CLOSED) {
+                ab = cache[t.ab_row + s];
+            }
+            for (var r = 0u; r < SEQ_R; r++) {
+                var z_new: f32;
+                if (weights) {
+                    var x: f32;
+                    if (SEQ_FROM_INPUTS) {
+                        x = xs[x_at[r] + s * x_stride];
+                    } else {
+                        x = cache[x_at[r] + s];
+                    }
+                    z_new = z + x * d[r];
+                } else {
+                    z_new = z + d[r];
+                }
+                acc[r] = acc[r] + seq_change(t, s, z_new, a_old, ab);
+            }
+        }
+        for (var r = 0u; r < SEQ_R; r++) {
+            trees[r] = tree_add(trees[r], i, acc[r]);
+        }
+    }
+    for (var r = 0u; r < SEQ_R; r++) {
+        if (valid[r]) {
+            out[chunk.out_base + 1u + k[r]] = trees[r].total * chunk.inv_count;
+        }
+    }
+    loop_guard(K_REUSE_SEQ + SEQ_PART);
+}

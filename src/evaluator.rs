@@ -1,0 +1,107 @@
+//! The seam between the trainer and the hardware: the [`Evaluator`] trait both backends implement,
+//! and what an evaluator's own loop (the GPU-resident one) returns.
+
+use crate::error::{Error, Result};
+use crate::estimate::Probe;
+use crate::precision::Real;
+use crate::settings::{DeviceInfo, Outcome};
+
+/// Computes perturbed losses for given float32 parameters.
+///
+/// This is the seam between the trainer and the hardware: the CPU reference and the GPU implement
+/// it, and the trainer does not know which one it drives. An evaluator may hold several runs of the
+/// same network (a sweep): their parameters are laid end to end and evaluated together.
+pub trait Evaluator {
+    /// The float type losses come back in.
+    type Loss: Real;
+
+    /// Number of parameters P of one run.
+    fn num_params(&self) -> usize;
+
+    /// Most runs one [`Evaluator::probe`] call may hold.
+    fn max_runs(&self) -> usize {
+        1
+    }
+
+    /// For every run r with `active[r]`: `losses[r] = L(params_r)` and
+    /// `values[r·n .. (r+1)·n]` = the differences `probes[r]` asks for (see [`Probe`]), where
+    /// `params_r = params[r·P .. (r+1)·P]` and `n = probes[0].len(P)`. All probes must have the same
+    /// shape; inactive runs are skipped and their slots left as they were.
+    fn probe(
+        &mut self,
+        params: &[f32],
+        probes: &[Probe],
+        active: &[bool],
+        losses: &mut [Self::Loss],
+        values: &mut [Self::Loss],
+    ) -> Result<()>;
+
+    /// Returns `L(params)` and fills `deltas` (length P) with
+    /// `deltas[k] = L(params with params[k] replaced by fl32(params[k] + eps)) − L(params)`.
+    fn evaluate(
+        &mut self,
+        params: &[f32],
+        eps: f32,
+        deltas: &mut [Self::Loss],
+    ) -> Result<Self::Loss> {
+        let mut loss = [Self::Loss::ZERO];
+        self.probe(
+            params,
+            &[Probe::coordinates(&[eps])],
+            &[true],
+            &mut loss,
+            deltas,
+        )?;
+        Ok(loss[0])
+    }
+
+    /// What computed the losses.
+    fn device(&self) -> DeviceInfo;
+}
+
+/// Checks the slices of an [`Evaluator::probe`] call against the evaluator's shape; returns the
+/// number of runs and the values per run.
+pub(crate) fn check_probe(
+    p: usize,
+    max_runs: usize,
+    params: usize,
+    probes: &[Probe],
+    active: &[bool],
+    losses: usize,
+    values: usize,
+) -> Result<(usize, usize)> {
+    let runs = probes.len();
+    let bad = |what: String| Err(Error::Config(format!("probe: {what}")));
+    if runs == 0 || runs > max_runs {
+        return bad(format!(
+            "{runs} runs for an evaluator of at most {max_runs}"
+        ));
+    }
+    if params != runs * p || active.len() != runs || losses != runs {
+        return bad(format!(
+            "{params} params, {} flags and {losses} loss slots for {runs} runs of {p} parameters",
+            active.len()
+        ));
+    }
+    if probes.iter().any(|q| q.shape() != probes[0].shape()) {
+        return bad("runs of one call must probe the same shape".into());
+    }
+    let n = probes[0].len(p);
+    if values != runs * n {
+        return bad(format!("{values} value slots for {runs} runs of {n}"));
+    }
+    Ok((runs, n))
+}
+
+/// What a training run produced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct History {
+    /// Loss of each epoch, measured before that epoch's update.
+    pub losses: Vec<f64>,
+    /// Trained parameters.
+    pub params: Vec<f32>,
+    /// Wall time of the training loop in seconds.
+    pub seconds: f64,
+    /// Why it ended.
+    pub outcome: Outcome,
+}

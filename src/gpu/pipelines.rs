@@ -1,0 +1,138 @@
+//! The shader module, its bind group layout and bind group, and a pipeline for each kernel the
+//! plan dispatches (and no other).
+
+use super::kernels::{seq_part_inputs, seq_part_is_weights, seq_part_layer, seq_repeat, KernelId};
+use super::plan::ChunkUniform;
+use crate::model::Model;
+
+/// The pipelines of the kernels a plan dispatches, and only those.
+#[derive(Debug)]
+pub(super) struct Pipelines(Vec<(KernelId, wgpu::ComputePipeline)>);
+
+impl Pipelines {
+    pub(super) fn get(&self, kernel: KernelId) -> &wgpu::ComputePipeline {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == kernel)
+            .map(|(_, p)| p)
+            .expect("every planned kernel has its pipeline")
+    }
+}
+
+/// The shader module, bind group layout and pipelines of the planned `kernels` (each `reuse_seq`
+/// part specialised by its override constants), and the bind group over `uniforms` and the
+/// storage buffers `bound` (bindings 1 to 8 in `shaders/common.wgsl`'s order).
+pub(super) fn build_pipelines(
+    device: &wgpu::Device,
+    model: &Model,
+    closed: bool,
+    kernels: &[(KernelId, u64)],
+    uniforms: &wgpu::Buffer,
+    bound: [&wgpu::Buffer; 8],
+) -> (Pipelines, wgpu::BindGroup) {
+    let num_layers = model.layers().len();
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some("perturb kernels"),
+        source: wgpu::ShaderSource::Wgsl(super::nudge_shader_source().into()),
+    });
+    let entry =
+        |binding: u32, ty: wgpu::BufferBindingType, dynamic: bool| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty,
+                has_dynamic_offset: dynamic,
+                min_binding_size: None,
+            },
+            count: None,
+        };
+    let ro = wgpu::BufferBindingType::Storage { read_only: true };
+    let rw = wgpu::BufferBindingType::Storage { read_only: false };
+    let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some("nudge"),
+        entries: &[
+            entry(0, wgpu::BufferBindingType::Uniform, true),
+            entry(1, ro, false),
+            entry(2, ro, false),
+            entry(3, ro, false),
+            entry(4, ro, false),
+            entry(5, rw, false),
+            entry(6, rw, false),
+            entry(7, rw, false),
+            entry(8, rw, false),
+        ],
+    });
+    let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some("nudge"),
+        bind_group_layouts: &[Some(&layout)],
+        immediate_size: 0,
+    });
+    let specialised = |name: &str, constants: &[(&str, f64)]| {
+        device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(name),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some(name),
+            // Every workgroup value is written before it is read; zeroing 16 KiB per
+            // workgroup (a shader loop on GL) would dominate small evaluations.
+            compilation_options: wgpu::PipelineCompilationOptions {
+                zero_initialize_workgroup_memory: false,
+                constants,
+            },
+            cache: None,
+        })
+    };
+    let pipeline = |name: &str| specialised(name, &[]);
+    let seq_pipeline = |part: u32| {
+        let l = seq_part_layer(model, part);
+        let n_in = seq_part_inputs(model, part);
+        specialised(
+            "reuse_seq",
+            &[
+                ("SEQ_PART", part as f64),
+                ("SEQ_KIND", model.layers()[l].activation.code() as f64),
+                ("SEQ_CLOSED", (closed && l + 1 < num_layers) as u32 as f64),
+                (
+                    "SEQ_FROM_INPUTS",
+                    (l == 0 && seq_part_is_weights(part)) as u32 as f64,
+                ),
+                ("SEQ_R", seq_repeat(n_in) as f64),
+            ],
+        )
+    };
+    let pipelines = Pipelines(
+        kernels
+            .iter()
+            .map(|&(k, _)| {
+                let built = match k {
+                    KernelId::ReuseSeq(part) => seq_pipeline(part),
+                    k => pipeline(k.entry_point()),
+                };
+                (k, built)
+            })
+            .collect(),
+    );
+    let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some("nudge"),
+        layout: &layout,
+        entries: &[wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: uniforms,
+                offset: 0,
+                size: wgpu::BufferSize::new(std::mem::size_of::<ChunkUniform>() as u64),
+            }),
+        }]
+        .into_iter()
+        .chain((1..).zip(bound).map(|(i, b)| bind(i, b)))
+        .collect::<Vec<_>>(),
+    });
+    (pipelines, bind_group)
+}
+
+fn bind(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
+    wgpu::BindGroupEntry {
+        binding,
+        resource: buffer.as_entire_binding(),
+    }
+}
