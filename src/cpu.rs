@@ -1,6 +1,6 @@
 //! The CPU reference evaluator: the same numbers as the shaders, computed in the shaders' order.
 //!
-//! Order of every sum (the contract with `shaders/nudge.wgsl` and `shaders/reuse.wgsl`):
+//! Order of every sum (the contract with the kernels in `shaders/`):
 //! - unit u of a layer: `acc = 0; acc += x[i] * W[i][u]` for i = 0, 1, …; then `acc += b[u]`;
 //! - squared error of a sample: `sse = 0; sse += (pred[o] - y[o])²` for o = 0, 1, …;
 //! - loss: [`reduce_sse`] over samples (strided lanes, then a binary tree), times 1/(B·outputs).

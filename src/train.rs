@@ -108,7 +108,7 @@ pub struct EpochReport<'a> {
 }
 
 /// The book's update of one parameter: `fl32(w − (delta / eps) · lr)`, in the loss's float type.
-/// The GPU-resident loop does the same float32 operations in `shaders/nudge.wgsl`.
+/// The GPU-resident loop does the same float32 operations in `shaders/resident.wgsl`.
 pub fn update<R: Real>(w: f32, delta: R, eps: R, lr: R) -> f32 {
     apply(w, delta / eps, lr)
 }

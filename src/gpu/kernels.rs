@@ -1,4 +1,4 @@
-//! Facts about every kernel of `shaders/nudge.wgsl` in one place: its id (the tripwire's code), its
+//! Facts about every kernel of `shaders/` (assembled by `SHADER_FILES`) in one place: its id (the tripwire's code), its
 //! entry point, and the loop passes one invocation runs, counted from the plan's own values.
 //!
 //! llvmpipe (Mesa's CPU driver, behind lavapipe and GL's llvmpipe) keeps one counter per shader
@@ -28,7 +28,7 @@ pub const GUARD_PASSES: u64 = 3;
 /// the tripwire.
 pub const KERNEL_PASS_BUDGET: u64 = LLVMPIPE_LOOP_CAP + 1 - GUARD_PASSES;
 
-/// Invocations per workgroup of most kernels (`WG_SIZE` in `shaders/nudge.wgsl`).
+/// Invocations per workgroup of most kernels (`WG_SIZE` in `shaders/common.wgsl`).
 pub const WG_SIZE: u32 = 64;
 /// Invocations per `reuse_seq` workgroup (`SEQ_WG`): few, so that a layer's last workgroup idles
 /// little.
@@ -104,7 +104,7 @@ impl KernelId {
         KernelId::FusedEpochs,
     ];
 
-    /// The tripwire's code (`K_*` in `shaders/nudge.wgsl`; never 0).
+    /// The tripwire's code (`K_*` in `shaders/common.wgsl`; never 0).
     pub fn code(self) -> u32 {
         match self {
             KernelId::NudgedSse => 1,
