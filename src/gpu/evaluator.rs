@@ -42,7 +42,7 @@ impl GpuEvaluator {
     }
 
     /// Builds pipelines and buffers after checking that the model and data fit the device: the
-    /// plan first (pure, [`Plan::new`]), then the buffers it sizes, then the pipelines of the
+    /// plan first (pure, `Plan::new` in `gpu/plan.rs`), then the buffers it sizes, then the pipelines of the
     /// kernels it dispatches.
     pub fn with_options(
         ctx: GpuContext,

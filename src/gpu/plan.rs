@@ -122,7 +122,7 @@ pub enum ReuseKernel {
     Invocation,
 }
 
-/// Options of a [`GpuEvaluator`].
+/// Options of a [`GpuEvaluator`](super::GpuEvaluator).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GpuOptions {
     /// Naive or reuse.
