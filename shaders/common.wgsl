@@ -4,7 +4,7 @@
 // reuse, reuse_seq, reuse_deep, resident.
 //
 // Evaluation slot e = 0 is the unperturbed network; slot e = k + 1
-// belongs to parameter k. Summation orders are the contract with src/cpu.rs, which follows them
+// belongs to parameter k. Summation orders are the contract with src/cpu/, which follows them
 // line for line (see its module docs). WGSL has no pointers to storage buffers as function
 // parameters, so a kernel that reads a different buffer (xs vs. the cache, acts vs. a_at) spells
 // its loop out again; each such repetition says so where it stands.
@@ -26,7 +26,8 @@
 //   forward_tile   the same for CPU adapters, a dispatch per layer, tiles of units x samples;
 //   forward_loss   then each sample's squared error.
 //   reuse_prepare  identity output layer: per (last hidden unit, sample) the sums that make the
-//                  output layer's change closed-form (see below), once per step.
+//                  output layer's change closed-form (MSE) or cross-entropy's series terms
+//                  (reuse.wgsl, prepare_xent), once per step.
 //   reuse_dsse     one invocation per (parameter, sample), parameters of the last two layers: the
 //                  nudged unit, a rank-one update of the next layer (closed-form for an identity
 //                  output layer), the change of the squared error.
@@ -61,6 +62,11 @@ const FUSED_MAX_WIDTH: u32 = 32u;
 // Few invocations: llvmpipe pays per invocation group at every barrier, and tiny models have
 // little to spread.
 const FUSED_WG: u32 = 16u;
+// The loss, one pipeline per loss (src/gpu/kernels.rs, loss_code): a constant, so the other
+// loss's code is compiled out and llvmpipe never runs (or counts loop passes of) it.
+const LOSS_MSE: u32 = 0u;
+const LOSS_XENT: u32 = 1u;
+override LOSS: u32 = 0u;
 
 // One per dispatch group, at a dynamic offset. Layout mirrored by ChunkUniform in Rust.
 struct Chunk {
@@ -76,7 +82,7 @@ struct Chunk {
     method: u32,
     eps: f32,
     lr: f32,
-    inv_count: f32,      // 1 / (batch * outputs), rounded on the host
+    inv_count: f32,      // 1 / (batch * outputs) for MSE, 1 / batch for cross-entropy, rounded on the host
     zero: f32,           // always 0.0; see reuse_target
     param_base: u32,     // this chunk's run: its parameters start at params[param_base]
     out_base: u32,       // slot e goes to out[out_base + e] (reuse_seq's weight chunks hold whole units, not a slot range)
@@ -182,4 +188,69 @@ fn param(j: u32, nudge: u32, dir: u32) -> f32 {
 // Change of one output's squared error, (a' - a) * ((a' - y) + (a - y)).
 fn dsse_term(a_new: f32, a_old: f32, y: f32) -> f32 {
     return (a_new - a_old) * ((a_new - y) + (a_old - y));
+}
+
+// Cross-entropy (LOSS == LOSS_XENT) of an identity output layer's logits against the targets as
+// probabilities, in src/math.rs softmax_xent_soft's order: m from logit 0 by xent_max_step, then
+// s = sum of exp(z - m), ls = ln_f32(s), and the soft terms, each over the outputs ascending.
+// Reuse keeps each sample's loss in the run's cache after the inputs (src/gpu/plan.rs, Sizes).
+fn loss_row() -> u32 {
+    return chunk.cache_base + (2u * chunk.total_units + layer_info(0u).n_in) * chunk.batch;
+}
+
+// The logits of sample s after a reuse nudge: with row != NO_LOGIT_ROW a unit of the last hidden
+// layer changed by v, so logit k is z[k] + v * W[row + k]; otherwise logit u alone is v.
+const NO_LOGIT_ROW: u32 = 0xffffffffu;
+struct LogitNudge {
+    u: u32,
+    row: u32,
+    v: f32,
+}
+
+fn nudged_logit(out_unit: u32, k: u32, s: u32, n: LogitNudge) -> f32 {
+    let z = z_at(out_unit + k, s);
+    if (n.row != NO_LOGIT_ROW) {
+        return z + n.v * pw(n.row + k);
+    }
+    return select(z, n.v, k == n.u);
+}
+
+// Sample s's cross-entropy over the nudged logits (an unmatched u and no row: the cached ones).
+fn xent_logits(s: u32, n: LogitNudge) -> f32 {
+    let out_unit = layer_info(chunk.num_layers - 1u).unit_off;
+    let y_off = s * chunk.outputs;
+    var m = nudged_logit(out_unit, 0u, s, n);
+    for (var k = 1u; k < chunk.outputs; k++) {
+        m = xent_max_step(m, nudged_logit(out_unit, k, s, n));
+    }
+    var sum = 0.0;
+    for (var k = 0u; k < chunk.outputs; k++) {
+        sum = xent_sum_step(sum, nudged_logit(out_unit, k, s, n), m);
+    }
+    let ls = ln_f32(sum);
+    var acc = 0.0;
+    for (var k = 0u; k < chunk.outputs; k++) {
+        acc = acc + xent_soft_term(m, ls, nudged_logit(out_unit, k, s, n), ys[y_off + k]);
+    }
+    return acc;
+}
+
+// xent_logits over the logits in workgroup memory from acts[at] (forward_sample, reuse_deep).
+// Repeats its loops: WGSL has no parameter that is either workgroup memory or the cache.
+fn xent_acts(at: u32, s: u32) -> f32 {
+    let y_off = s * chunk.outputs;
+    var m = acts[at];
+    for (var k = 1u; k < chunk.outputs; k++) {
+        m = xent_max_step(m, acts[at + k]);
+    }
+    var sum = 0.0;
+    for (var k = 0u; k < chunk.outputs; k++) {
+        sum = xent_sum_step(sum, acts[at + k], m);
+    }
+    let ls = ln_f32(sum);
+    var acc = 0.0;
+    for (var k = 0u; k < chunk.outputs; k++) {
+        acc = acc + xent_soft_term(m, ls, acts[at + k], ys[y_off + k]);
+    }
+    return acc;
 }

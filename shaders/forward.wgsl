@@ -1,9 +1,10 @@
 // Forward passes: the naive method's nudged passes (one workgroup per (slot, sample)) and the
 // reuse method's unperturbed pass that fills the cache. Assembled after common.wgsl.
+// CPU twin: src/cpu/forward.rs.
 
 // The forward pass of sample s with parameter `nudge` moved by eps (NO_NUDGE: none), or along
 // SPSA evaluation `dir` (NO_DIR: none), spread over the workgroup; `store` keeps z and a in the
-// cache. Returns (in invocation 0) the squared error.
+// cache. Returns (in invocation 0) the sample's loss: squared error or cross-entropy.
 fn forward_sample(s: u32, nudge: u32, dir: u32, lid: u32, store: bool) -> f32 {
     for (var l = 0u; l < chunk.num_layers; l++) {
         let info = layer_info(l);
@@ -35,10 +36,14 @@ fn forward_sample(s: u32, nudge: u32, dir: u32, lid: u32, store: bool) -> f32 {
     var total = 0.0;
     if (lid == 0u) {
         let last = ((chunk.num_layers - 1u) % 2u) * MAX_WIDTH;
-        let y_off = s * chunk.outputs;
-        for (var o = 0u; o < chunk.outputs; o++) {
-            let d = acts[last + o] - ys[y_off + o];
-            total = total + d * d;
+        if (LOSS == LOSS_XENT) {
+            total = xent_acts(last, s);
+        } else {
+            let y_off = s * chunk.outputs;
+            for (var o = 0u; o < chunk.outputs; o++) {
+                let d = acts[last + o] - ys[y_off + o];
+                total = total + d * d;
+            }
         }
     }
     return total;
@@ -86,6 +91,9 @@ fn forward_store(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     let total = forward_sample(s, NO_NUDGE, NO_DIR, lid, true);
     if (lid == 0u) {
         sse[s] = total;
+        if (LOSS == LOSS_XENT) {
+            cache[loss_row() + s] = total;  // what reuse's changes are taken from
+        }
     }
     loop_guard(K_FORWARD_STORE);
 }
@@ -158,22 +166,29 @@ fn forward_tile(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     loop_guard(K_FORWARD_TILE);
 }
 
-// After forward_tile: one invocation per sample, its squared error (forward_sample's order).
+// After forward_tile: one invocation per sample, its loss (forward_sample's order).
 @compute @workgroup_size(WG_SIZE)
 fn forward_loss(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let s = (wg.x + wg.y * chunk.grid_x) * WG_SIZE + lid;
     if (s >= chunk.batch) {
         return;
     }
-    let out_layer = layer_info(chunk.num_layers - 1u);
-    let y_off = s * chunk.outputs;
-    // The squared-error tail of forward_sample, reading the cache instead of `acts` (no storage
-    // pointers as function parameters in WGSL).
-    var total = 0.0;
-    for (var o = 0u; o < chunk.outputs; o++) {
-        let d = a_at(out_layer.unit_off + o, s) - ys[y_off + o];
-        total = total + d * d;
+    if (LOSS == LOSS_XENT) {
+        // The cached logits (z of an identity output layer is its a), nothing nudged.
+        let total = xent_logits(s, LogitNudge(NO_LOGIT_ROW, NO_LOGIT_ROW, 0.0));
+        sse[s] = total;
+        cache[loss_row() + s] = total;
+    } else {
+        let out_layer = layer_info(chunk.num_layers - 1u);
+        let y_off = s * chunk.outputs;
+        // The squared-error tail of forward_sample, reading the cache instead of `acts` (no
+        // storage pointers as function parameters in WGSL).
+        var total = 0.0;
+        for (var o = 0u; o < chunk.outputs; o++) {
+            let d = a_at(out_layer.unit_off + o, s) - ys[y_off + o];
+            total = total + d * d;
+        }
+        sse[s] = total;
     }
-    sse[s] = total;
     loop_guard(K_FORWARD_LOSS);
 }

@@ -22,6 +22,21 @@ const TANH_SMALL: f32 = 0x1.4p-1f;
 const TANH_BIG: f32 = 0x1.233334p+3f;
 const SIGMOID_CLAMP: f32 = 0x1.4p+6f;
 const RECIP_MAGIC: u32 = 0x7ef311c3u;
+const LN_P0: f32 = 0x1.204376p-4f;
+const LN_P1: f32 = -0x1.d7a37p-4f;
+const LN_P2: f32 = 0x1.de4a34p-4f;
+const LN_P3: f32 = -0x1.fcba9ep-4f;
+const LN_P4: f32 = 0x1.23d37ep-3f;
+const LN_P5: f32 = -0x1.555ca0p-3f;
+const LN_P6: f32 = 0x1.999d58p-3f;
+const LN_P7: f32 = -0x1.fffff8p-3f;
+const LN_P8: f32 = 0x1.555554p-2f;
+const LN_SQRT2_MANT: u32 = 0x003504f3u;
+const F32_MIN_NORMAL_BITS: u32 = 0x00800000u;
+const F32_INF_BITS: u32 = 0x7f800000u;
+const XENT_SIXTH: f32 = 0x1.555556p-3f;
+const XENT_TWENTYFOURTH: f32 = 0x1.555556p-5f;
+const XENT_SERIES_MAX_X: f32 = 0x1p-6f;
 
 // Activation codes, as in src/model.rs (Activation::code).
 const ACT_IDENTITY: u32 = 0u;
@@ -96,6 +111,65 @@ fn tanh_f32(x: f32) -> f32 {
         return -t;
     }
     return t;
+}
+
+// NaN and +inf pass through; below the normals (0, subnormals, negatives, -inf) as MIN_POSITIVE.
+fn ln_f32(x: f32) -> f32 {
+    let u_in = bitcast<u32>(x);
+    if ((u_in & 0x7fffffffu) > F32_INF_BITS || u_in == F32_INF_BITS) {
+        return x;
+    }
+    var u = u_in;
+    if (u < F32_MIN_NORMAL_BITS || u > 0x7fffffffu) {
+        u = F32_MIN_NORMAL_BITS;
+    }
+    let mant = u & 0x007fffffu;
+    var k = i32(u >> 23u) - 127;
+    var m_bits = mant | 0x3f800000u;
+    if (mant >= LN_SQRT2_MANT) {
+        m_bits = mant | 0x3f000000u;
+        k = k + 1;
+    }
+    let f = bitcast<f32>(m_bits) - 1.0;
+    let kf = f32(k);
+    let z = f * f;
+    var y = LN_P0;
+    y = y * f + LN_P1;
+    y = y * f + LN_P2;
+    y = y * f + LN_P3;
+    y = y * f + LN_P4;
+    y = y * f + LN_P5;
+    y = y * f + LN_P6;
+    y = y * f + LN_P7;
+    y = y * f + LN_P8;
+    y = y * f * z;
+    y += kf * EXP_C2;
+    y -= 0.5 * z;
+    let r = f + y;
+    return r + kf * EXP_C1;
+}
+
+// Softmax cross-entropy helpers (src/math.rs softmax_xent): a kernel keeps m = z[0] and
+// m = xent_max_step(m, z[j]) for j ascending; then s = 0.0 and s = xent_sum_step(s, z[j], m) for j
+// ascending; the loss is xent_from_parts(m, s, z[label]), or with soft targets ls = ln_f32(s) and
+// acc = 0.0, acc = acc + xent_soft_term(m, ls, z[j], p[j]) for j ascending.
+fn xent_max_step(m: f32, z: f32) -> f32 {
+    if (z > m) {
+        return z;
+    }
+    return m;
+}
+
+fn xent_sum_step(s: f32, z: f32, m: f32) -> f32 {
+    return s + exp_f32(z - m);
+}
+
+fn xent_from_parts(m: f32, s: f32, zy: f32) -> f32 {
+    return (m - zy) + ln_f32(s);
+}
+
+fn xent_soft_term(m: f32, ls: f32, z: f32, p: f32) -> f32 {
+    return p * ((m - z) + ls);
 }
 
 fn relu_f32(x: f32) -> f32 {

@@ -1,5 +1,6 @@
-// Loss reductions: per-sample squared errors of a slot -> its loss, in the fixed order src/cpu.rs
-// follows (strided lanes, then a binary tree). Assembled after forward.wgsl.
+// Loss reductions: per-sample squared errors of a slot -> its loss, in the fixed order the CPU
+// reference follows (strided lanes, then a binary tree). Assembled after forward.wgsl.
+// CPU twin: src/cpu/reduce.rs.
 
 // Each of the REDUCE_LANES invocations brings one lane's partial sum; lanes are combined pairwise,
 // halving the stride each round. Invocation 0 gets the total. Call in uniform control flow.

@@ -1,4 +1,6 @@
 // The resident loop: the update on the GPU, and fused_epochs for tiny models. Assembled last.
+// fused_epochs computes the squared error only: the planner never picks it for cross-entropy
+// (src/gpu/plan.rs, fused_epochs_per_dispatch), whose resident loop runs the step's kernels.
 
 @compute @workgroup_size(WG_SIZE)
 fn update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

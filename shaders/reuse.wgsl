@@ -1,5 +1,6 @@
 // The reuse method for the last two layers: what a nudge changes, the closed-form output layer,
 // and the per-(parameter, sample) kernels for GPUs. Assembled after reduce.wgsl.
+// CPU twin: src/cpu/reuse.rs.
 
 // What nudging parameter k changes, the same for every sample: its layer l and unit u there,
 // the nudge d as the float32 sum sees it, and the cache rows the per-sample values come from.
@@ -74,29 +75,87 @@ fn output_change(u: u32, s: u32, delta: f32) -> f32 {
 }
 
 // What the last two layers' change for one sample needs beyond the target: for an identity
-// output layer (closed form) where ab's row starts and bb, else the next layer.
+// output layer where the unit's closed-form row (MSE: ab) or first series row (cross-entropy:
+// four rows c1..c4) starts, and bb (MSE) or the unit's spread (cross-entropy), else NO_ROW.
 struct Shallow {
     t: Target,
-    ab_row: u32,   // NO_ROW unless closed form applies
+    ab_row: u32,   // NO_ROW unless the closed form or series applies
     bb: f32,
+}
+
+// Rows per unit of the closed-form sums (ab) or of the series terms (c1..c4).
+fn closed_rows() -> u32 {
+    return select(1u, 4u, LOSS == LOSS_XENT);
 }
 
 fn reuse_shallow_target(k: u32) -> Shallow {
     let t = reuse_target(k);
     if (chunk.ab_off != 0u && t.l + 2u == chunk.num_layers) {
         let ab = chunk.cache_base + chunk.ab_off;
+        let rows = closed_rows() * chunk.batch;
         let hidden = layer_info(t.l + 1u).n_in;
-        return Shallow(t, ab + t.u * chunk.batch, cache[ab + hidden * chunk.batch + t.u]);
+        return Shallow(t, ab + t.u * rows, cache[ab + hidden * rows + t.u]);
     }
     return Shallow(t, NO_ROW, 0.0);
 }
 
-// The change of sample s's squared error when the shallow target's parameter (of the last two
-// layers) is nudged.
+// Cross-entropy's series for a unit of the last hidden layer (src/xent.rs): its terms c1..c4 for
+// one sample, whether it applies, and its value delta * (c1 + delta * (c2 + delta * (c3 +
+// delta * c4))), innermost first.
+struct Series {
+    on: bool,      // identity output layer: the terms below are the unit's
+    spread: f32,   // max_k W[u][k] - min_k W[u][k]
+    c: vec4<f32>,
+}
+
+fn series_terms_at(row: u32, s: u32) -> vec4<f32> {
+    let b = chunk.batch;
+    return vec4<f32>(cache[row + s], cache[row + b + s], cache[row + 2u * b + s], cache[row + 3u * b + s]);
+}
+
+// src/xent.rs series_applies; off while a loop burn is set (src/gpu/plan.rs ChunkUniform::burn_kernel).
+fn series_applies(delta: f32, spread: f32) -> bool {
+    return chunk.burn_kernel == 0u && abs(delta) * spread <= XENT_SERIES_MAX_X;
+}
+
+fn series_change(delta: f32, c: vec4<f32>) -> f32 {
+    var h = c.z + delta * c.w;
+    h = c.y + delta * h;
+    h = c.x + delta * h;
+    return delta * h;
+}
+
+// Cross-entropy's change for sample s: the nudged logits' loss less the kept one. An output
+// parameter moves its logit to a_new; a unit of the last hidden layer moves every logit by
+// delta = a_new - a_old times its outgoing weight, or takes the series where it applies
+// (src/cpu/reuse.rs delta_xent). llvmpipe runs both arms whenever the lanes of a SIMD group disagree,
+// and the exact arm's loops once each (lanes off) when every lane took the series.
+fn xent_change(l: u32, u: u32, s: u32, a_new: f32, a_old: f32, series: Series) -> f32 {
+    var n = LogitNudge(u, NO_LOGIT_ROW, a_new);
+    if (l + 2u == chunk.num_layers) {
+        let delta = a_new - a_old;
+        if (series.on && series_applies(delta, series.spread)) {
+            return series_change(delta, series.c);
+        }
+        let nx = layer_info(l + 1u);
+        n = LogitNudge(u, nx.w_off + u * nx.n_out, delta);
+    }
+    return xent_logits(s, n) - cache[loss_row() + s];
+}
+
+// The change of sample s's loss when the shallow target's parameter (of the last two layers) is
+// nudged.
 fn reuse_shallow(h: Shallow, s: u32) -> f32 {
     let t = h.t;
     let a_new = nudged_output(t, s);
     let a_old = cache[t.a_row + s];
+    if (LOSS == LOSS_XENT) {
+        var series = Series(false, 0.0, vec4<f32>());
+        if (h.ab_row != NO_ROW) {
+            series = Series(true, h.bb, series_terms_at(h.ab_row, s));
+        }
+        return xent_change(t.l, t.u, s, a_new, a_old, series);
+    }
     let y_off = s * chunk.outputs;
     if (t.l + 1u == chunk.num_layers) {
         return dsse_term(a_new, a_old, ys[y_off + t.u]);
@@ -109,10 +168,69 @@ fn reuse_shallow(h: Shallow, s: u32) -> f32 {
     return output_change(t.u, s, delta);
 }
 
+// Cross-entropy's part of reuse_prepare for (u, s): src/xent.rs softmax_probs of the sample's
+// kept logits (p recomputed in each loop that needs it: the same numbers), series_terms into the
+// unit's four rows, and (s = 0) weight_spread; every loop over the outputs ascending.
+fn prepare_xent(u: u32, s: u32) {
+    let nx = layer_info(chunk.num_layers - 1u);
+    let row = nx.w_off + u * nx.n_out;
+    let y_off = s * chunk.outputs;
+    var m = z_at(nx.unit_off, s);
+    for (var k = 1u; k < nx.n_out; k++) {
+        m = xent_max_step(m, z_at(nx.unit_off + k, s));
+    }
+    var sum = 0.0;
+    for (var k = 0u; k < nx.n_out; k++) {
+        sum = xent_sum_step(sum, z_at(nx.unit_off + k, s), m);
+    }
+    let ls = ln_f32(sum);
+    var total = 0.0;
+    var k1 = 0.0;
+    var wt = 0.0;
+    for (var k = 0u; k < nx.n_out; k++) {
+        let p = exp_f32((z_at(nx.unit_off + k, s) - m) - ls);
+        let t = ys[y_off + k];
+        let w = pw(row + k);
+        total = total + t;
+        k1 = k1 + p * w;
+        wt = wt + t * w;
+    }
+    var m2 = 0.0;
+    var m3 = 0.0;
+    var m4 = 0.0;
+    for (var k = 0u; k < nx.n_out; k++) {
+        let p = exp_f32((z_at(nx.unit_off + k, s) - m) - ls);
+        let d = pw(row + k) - k1;
+        let q = d * d;
+        m2 = m2 + p * q;
+        m3 = m3 + p * (q * d);
+        m4 = m4 + p * (q * q);
+    }
+    let k4 = m4 - (m2 * m2) * 3.0;
+    let at = chunk.cache_base + chunk.ab_off + 4u * u * chunk.batch + s;
+    cache[at] = total * k1 - wt;
+    cache[at + chunk.batch] = (total * m2) * 0.5;
+    cache[at + 2u * chunk.batch] = (total * m3) * XENT_SIXTH;
+    cache[at + 3u * chunk.batch] = (total * k4) * XENT_TWENTYFOURTH;
+    if (s == 0u) {
+        var hi = pw(row);
+        var lo = hi;
+        for (var k = 1u; k < nx.n_out; k++) {
+            let w = pw(row + k);
+            hi = xent_max_step(hi, w);
+            if (w < lo) {
+                lo = w;
+            }
+        }
+        cache[chunk.cache_base + chunk.ab_off + 4u * nx.n_in * chunk.batch + u] = hi - lo;
+    }
+}
+
 // Reuse with an identity output layer, after forward_store: one invocation per (hidden unit u of
 // the last hidden layer, sample s). A change d of u changes output v by t = d * W[u][v] and the
 // squared error by sum_v t * (2 (a_v - y_v) + t) = d * ab[u][s] + d^2 * bb[u], with
 // ab = sum_v W[u][v] * (e + e), e = a_v - y_v, and bb = sum_v W[u][v]^2 (invocations with s = 0).
+// Cross-entropy: prepare_xent.
 @compute @workgroup_size(WG_SIZE)
 fn reuse_prepare(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let local = (wg.x + wg.y * chunk.grid_x) * WG_SIZE + lid;
@@ -121,6 +239,11 @@ fn reuse_prepare(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     }
     let u = chunk.eval_base + local / chunk.batch;
     let s = local % chunk.batch;
+    if (LOSS == LOSS_XENT) {
+        prepare_xent(u, s);
+        loop_guard(K_REUSE_PREPARE);
+        return;
+    }
     let out_layer = layer_info(chunk.num_layers - 1u);
     let ab = chunk.cache_base + chunk.ab_off;
     let row = out_layer.w_off + u * out_layer.n_out;

@@ -1,5 +1,6 @@
 // The reuse method for parameters of earlier layers: the nudged unit, then full passes of the
 // later layers in workgroup memory. Assembled after reuse_seq.wgsl.
+// CPU twin: src/cpu/reuse.rs.
 
 @compute @workgroup_size(WG_SIZE)
 fn reuse_deep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -37,13 +38,17 @@ fn reuse_deep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     if (lid == 0u) {
         let last_layer = layer_info(chunk.num_layers - 1u);
         let last = ((chunk.num_layers - 1u) % 2u) * MAX_WIDTH;
-        let y_off = s * chunk.outputs;
-        // The squared-error change summed as in reuse_dsse (dsse_term), over `acts`.
-        var total = 0.0;
-        for (var o = 0u; o < chunk.outputs; o++) {
-            total = total + dsse_term(acts[last + o], a_at(last_layer.unit_off + o, s), ys[y_off + o]);
+        if (LOSS == LOSS_XENT) {
+            sse[item] = xent_acts(last, s) - cache[loss_row() + s];
+        } else {
+            let y_off = s * chunk.outputs;
+            // The squared-error change summed as in reuse_dsse (dsse_term), over `acts`.
+            var total = 0.0;
+            for (var o = 0u; o < chunk.outputs; o++) {
+                total = total + dsse_term(acts[last + o], a_at(last_layer.unit_off + o, s), ys[y_off + o]);
+            }
+            sse[item] = total;
         }
-        sse[item] = total;
     }
     loop_guard(K_REUSE_DEEP);
 }

@@ -1,5 +1,6 @@
 // The reuse method for CPU adapters (llvmpipe): one invocation per parameter or SEQ_R weights,
 // specialised per part by override constants. Assembled after reuse.wgsl.
+// CPU twin: src/cpu/reuse.rs.
 
 // reuse_dsse and reduce_seq in one, for CPU adapters: one invocation per parameter (or per
 // SEQ_R weights of one unit) sums every sample's change in reduce_losses' order, with no barrier
@@ -27,16 +28,25 @@ struct SeqUnit {
     kind: u32,     // activation of the unit's layer
     z_row: u32,
     a_row: u32,
-    ab_row: u32,   // closed form
-    bb: f32,
+    ab_row: u32,   // closed form: ab's row (MSE) or the first of the series rows (cross-entropy)
+    bb: f32,       // closed form: bb (MSE) or the unit's spread (cross-entropy)
 }
 
 // Sample s's change of the squared error for a nudge that moves unit u's z from z_old to z_new.
-fn seq_change(t: SeqUnit, s: u32, z_new: f32, a_old: f32, ab: f32) -> f32 {
+// With the closed form, ab is the sample's closed-form sum (MSE) and c its series terms
+// (cross-entropy).
+fn seq_change(t: SeqUnit, s: u32, z_new: f32, a_old: f32, ab: f32, c: vec4<f32>) -> f32 {
     // The runtime select (t.kind always equals SEQ_KIND) is load-bearing: fed straight from the
     // constant-kind activation, the lines below compile differently under Mesa 22 and the result
-    // no longer matches src/cpu.rs bit for bit (measured; tests/gpu.rs catches it).
+    // no longer matches src/cpu/ bit for bit (measured; tests/gpu.rs catches it).
     let a_new = select(activate(z_new, SEQ_KIND), z_new, t.kind != SEQ_KIND);
+    if (LOSS == LOSS_XENT) {
+        var l = chunk.num_layers - 1u;
+        if (SEQ_PART < PART_OUTPUT_WEIGHTS) {
+            l = chunk.num_layers - 2u;
+        }
+        return xent_change(l, t.u, s, a_new, a_old, Series(SEQ_CLOSED, t.bb, c));
+    }
     if (SEQ_PART >= PART_OUTPUT_WEIGHTS) {
         return dsse_term(a_new, a_old, ys[s * chunk.outputs + t.u]);
     }
@@ -108,8 +118,9 @@ fn reuse_seq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     t.a_row = chunk.cache_base + (chunk.total_units + unit) * chunk.batch;
     if (SEQ_CLOSED) {
         let ab = chunk.cache_base + chunk.ab_off;
-        t.ab_row = ab + t.u * chunk.batch;
-        t.bb = cache[ab + info.n_out * chunk.batch + t.u];
+        let rows = closed_rows() * chunk.batch;
+        t.ab_row = ab + t.u * rows;
+        t.bb = cache[ab + info.n_out * rows + t.u];
     }
     let width = tree_width();
     var trees: array<Tree, SEQ_MAX_R>;
@@ -122,8 +133,13 @@ fn reuse_seq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
             let z = cache[t.z_row + s];
             let a_old = cache[t.a_row + s];
             var ab = 0.0;
+            var c = vec4<f32>();
             if (SEQ_CLOSED) {
-                ab = cache[t.ab_row + s];
+                if (LOSS == LOSS_XENT) {
+                    c = series_terms_at(t.ab_row, s);
+                } else {
+                    ab = cache[t.ab_row + s];
+                }
             }
             for (var r = 0u; r < SEQ_R; r++) {
                 var z_new: f32;
@@ -138,7 +154,7 @@ fn reuse_seq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
                 } else {
                     z_new = z + d[r];
                 }
-                acc[r] = acc[r] + seq_change(t, s, z_new, a_old, ab);
+                acc[r] = acc[r] + seq_change(t, s, z_new, a_old, ab, c);
             }
         }
         for (var r = 0u; r < SEQ_R; r++) {

@@ -1,12 +1,13 @@
 //! `perturb bench`: seconds per training step over named sizes × methods × devices × loop modes,
 //! with NumPy rows from `benches/numpy_bench.py` when asked.
 
-use crate::cpu::CpuEvaluator;
 use crate::data::Dataset;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Setting};
 use crate::evaluator::Evaluator;
-use crate::gpu::{AdapterOptions, GpuContext, GpuEvaluator, GpuOptions, ReuseKernel};
+use crate::gpu::{AdapterOptions, GpuOptions, ReuseKernel};
 use crate::model::{Activation, Model};
+use crate::precision::{Precision, Real};
+use crate::session::{Backend, Build, Device, Job};
 use crate::settings::{Hyper, Method};
 use crate::train::update;
 use ndarray::Array2;
@@ -219,14 +220,14 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// One host-driven step: evaluate, then the book's update.
-fn host_step<E: Evaluator<Loss = f32>>(
+fn host_step<E: Evaluator>(
     ev: &mut E,
     params: &mut [f32],
-    deltas: &mut [f32],
+    deltas: &mut [E::Loss],
     hyper: &Hyper,
 ) -> Result<()> {
-    let (eps, lr) = (hyper.eps as f32, hyper.lr as f32);
-    ev.evaluate(params, eps, deltas)?;
+    let (eps, lr) = (E::Loss::from_f64(hyper.eps), E::Loss::from_f64(hyper.lr));
+    ev.evaluate(params, hyper.eps as f32, deltas)?;
     for (p, &d) in params.iter_mut().zip(deltas.iter()) {
         *p = update(*p, d, eps, lr);
     }
@@ -235,129 +236,42 @@ fn host_step<E: Evaluator<Loss = f32>>(
 
 /// Runs the matrix; rows come in size order, CPU before GPU.
 pub fn run(opts: &BenchOptions, mut progress: impl FnMut(&Row)) -> Result<Vec<Row>> {
-    let gpu_ctx = if opts.gpu {
-        Some(GpuContext::new(&opts.adapter)?)
+    let gpu = if opts.gpu {
+        Some(Backend::open(&Device::Gpu(opts.adapter.clone()))?)
     } else {
         None
     };
-    let budget = Duration::from_secs_f64(opts.max_seconds);
-    // A small lr keeps repeated steps from drifting anywhere unusual.
-    let hyper = Hyper {
-        epochs: 1,
-        lr: 1e-3,
-        eps: 1e-4,
-        ..Hyper::book()
-    };
+    let cpu = Backend::Cpu(Precision::F32);
     let mut rows = Vec::new();
     for size in &opts.sizes {
         let (model, data) = size.build();
-        let p = model.num_params();
-        let evals = (p as f64 + 1.0) * data.len() as f64;
-        let mut push = |row: Row, rows: &mut Vec<Row>| {
-            progress(&row);
-            rows.push(row);
-        };
-        let row = |method: Method, device: &str, adapter: &str, mode: &str| Row {
-            size: size.name.into(),
-            params: p,
-            samples: data.len(),
-            method: method.name().into(),
-            device: device.into(),
-            adapter: adapter.into(),
-            mode: mode.into(),
-            seconds: None,
-            evals_per_second: None,
-            speedup_vs_cpu_naive: None,
-            runs: 0,
-            stable: false,
-            note: String::new(),
-        };
         for &method in &opts.methods {
-            let too_big = method == Method::Naive && size.naive_work() > opts.max_work;
-            let skip_note = format!(
-                "skipped: a naive step is {:.1e} multiply-adds (--max-work {:.0e})",
-                size.naive_work(),
-                opts.max_work
-            );
+            let mut row = |backend: &Backend, mode: &'static str, host: Option<f64>| {
+                let r = backend.with(TimeRow {
+                    opts,
+                    size,
+                    model: &model,
+                    data: &data,
+                    method,
+                    mode,
+                    host_seconds: host,
+                })?;
+                progress(&r);
+                let seconds = r.seconds;
+                rows.push(r);
+                Ok::<_, Error>(seconds)
+            };
             if opts.cpu {
-                let mut cpu = CpuEvaluator::<f32>::with_method(&model, &data, method)?;
-                let mut r = row(method, "cpu", &cpu.device().adapter, "host");
-                if too_big {
-                    r.note = skip_note.clone();
-                } else {
-                    let mut params = model.params.clone();
-                    let mut deltas = vec![0.0f32; p];
-                    let (s, runs, stable) = time_steps(budget, || {
-                        host_step(&mut cpu, &mut params, &mut deltas, &hyper)
-                    })?;
-                    (r.seconds, r.runs, r.stable) = (Some(s), runs, stable);
-                }
-                push(r, &mut rows);
+                row(&cpu, "host", None)?;
             }
-            if let Some(ctx) = &gpu_ctx {
-                let name = ctx.info.name.clone();
-                let mut modes = vec!["host"];
+            if let Some(gpu) = &gpu {
+                let host = row(gpu, "host", None)?;
                 if opts.resident {
-                    modes.push("resident");
-                }
-                let mut host_seconds = None;
-                for mode in modes {
-                    let mut r = row(method, "gpu", &name, mode);
-                    if too_big {
-                        r.note = skip_note.clone();
-                        push(r, &mut rows);
-                        continue;
-                    }
-                    let gctx = GpuContext::new(&opts.adapter)?;
-                    let gopts = GpuOptions {
-                        method,
-                        reuse_kernel: opts.reuse_kernel,
-                        ..Default::default()
-                    };
-                    let mut gpu = match GpuEvaluator::with_options(gctx, &model, &data, gopts) {
-                        Ok(g) => g,
-                        Err(e) => {
-                            r.note = format!("skipped: {e}");
-                            push(r, &mut rows);
-                            continue;
-                        }
-                    };
-                    if let Some(k) = gpu.reuse_kernel() {
-                        r.note = format!("{k:?} kernel").to_lowercase();
-                    }
-                    let mut params = model.params.clone();
-                    let (s, runs, stable) = if mode == "host" {
-                        let mut deltas = vec![0.0f32; p];
-                        time_steps(budget, || {
-                            host_step(&mut gpu, &mut params, &mut deltas, &hyper)
-                        })?
-                    } else {
-                        // Epochs per submission: up to 100 to amortise the submit, fewer when a host
-                        // step is slow so that one timed batch stays within a fifth of the budget.
-                        let host = host_seconds.unwrap_or(1e-3);
-                        let epochs = ((opts.max_seconds / 5.0 / host) as usize).clamp(1, 100);
-                        let h = Hyper { epochs, ..hyper };
-                        let (s, runs, stable) = time_steps(budget, || {
-                            let run = gpu.train_resident(&params, &h, epochs, None, |_, _| {})?;
-                            params = run.params;
-                            Ok(())
-                        })?;
-                        let per = format!("{epochs} epochs per submission");
-                        r.note = if r.note.is_empty() {
-                            per
-                        } else {
-                            format!("{}, {per}", r.note)
-                        };
-                        (s / epochs as f64, runs * epochs, stable)
-                    };
-                    if mode == "host" {
-                        host_seconds = Some(s);
-                    }
-                    (r.seconds, r.runs, r.stable) = (Some(s), runs, stable);
-                    push(r, &mut rows);
+                    row(gpu, "resident", host)?;
                 }
             }
         }
+        let evals = (model.num_params() as f64 + 1.0) * data.len() as f64;
         let naive_cpu = rows
             .iter()
             .find(|r| r.size == size.name && r.method == "naive" && r.device == "cpu")
@@ -370,6 +284,106 @@ pub fn run(opts: &BenchOptions, mut progress: impl FnMut(&Row)) -> Result<Vec<Ro
         }
     }
     Ok(rows)
+}
+
+/// One row of the matrix: build the evaluator on the backend, time its steps.
+struct TimeRow<'a> {
+    opts: &'a BenchOptions,
+    size: &'a Size,
+    model: &'a Model,
+    data: &'a Dataset,
+    method: Method,
+    /// `"host"` or `"resident"`.
+    mode: &'static str,
+    /// The host row's step time, which sizes the resident row's submissions.
+    host_seconds: Option<f64>,
+}
+
+impl Job for TimeRow<'_> {
+    type Output = Result<Row>;
+
+    fn run<B: Build>(self, build: &B) -> Result<Row> {
+        let (opts, size) = (self.opts, self.size);
+        let device = build.device();
+        let mut r = Row {
+            size: size.name.into(),
+            params: self.model.num_params(),
+            samples: self.data.len(),
+            method: self.method.name().into(),
+            device: device.kind,
+            adapter: device.adapter,
+            mode: self.mode.into(),
+            seconds: None,
+            evals_per_second: None,
+            speedup_vs_cpu_naive: None,
+            runs: 0,
+            stable: false,
+            note: String::new(),
+        };
+        if self.method == Method::Naive && size.naive_work() > opts.max_work {
+            r.note = format!(
+                "skipped: a naive step is {:.1e} multiply-adds (the naive work cap is {:.0e})",
+                size.naive_work(),
+                opts.max_work
+            );
+            return Ok(r);
+        }
+        let gopts = GpuOptions {
+            method: self.method,
+            reuse_kernel: opts.reuse_kernel,
+            ..Default::default()
+        };
+        let mut ev = match build.build(self.model, self.data, &gopts) {
+            Ok(ev) => ev,
+            Err(e) => {
+                r.note = format!("skipped: {e}");
+                return Ok(r);
+            }
+        };
+        if let Some(k) = ev.kernel_note() {
+            r.note = k;
+        }
+        let (s, runs, stable) = self.time(&mut ev, &mut r.note)?;
+        (r.seconds, r.runs, r.stable) = (Some(s), runs, stable);
+        Ok(r)
+    }
+}
+
+impl TimeRow<'_> {
+    /// Seconds per step, steps timed, whether the median settled; a resident row notes its
+    /// epochs per submission.
+    fn time<E: Evaluator>(&self, ev: &mut E, note: &mut String) -> Result<(f64, usize, bool)> {
+        let budget = Duration::from_secs_f64(self.opts.max_seconds);
+        // A small lr keeps repeated steps from drifting anywhere unusual.
+        let hyper = Hyper {
+            epochs: 1,
+            lr: 1e-3,
+            eps: 1e-4,
+            ..Hyper::book()
+        };
+        let mut params = self.model.params.clone();
+        if self.mode == "host" {
+            let mut deltas = vec![E::Loss::ZERO; params.len()];
+            return time_steps(budget, || host_step(ev, &mut params, &mut deltas, &hyper));
+        }
+        // Epochs per submission: up to 100 to amortise the submit, fewer when a host step is
+        // slow so that one timed batch stays within a fifth of the budget.
+        let host = self.host_seconds.unwrap_or(1e-3);
+        let epochs = ((self.opts.max_seconds / 5.0 / host) as usize).clamp(1, 100);
+        let h = Hyper { epochs, ..hyper };
+        let (s, runs, stable) = time_steps(budget, || {
+            let run = ev.resident_loop(&params, &h, epochs, None, &mut |_, _| {})?;
+            params = run.params;
+            Ok(())
+        })?;
+        let per = format!("{epochs} epochs per submission");
+        *note = if note.is_empty() {
+            per
+        } else {
+            format!("{note}, {per}")
+        };
+        Ok((s / epochs as f64, runs * epochs, stable))
+    }
 }
 
 /// Rows from `benches/numpy_bench.py` (python3 with NumPy), in this crate's row format.
@@ -391,16 +405,23 @@ pub fn numpy_rows(sizes: &[Size], max_seconds: f64) -> Result<(String, Vec<Row>)
             &max_seconds.to_string(),
         ])
         .output()
-        .map_err(|e| Error::Config(format!("--numpy needs python3 with NumPy: {e}")))?;
+        .map_err(|e| Error::invalid(Setting::Numpy, format!("needs python3 with NumPy: {e}")))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        return Err(Error::Config(format!(
-            "--numpy: {script} failed: {}",
-            err.lines().last().unwrap_or("no output")
-        )));
+        return Err(Error::invalid(
+            Setting::Numpy,
+            format!(
+                "{script} failed: {}",
+                err.lines().last().unwrap_or("no output")
+            ),
+        ));
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| Error::Config(format!("--numpy: unreadable output of {script}: {e}")))?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        Error::invalid(
+            Setting::Numpy,
+            format!("unreadable output of {script}: {e}"),
+        )
+    })?;
     let version = v["numpy_version"].as_str().unwrap_or("?").to_string();
     let rows = v["rows"]
         .as_array()

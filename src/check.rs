@@ -4,11 +4,13 @@
 //! falling and rounding error rising as eps shrinks.
 
 use crate::data::Dataset;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Setting};
 use crate::estimate::{gradient, Estimator, StepMode};
 use crate::evaluator::Evaluator;
+use crate::gpu::GpuOptions;
 use crate::model::{Activation, Model};
 use crate::precision::Real;
+use crate::session::{Backend, Build, Job};
 use serde::Serialize;
 
 /// The loss (float64, the CPU reference's f64 arithmetic) and its gradient by backpropagation.
@@ -221,6 +223,40 @@ pub fn row(
     }
 }
 
+/// [`run`] with the evaluators of `backend`, one per estimator, all on its one device.
+pub fn run_on(
+    backend: &Backend,
+    model: &Model,
+    data: &Dataset,
+    eps: f64,
+    spsa: Option<(Estimator, u64)>,
+) -> Result<CheckReport> {
+    struct Check<'m> {
+        model: &'m Model,
+        data: &'m Dataset,
+        eps: f64,
+        spsa: Option<(Estimator, u64)>,
+    }
+    impl Job for Check<'_> {
+        type Output = Result<CheckReport>;
+        fn run<B: Build>(self, build: &B) -> Result<CheckReport> {
+            run(self.model, self.data, self.eps, self.spsa, |e| {
+                let opts = GpuOptions {
+                    shape: e.shape(),
+                    ..Default::default()
+                };
+                build.build(self.model, self.data, &opts)
+            })
+        }
+    }
+    backend.with(Check {
+        model,
+        data,
+        eps,
+        spsa,
+    })
+}
+
 /// Runs the whole check. `evaluator(shape)` builds an evaluator for an estimator's shape (the GPU
 /// plans its dispatches per shape; the CPU ignores it). `spsa` adds that SPSA estimator at `eps`.
 pub fn run<E: Evaluator>(
@@ -231,9 +267,10 @@ pub fn run<E: Evaluator>(
     mut evaluator: impl FnMut(Estimator) -> Result<E>,
 ) -> Result<CheckReport> {
     if !(eps > 0.0 && eps.is_finite()) {
-        return Err(Error::Config(format!(
-            "--eps must be finite and > 0, got {eps}"
-        )));
+        return Err(Error::invalid(
+            Setting::Eps,
+            format!("must be finite and > 0, got {eps}"),
+        ));
     }
     let (loss, reference) = backprop(model, data)?;
     let params = &model.params;

@@ -17,10 +17,17 @@
 //! or `"-inf"`, since JSON has no such numbers. Parameters are always finite (the model file
 //! refuses others).
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Setting};
+use crate::estimate::StepMode;
 use crate::fileio::{read_text_capped, write_atomic};
+use crate::model::Loss;
 use crate::model::{Model, ModelFile};
-use crate::settings::Hyper;
+use crate::optim::{OptState, Optimizer};
+use crate::precision::Precision;
+use crate::rng::Direction;
+use crate::settings::{
+    Batching, DeviceKind, EstimatorChoice, EstimatorKind, Hyper, LoopKind, Method, Named,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -30,8 +37,10 @@ mod losses;
 /// The `"format"` field of every checkpoint.
 pub const FORMAT: &str = "perturb-checkpoint";
 
-/// The checkpoint version this build writes and reads.
-pub const VERSION: u32 = 1;
+/// The newest checkpoint version this build writes and reads. A run that version 1 can describe
+/// (mse, full batches, sgd) is still written as version 1; others as version 2, which adds the
+/// loss, batching and optimiser settings, every step's loss and the optimiser's state.
+pub const VERSION: u32 = 2;
 
 /// Largest checkpoint file read: 4 GiB (a model file of up to 1 GiB plus up to 10⁸ losses).
 pub const MAX_CHECKPOINT_BYTES: u64 = 4 << 30;
@@ -45,39 +54,177 @@ pub struct Checkpoint {
     pub epochs_done: usize,
     /// Loss of each completed epoch; `losses.len() == epochs_done`.
     pub losses: Vec<f64>,
+    /// Loss of every applied step (a stop mid-epoch leaves steps beyond the last whole epoch).
+    pub step_losses: Vec<f64>,
+    /// The optimiser's state after the last step.
+    pub state: OptState,
     /// Every setting that shapes the trajectory.
     pub settings: RunSettings,
 }
 
 /// The settings of a run that a resumed run must share to continue the same trajectory.
-///
-/// `precision`, `method`, `device` and `loop` hold the names of those choices
-/// ([`SETTING_VALUES`]).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Written under version 1's names: `"precision": "f32"`, `"loop": "host"`, and the estimator
+/// options in `"extra"` as strings (`{"estimator": "forward", "samples": "1", …}`).
+#[derive(Clone, Debug, PartialEq)]
 pub struct RunSettings {
-    /// Epochs the run is to reach in total (`--epochs`).
+    /// Epochs the run is to reach in total.
     pub epochs: usize,
     /// Learning rate.
     pub lr: f64,
     /// Nudge.
     pub eps: f64,
-    /// Seed of the random initial network (`--seed`), when it was one.
+    /// Seed of the random initial network, when it was one.
     pub seed: Option<u64>,
-    /// `--precision`: `"f32"` or `"f64"`.
-    pub precision: String,
-    /// `--method`: `"naive"` or `"reuse"`.
-    pub method: String,
-    /// `--device`: `"gpu"` or `"cpu"`.
-    pub device: String,
-    /// `--loop`: `"host"` or `"resident"`.
-    #[serde(rename = "loop")]
-    pub loop_mode: String,
+    /// Float type of the losses.
+    pub precision: Precision,
+    /// Naive or reuse.
+    pub method: Method,
+    /// CPU or GPU.
+    pub device: DeviceKind,
+    /// Host or resident loop.
+    pub loop_mode: LoopKind,
     /// The data file, or `None` for the book's one sample.
     pub data: Option<DataRef>,
-    /// Further options by flag name without the dashes (e.g. `"estimator"`), as given.
+    /// The estimator options.
+    pub estimator: EstimatorChoice,
+    /// The loss.
+    pub loss: Loss,
+    /// Samples per step and shuffling.
+    pub batching: Batching,
+    /// The update rule.
+    pub optimizer: Optimizer,
+    /// Only the first this many samples of the data were used.
+    pub take: Option<usize>,
+    /// This fraction of the data was held out for validation (drawn from the seed).
+    pub val_split: Option<f64>,
+}
+
+impl RunSettings {
+    /// Whether version 1 can hold these settings (mse, full batches, sgd, all the data).
+    fn fits_version_1(&self) -> bool {
+        self.loss == Loss::Mse
+            && self.batching == Batching::full()
+            && self.optimizer == Optimizer::Sgd
+            && self.take.is_none()
+            && self.val_split.is_none()
+    }
+}
+
+/// [`RunSettings`] as the file spells them (version 1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireSettings {
+    epochs: usize,
+    lr: f64,
+    eps: f64,
+    seed: Option<u64>,
+    precision: String,
+    method: String,
+    device: String,
+    #[serde(rename = "loop")]
+    loop_mode: String,
+    data: Option<DataRef>,
     #[serde(default)]
-    pub extra: BTreeMap<String, String>,
+    extra: BTreeMap<String, String>,
+    // Version 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    loss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    batch_size: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    shuffle: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    optimizer: Option<Optimizer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    take: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    val_split: Option<f64>,
+}
+
+impl From<&RunSettings> for WireSettings {
+    fn from(s: &RunSettings) -> WireSettings {
+        let e = &s.estimator;
+        let v1 = s.fits_version_1();
+        let extra = [
+            ("estimator", e.estimator.name().to_string()),
+            ("step", e.step.name().to_string()),
+            ("samples", e.samples.to_string()),
+            ("direction", e.direction.name().to_string()),
+        ];
+        WireSettings {
+            epochs: s.epochs,
+            lr: s.lr,
+            eps: s.eps,
+            seed: s.seed,
+            precision: s.precision.name().into(),
+            method: s.method.name().into(),
+            device: s.device.name().into(),
+            loop_mode: s.loop_mode.name().into(),
+            data: s.data.clone(),
+            extra: extra.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            loss: (!v1).then(|| s.loss.name().to_string()),
+            batch_size: (!v1).then_some(s.batching.size),
+            shuffle: (!v1).then_some(s.batching.shuffle),
+            optimizer: (!v1).then_some(s.optimizer),
+            take: s.take,
+            val_split: s.val_split,
+        }
+    }
+}
+
+/// `settings.{field}` read as one of `T`'s names.
+fn named<T: Named>(field: &str, value: &str) -> std::result::Result<T, String> {
+    T::from_name(value)
+        .ok_or_else(|| format!("settings.{field} is {value:?} (expected {})", T::choices()))
+}
+
+impl WireSettings {
+    /// The typed settings; a message naming the field where a value is unknown. Estimator
+    /// options missing from `extra` take their defaults.
+    fn typed(&self) -> std::result::Result<RunSettings, String> {
+        let mut estimator = EstimatorChoice::default();
+        for (key, value) in &self.extra {
+            let field = format!("extra.{key}");
+            match key.as_str() {
+                "estimator" => estimator.estimator = named(&field, value)?,
+                "step" => estimator.step = named(&field, value)?,
+                "direction" => estimator.direction = named(&field, value)?,
+                "samples" => {
+                    estimator.samples = value.parse().map_err(|_| {
+                        format!("settings.extra.samples is {value:?}, not a count")
+                    })?
+                }
+                _ => {
+                    return Err(format!(
+                        "settings.extra has the key {key:?}, not an option (estimator, step, samples, direction)"
+                    ))
+                }
+            }
+        }
+        Ok(RunSettings {
+            epochs: self.epochs,
+            lr: self.lr,
+            eps: self.eps,
+            seed: self.seed,
+            precision: named("precision", &self.precision)?,
+            method: named("method", &self.method)?,
+            device: named("device", &self.device)?,
+            loop_mode: named("loop", &self.loop_mode)?,
+            data: self.data.clone(),
+            estimator,
+            loss: match &self.loss {
+                Some(l) => named("loss", l)?,
+                None => Loss::Mse,
+            },
+            batching: Batching {
+                size: self.batch_size.unwrap_or(0),
+                shuffle: self.shuffle.unwrap_or(false),
+            },
+            optimizer: self.optimizer.unwrap_or_default(),
+            take: self.take,
+            val_split: self.val_split,
+        })
+    }
 }
 
 /// Identifies a data file by content, so that a resumed run can tell it trains on the same data
@@ -107,41 +254,50 @@ impl DataRef {
     }
 }
 
-/// The flags given again with `--resume`: `None` (or an absent `extra` key) where a flag was not
-/// given, and the run takes the checkpoint's value.
+/// The settings given again on resume: `None` where one was not given, and the run takes the
+/// checkpoint's value.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct GivenFlags {
-    /// `--epochs`: the new total, which may differ but not be below the epochs already run.
+    /// The new total of epochs, which may differ but not be below the epochs already run.
     pub epochs: Option<usize>,
-    /// `--lr`.
+    /// Learning rate.
     pub lr: Option<f64>,
-    /// `--eps`.
+    /// Nudge.
     pub eps: Option<f64>,
-    /// `--seed`.
+    /// Seed.
     pub seed: Option<u64>,
-    /// `--precision`, by its command-line name.
-    pub precision: Option<String>,
-    /// `--method`, by its command-line name.
-    pub method: Option<String>,
-    /// `--device`, by its command-line name.
-    pub device: Option<String>,
-    /// `--loop`, by its command-line name.
-    pub loop_mode: Option<String>,
+    /// Float type.
+    pub precision: Option<Precision>,
+    /// Naive or reuse.
+    pub method: Option<Method>,
+    /// CPU or GPU.
+    pub device: Option<DeviceKind>,
+    /// Host or resident loop.
+    pub loop_mode: Option<LoopKind>,
     /// The data the resumed run will train on: from `--data`, or from the checkpoint's path when
     /// `--data` is not given (so that a file changed since is caught).
     pub data: Option<DataRef>,
-    /// Further flags by name without the dashes.
-    pub extra: BTreeMap<String, String>,
+    /// Estimator family.
+    pub estimator: Option<EstimatorKind>,
+    /// Step mode.
+    pub step: Option<StepMode>,
+    /// SPSA directions per step.
+    pub samples: Option<u32>,
+    /// SPSA direction distribution.
+    pub direction: Option<Direction>,
+    /// The loss.
+    pub loss: Option<Loss>,
+    /// Samples per step (0: every sample).
+    pub batch_size: Option<usize>,
+    /// Shuffling.
+    pub shuffle: Option<bool>,
+    /// The update rule and its constants.
+    pub optimizer: Option<Optimizer>,
+    /// The first samples used.
+    pub take: Option<Option<usize>>,
+    /// The held-out fraction.
+    pub val_split: Option<Option<f64>>,
 }
-
-/// The values each named setting may hold: the library's words for them (`perturb train` spells
-/// its flags' values the same way; a test in `src/cli` holds the two equal).
-pub const SETTING_VALUES: [(&str, &[&str]); 4] = [
-    ("precision", &["f32", "f64"]),
-    ("method", &["naive", "reuse"]),
-    ("device", &["gpu", "cpu"]),
-    ("loop", &["host", "resident"]),
-];
 
 impl Checkpoint {
     /// Checks the checkpoint is one that [`Checkpoint::load`] accepts: settings in range, known
@@ -155,14 +311,6 @@ impl Checkpoint {
         hyper.lr = s.lr;
         hyper.eps = s.eps;
         hyper.validate().map_err(|e| format!("settings: {e}"))?;
-        for (field, value) in [
-            ("precision", &s.precision),
-            ("method", &s.method),
-            ("device", &s.device),
-            ("loop", &s.loop_mode),
-        ] {
-            known(field, value)?;
-        }
         if let Some(d) = &s.data {
             if d.fnv1a64.len() != 16 || !d.fnv1a64.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(format!(
@@ -171,21 +319,29 @@ impl Checkpoint {
                 ));
             }
         }
-        if let Some(k) = s.extra.keys().find(|k| !flag_name(k)) {
-            return Err(format!(
-                "settings.extra has the key {k:?}, not a flag name (lowercase letters, digits, '-')"
-            ));
-        }
         if self.epochs_done > s.epochs {
             return Err(format!(
                 "epochs_done is {}, more than the {} epochs of the run",
                 self.epochs_done, s.epochs
             ));
         }
+        s.optimizer
+            .validate()
+            .map_err(|e| format!("settings.optimizer: {e}"))?;
+        self.state
+            .check(&s.optimizer, self.model.params.len())
+            .map_err(|m| format!("optimizer_state: {m}"))?;
         if self.losses.len() != self.epochs_done {
             return Err(format!(
                 "{} losses for {} completed epochs",
                 self.losses.len(),
+                self.epochs_done
+            ));
+        }
+        if self.step_losses.len() < self.epochs_done {
+            return Err(format!(
+                "{} step losses for {} completed epochs",
+                self.step_losses.len(),
                 self.epochs_done
             ));
         }
@@ -201,12 +357,15 @@ impl Checkpoint {
 
     /// The checkpoint as its file's JSON text (one line and a newline).
     pub fn to_json(&self) -> String {
+        let v1 = self.settings.fits_version_1();
         let wire = Wire {
             format: FORMAT.into(),
-            version: VERSION,
+            version: if v1 { 1 } else { VERSION },
             epochs_done: self.epochs_done,
-            settings: self.settings.clone(),
+            settings: WireSettings::from(&self.settings),
             losses: losses::Losses(self.losses.clone()),
+            step_losses: (!v1).then(|| losses::Losses(self.step_losses.clone())),
+            optimizer_state: (!v1).then(|| self.state.clone()),
             model: self.model.to_file(),
         };
         serde_json::to_string(&wire).expect("checkpoint serialises") + "\n"
@@ -227,9 +386,9 @@ impl Checkpoint {
                 header.format
             )));
         }
-        if header.version != Some(VERSION) {
+        if !matches!(header.version, Some(1..=VERSION)) {
             return Err(err(format!(
-                "checkpoint version {}; this perturb reads version {VERSION}",
+                "checkpoint version {}; this perturb reads versions 1 to {VERSION}",
                 header
                     .version
                     .map_or("missing".to_string(), |v| v.to_string())
@@ -241,11 +400,17 @@ impl Checkpoint {
             Error::Model { message, .. } => err(format!("model: {message}")),
             other => other,
         })?;
+        let settings = wire.settings.typed().map_err(err)?;
         let checkpoint = Checkpoint {
             model,
             epochs_done: wire.epochs_done,
+            // Version 1 ran one step per epoch.
+            step_losses: wire
+                .step_losses
+                .map_or_else(|| wire.losses.0.clone(), |l| l.0),
             losses: wire.losses.0,
-            settings: wire.settings,
+            state: wire.optimizer_state.unwrap_or_default(),
+            settings,
         };
         checkpoint.validate().map_err(err)?;
         Ok(checkpoint)
@@ -271,65 +436,86 @@ impl Checkpoint {
         write_atomic(path, self.to_json().as_bytes())
     }
 
-    /// Checks the flags given again on resume against the checkpoint; the first that disagrees
-    /// becomes a one-line [`Error::Config`] such as `--lr 0.1 disagrees with the checkpoint's 0.01`.
-    /// Flags are checked in the order of [`GivenFlags`]' fields, `extra` by name.
+    /// Checks the settings given again on resume against the checkpoint; the first that
+    /// disagrees becomes an [`Error::Invalid`] naming it, such as `lr 0.1 disagrees with the
+    /// checkpoint's 0.01`. Settings are checked in the order of [`GivenFlags`]' fields.
     pub fn check_resume(&self, given: &GivenFlags) -> Result<()> {
         let s = &self.settings;
         if let Some(n) = given.epochs {
             if n < self.epochs_done {
-                return Err(Error::Config(format!(
-                    "--epochs {n} is fewer than the {} epochs the checkpoint has already run",
-                    self.epochs_done
-                )));
+                return Err(Error::invalid(
+                    Setting::Epochs,
+                    format!(
+                        "{n} is fewer than the {} epochs the checkpoint has already run",
+                        self.epochs_done
+                    ),
+                ));
             }
         }
-        same("lr", given.lr, s.lr)?;
-        same("eps", given.eps, s.eps)?;
+        same(Setting::Lr, given.lr, s.lr)?;
+        same(Setting::Eps, given.eps, s.eps)?;
         if given.seed.is_some() && given.seed != s.seed {
             return Err(disagree(
-                "seed",
+                Setting::Seed,
                 given.seed.unwrap_or_default(),
-                s.seed.map_or("none (no --seed)".into(), |v| v.to_string()),
+                s.seed.map_or("none (no seed)".into(), |v| v.to_string()),
             ));
         }
-        same(
-            "precision",
-            given.precision.as_deref(),
-            s.precision.as_str(),
-        )?;
-        same("method", given.method.as_deref(), s.method.as_str())?;
-        same("device", given.device.as_deref(), s.device.as_str())?;
-        same("loop", given.loop_mode.as_deref(), s.loop_mode.as_str())?;
+        same_named(Setting::Precision, given.precision, s.precision)?;
+        same_named(Setting::Method, given.method, s.method)?;
+        same_named(Setting::Device, given.device, s.device)?;
+        same_named(Setting::Loop, given.loop_mode, s.loop_mode)?;
         if let Some(d) = &given.data {
             match &s.data {
                 None => {
-                    return Err(Error::Config(format!(
-                        "--data {} disagrees with the checkpoint, which trained on the book's data",
-                        d.path
-                    )))
+                    return Err(Error::invalid(
+                        Setting::Data,
+                        format!(
+                            "{} disagrees with the checkpoint, which trained on the book's data",
+                            d.path
+                        ),
+                    ))
                 }
                 Some(c) if c.fnv1a64 != d.fnv1a64 || c.bytes != d.bytes => {
-                    return Err(Error::Config(format!(
-                        "--data {} ({} bytes, fnv1a64 {}) is not the data the checkpoint trained on ({}: {} bytes, fnv1a64 {})",
-                        d.path, d.bytes, d.fnv1a64, c.path, c.bytes, c.fnv1a64
-                    )))
+                    return Err(Error::invalid(
+                        Setting::Data,
+                        format!(
+                            "{} ({} bytes, fnv1a64 {}) is not the data the checkpoint trained on ({}: {} bytes, fnv1a64 {})",
+                            d.path, d.bytes, d.fnv1a64, c.path, c.bytes, c.fnv1a64
+                        ),
+                    ))
                 }
                 Some(_) => {}
             }
         }
-        for (flag, value) in &given.extra {
-            match s.extra.get(flag) {
-                Some(c) if c == value => {}
-                Some(c) => return Err(disagree(flag, value, c)),
-                None => {
-                    return Err(Error::Config(format!(
-                        "--{flag} {value} disagrees with the checkpoint, which has no --{flag}"
-                    )))
-                }
-            }
-        }
-        Ok(())
+        let e = &s.estimator;
+        same_named(Setting::Estimator, given.estimator, e.estimator)?;
+        same_named(Setting::Step, given.step, e.step)?;
+        same(Setting::Samples, given.samples, e.samples)?;
+        same_named(Setting::Direction, given.direction, e.direction)?;
+        same_named(Setting::Loss, given.loss, s.loss)?;
+        same(Setting::BatchSize, given.batch_size, s.batching.size)?;
+        same(
+            Setting::BatchSize,
+            given.shuffle.map(shuffled),
+            shuffled(s.batching.shuffle),
+        )?;
+        same(
+            Setting::Optimizer,
+            given.optimizer.map(|o| format!("{o:?}")),
+            format!("{:?}", s.optimizer),
+        )?;
+        let some = |v: Option<String>| v.unwrap_or_else(|| "none".into());
+        same(
+            Setting::Take,
+            given.take.map(|t| some(t.map(|n| n.to_string()))),
+            some(s.take.map(|n| n.to_string())),
+        )?;
+        same(
+            Setting::ValSplit,
+            given.val_split.map(|t| some(t.map(|f| f.to_string()))),
+            some(s.val_split.map(|f| f.to_string())),
+        )
     }
 }
 
@@ -340,8 +526,12 @@ struct Wire {
     format: String,
     version: u32,
     epochs_done: usize,
-    settings: RunSettings,
+    settings: WireSettings,
     losses: losses::Losses,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    step_losses: Option<losses::Losses>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    optimizer_state: Option<OptState>,
     model: ModelFile,
 }
 
@@ -352,43 +542,36 @@ struct Header {
     version: Option<u32>,
 }
 
-fn known(field: &str, value: &str) -> std::result::Result<(), String> {
-    let names = SETTING_VALUES
-        .iter()
-        .find(|(f, _)| *f == field)
-        .map_or(&[][..], |(_, names)| *names);
-    if names.contains(&value) {
-        return Ok(());
+fn shuffled(on: bool) -> &'static str {
+    if on {
+        "shuffled"
+    } else {
+        "in file order"
     }
-    Err(format!(
-        "settings.{field} is {value:?} (expected {})",
-        names.join(" or ")
-    ))
-}
-
-fn flag_name(k: &str) -> bool {
-    !k.is_empty()
-        && k.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 fn disagree(
-    flag: &str,
+    setting: Setting,
     given: impl std::fmt::Display,
     checkpoint: impl std::fmt::Display,
 ) -> Error {
-    Error::Config(format!(
-        "--{flag} {given} disagrees with the checkpoint's {checkpoint}"
-    ))
+    Error::invalid(
+        setting,
+        format!("{given} disagrees with the checkpoint's {checkpoint}"),
+    )
 }
 
 fn same<T: PartialEq + std::fmt::Display>(
-    flag: &str,
+    setting: Setting,
     given: Option<T>,
     checkpoint: T,
 ) -> Result<()> {
     match given {
-        Some(g) if g != checkpoint => Err(disagree(flag, g, checkpoint)),
+        Some(g) if g != checkpoint => Err(disagree(setting, g, checkpoint)),
         _ => Ok(()),
     }
+}
+
+fn same_named<T: Named>(setting: Setting, given: Option<T>, checkpoint: T) -> Result<()> {
+    same(setting, given.map(T::name), checkpoint.name())
 }

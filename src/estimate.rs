@@ -6,7 +6,7 @@
 //! they are within a factor of two); with the reuse method it is summed directly from per-sample
 //! changes.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Setting};
 use crate::precision::Real;
 use crate::rng::{direction, Direction, DirectionKey};
 use serde::Serialize;
@@ -53,9 +53,10 @@ impl Estimator {
     pub fn validate(self) -> Result<()> {
         if let Estimator::Spsa { samples, .. } = self {
             if samples == 0 || samples > MAX_SPSA_SAMPLES {
-                return Err(Error::Config(format!(
-                    "--samples must be between 1 and {MAX_SPSA_SAMPLES}, got {samples}"
-                )));
+                return Err(Error::invalid(
+                    Setting::Samples,
+                    format!("must be between 1 and {MAX_SPSA_SAMPLES}, got {samples}"),
+                ));
             }
         }
         Ok(())

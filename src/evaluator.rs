@@ -1,10 +1,12 @@
 //! The seam between the trainer and the hardware: the [`Evaluator`] trait both backends implement,
 //! and what an evaluator's own loop (the GPU-resident one) returns.
 
-use crate::error::{Error, Result};
+use crate::data::Dataset;
+use crate::error::{Error, Fix, Result, Setting};
 use crate::estimate::Probe;
 use crate::precision::Real;
-use crate::settings::{DeviceInfo, Outcome};
+use crate::settings::{DeviceInfo, Hyper, Outcome};
+use std::sync::atomic::AtomicBool;
 
 /// Computes perturbed losses for given float32 parameters.
 ///
@@ -57,6 +59,38 @@ pub trait Evaluator {
 
     /// What computed the losses.
     fn device(&self) -> DeviceInfo;
+
+    /// Samples per evaluation: the batch the evaluator was built for.
+    fn batch_len(&self) -> usize;
+
+    /// Replaces the data with `data` (a mini-batch) of the same shape as the evaluator was built
+    /// for; later probes evaluate on it, exactly as a new evaluator built on `data` would.
+    fn set_batch(&mut self, data: &Dataset) -> Result<()>;
+
+    /// A remark on how the losses are computed, for benchmark rows (the GPU's reuse kernel).
+    fn kernel_note(&self) -> Option<String> {
+        None
+    }
+
+    /// Trains one run from `init` for `hyper.epochs` epochs in the evaluator's own loop, the update
+    /// applied on the device (the GPU-resident loop), calling `on_epoch(epoch, loss)` for each
+    /// epoch (1-based). Evaluators without such a loop refuse; the host loop
+    /// ([`crate::train::drive`]) then is the only one.
+    fn resident_loop(
+        &mut self,
+        init: &[f32],
+        hyper: &Hyper,
+        epochs_per_submit: usize,
+        stop: Option<&AtomicBool>,
+        on_epoch: &mut dyn FnMut(usize, f64),
+    ) -> Result<History> {
+        let _ = (init, hyper, epochs_per_submit, stop, on_epoch);
+        Err(Error::refused(
+            &[(Setting::Loop, "resident")],
+            "runs the update on the GPU",
+            Some(Fix::Use(Setting::Device, "gpu")),
+        ))
+    }
 }
 
 /// Checks the slices of an [`Evaluator::probe`] call against the evaluator's shape; returns the
@@ -104,4 +138,21 @@ pub struct History {
     pub seconds: f64,
     /// Why it ended.
     pub outcome: Outcome,
+}
+
+/// Refuses a batch whose shape differs from the evaluator's.
+pub(crate) fn check_batch(
+    data: &Dataset,
+    samples: usize,
+    inputs: usize,
+    outputs: usize,
+) -> Result<()> {
+    let got = (data.len(), data.x.ncols(), data.y.ncols());
+    if got != (samples, inputs, outputs) {
+        return Err(Error::Config(format!(
+            "a batch of {} samples × ({} inputs, {} targets) for an evaluator of {samples} × ({inputs}, {outputs})",
+            got.0, got.1, got.2
+        )));
+    }
+    Ok(())
 }

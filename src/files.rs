@@ -1,4 +1,5 @@
-//! Model and data files by their extension: JSON or NumPy `.npz` models, CSV or NumPy data. The
+//! Model and data files by their extension: JSON or NumPy `.npz` models; CSV, NumPy or IDX data,
+//! and named data sets (Fashion-MNIST). The
 //! I/O layer above [`crate::model`] and [`crate::data`], which stay free of file formats other
 //! than their own text forms.
 
@@ -6,7 +7,8 @@ use crate::checkpoint::DataRef;
 use crate::data::{Dataset, MAX_DATA_BYTES};
 use crate::error::{Error, Result};
 use crate::fileio::read_text_capped;
-use crate::model::{Model, MAX_MODEL_BYTES};
+use crate::idx;
+use crate::model::{Loss, Model, MAX_MODEL_BYTES};
 use crate::npy;
 use std::path::Path;
 
@@ -47,29 +49,63 @@ pub fn save_model(model: &Model, path: &Path) -> Result<()> {
     std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
 }
 
-/// Reads a data file for `model`: NumPy `.npz` / `.npy` / `x.npy,y.npy` ([`crate::npy`]) by the
-/// extension, else CSV.
-pub fn load_data(path: &Path, model: &Model) -> Result<Dataset> {
-    if npy::is_npz(path) || npy::is_npy(path) || npy::is_npy_pair(path) {
-        return npy::load_data(path, model);
-    }
-    Dataset::load_csv(path, model)
+/// Reads data for `model`, the targets as `loss` takes them ([`crate::data::Targets`]):
+///
+/// - a named data set: `fashion-mnist` (= `fashion-mnist:train`, 60,000 images) or
+///   `fashion-mnist:test` (10,000), from [`idx::fashion_mnist_dir`], pixels scaled to [0, 1], the
+///   labels stored one-hot in 10 columns for either loss (MSE then trains on one-hot targets);
+/// - `IMAGES,LABELS`, two IDX files (gzip or raw, [`crate::idx`]), labels stored one-hot in the
+///   model's outputs for either loss;
+/// - NumPy `.npz` / `.npy` / `x.npy,y.npy` ([`crate::npy`]) by the extension;
+/// - else CSV ([`Dataset::from_csv`]).
+///
+/// A name or a pair is read as one only when no file of that name exists.
+pub fn load_data(path: &Path, model: &Model, loss: Loss) -> Result<Dataset> {
+    Ok(load_data_referenced(path, model, loss)?.0)
 }
 
-/// Reads a data file as [`load_data`] does and, for a regular file, references the bytes it
-/// parsed (size and FNV-1a, as checkpoints record them), so the file is read once. A pipe or a
-/// pair of `.npy` files gets no reference.
-pub fn load_data_referenced(path: &Path, model: &Model) -> Result<(Dataset, Option<DataRef>)> {
+/// Reads data as [`load_data`] does and references the bytes it parsed (size and FNV-1a, as
+/// checkpoints record them), so each file is read once: for a pair or a named data set the
+/// reference covers both files' bytes as stored, in order, under the name as given. A pipe gets
+/// no reference.
+pub fn load_data_referenced(
+    path: &Path,
+    model: &Model,
+    loss: Loss,
+) -> Result<(Dataset, Option<DataRef>)> {
+    let given = path.to_string_lossy();
+    if !path.is_file() {
+        if let Some(split) = idx::parse_dataset_name(&given) {
+            return fashion_mnist(split, path);
+        }
+        if let Some((a, b)) = given.split_once(',').filter(|_| !path.exists()) {
+            if npy::is_npy_pair(path) {
+                let x = npy::read_pair_part(Path::new(a), path)?;
+                let y = npy::read_pair_part(Path::new(b), path)?;
+                let data = npy::data_from_pair((&x, a), (&y, b), model, loss)?;
+                return Ok((data, Some(DataRef::of_bytes(path, &[x, y].concat()))));
+            }
+            if ![a, b].iter().any(|p| has_other_data_ext(Path::new(p))) {
+                return idx_pair(path, (Path::new(a), Path::new(b)), model);
+            }
+        }
+    }
     if !path.metadata().is_ok_and(|m| m.is_file()) {
-        return Ok((load_data(path, model)?, None));
+        // A pipe or a device: read as it streams, without a reference.
+        let data = if npy::is_npz(path) || npy::is_npy(path) {
+            npy::load_data(path, model, loss)?
+        } else {
+            Dataset::load_csv(path, model, loss)?
+        };
+        return Ok((data, None));
     }
     let origin = path.display().to_string();
     if npy::is_npz(path) || npy::is_npy(path) {
         let bytes = npy::read_file(path)?;
         let data = if npy::is_npz(path) {
-            npy::data_from_npz(&bytes, &origin)?
+            npy::data_from_npz(&bytes, model, loss, &origin)?
         } else {
-            npy::data_from_npy(&bytes, model, &origin)?
+            npy::data_from_npy(&bytes, model, loss, &origin)?
         };
         return Ok((data, Some(DataRef::of_bytes(path, &bytes))));
     }
@@ -77,8 +113,43 @@ pub fn load_data_referenced(path: &Path, model: &Model) -> Result<(Dataset, Opti
         origin: origin.clone(),
         message,
     })?;
-    let data = Dataset::from_csv(&text, model.inputs(), model.outputs(), &origin)?;
+    let data = Dataset::from_csv(&text, model.inputs(), model.outputs(), loss, &origin)?;
     Ok((data, Some(DataRef::of_bytes(path, text.as_bytes()))))
+}
+
+/// True for a name whose extension says it is not an IDX file (`a.csv,b.csv` is no IDX pair).
+fn has_other_data_ext(path: &Path) -> bool {
+    ["csv", "npz", "npy", "json"].iter().any(|ext| {
+        path.extension()
+            .is_some_and(|e| e.to_string_lossy().eq_ignore_ascii_case(ext))
+    })
+}
+
+/// A Fashion-MNIST split, its labels one-hot in [`idx::FASHION_CLASSES`] columns, referenced
+/// under `name` as given.
+fn fashion_mnist(split: idx::FashionSplit, name: &Path) -> Result<(Dataset, Option<DataRef>)> {
+    let (images, labels) = idx::fashion_mnist_files(split, &idx::fashion_mnist_dir())?;
+    let image_bytes = idx::read_idx_bytes(&images)?;
+    let label_bytes = idx::read_idx_bytes(&labels)?;
+    let (x, y) = idx::fashion_mnist_from_bytes((&image_bytes, &images), (&label_bytes, &labels))?;
+    let classes = idx::FASHION_CLASSES as usize;
+    let data = Dataset::from_labels(x, &y, classes, &labels.display().to_string())?;
+    let reference = DataRef::of_bytes(name, &[image_bytes, label_bytes].concat());
+    Ok((data, Some(reference)))
+}
+
+/// An IDX images file and labels file, the labels one-hot in the model's outputs.
+fn idx_pair(
+    given: &Path,
+    (images, labels): (&Path, &Path),
+    model: &Model,
+) -> Result<(Dataset, Option<DataRef>)> {
+    let image_bytes = idx::read_idx_bytes(images)?;
+    let label_bytes = idx::read_idx_bytes(labels)?;
+    let (x, y) = idx::images_labels_from_bytes((&image_bytes, images), (&label_bytes, labels))?;
+    let data = Dataset::from_labels(x, &y, model.outputs(), &labels.display().to_string())?;
+    let reference = DataRef::of_bytes(given, &[image_bytes, label_bytes].concat());
+    Ok((data, Some(reference)))
 }
 
 #[cfg(test)]

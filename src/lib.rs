@@ -10,6 +10,7 @@
 //! assert_eq!(format!("{:.8}", run.losses[0]), "0.33455009");
 //! ```
 
+pub mod batches;
 pub mod bench;
 pub mod check;
 pub mod checkpoint;
@@ -22,10 +23,12 @@ pub mod evaluator;
 pub mod fileio;
 pub mod files;
 pub mod gpu;
-pub mod interrupt;
+pub mod idx;
 pub mod math;
+pub mod metrics;
 pub mod model;
 pub mod npy;
+pub mod optim;
 pub mod plot;
 pub mod precision;
 pub mod report;
@@ -33,13 +36,14 @@ pub mod rng;
 pub mod session;
 pub mod settings;
 pub mod train;
+pub mod xent;
 
 pub use checkpoint::Checkpoint;
 pub use data::Dataset;
-pub use error::{Error, Result};
+pub use error::{Error, ErrorClass, Result};
 pub use estimate::{Estimator, Probe, StepMode};
 pub use evaluator::{Evaluator, History};
-pub use model::{Activation, Layer, Model};
+pub use model::{Activation, Layer, Loss, Model};
 pub use precision::{Precision, Real};
 pub use session::{Device, Loop, Trained, Training};
 pub use settings::{DeviceInfo, Hyper, Method, Outcome};

@@ -21,13 +21,19 @@ fn main() -> ExitCode {
         Command::Bench(args) => cli::bench(args),
         Command::Check(args) => cli::check(args),
         Command::Sweep(args) => cli::sweep(args),
+        Command::Eval(args) => cli::eval(args),
+        Command::Predict(args) => cli::predict(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("perturb: error: {e}");
-            // One status per class of error (the table on `perturb::Error`).
-            ExitCode::from(e.exit_code())
+            eprintln!("perturb: error: {}", cli::exit::message(&e));
+            // One status per class of error (the table in `perturb::cli::exit`).
+            match e.class() {
+                // 128 + the signal that asked for the stop.
+                perturb::ErrorClass::Interrupted => ExitCode::from(cli::interrupt::exit_status()),
+                _ => ExitCode::from(cli::exit::exit_code(&e)),
+            }
         }
     }
 }

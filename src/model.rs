@@ -1,10 +1,58 @@
 //! The model description shared by every evaluator: layer shapes, activations and one flat float32
 //! parameter vector, plus the book's preset, seeded random initialisation and the JSON model file.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Setting};
 use ndarray::ArrayView2;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
+
+/// What a network is trained to minimise, averaged over a batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Loss {
+    /// Mean squared error over every output of every sample (the book's).
+    #[default]
+    Mse,
+    /// Softmax cross-entropy of an identity output layer's logits against target probabilities
+    /// (one-hot for class labels), natural log, mean over samples:
+    /// `mean_s(logsumexp(z_s) − Σ_k p_sk·z_sk)`, computed stably by [`crate::xent::softmax_xent_soft`].
+    CrossEntropy,
+}
+
+impl Loss {
+    /// `"mse"` or `"cross-entropy"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Loss::Mse => "mse",
+            Loss::CrossEntropy => "cross-entropy",
+        }
+    }
+
+    /// The count a batch's summed per-sample losses are divided by: every output (MSE) or every
+    /// sample (cross-entropy).
+    pub fn mean_count(self, samples: usize, outputs: usize) -> usize {
+        match self {
+            Loss::Mse => samples * outputs,
+            Loss::CrossEntropy => samples,
+        }
+    }
+
+    /// Refuses a model the loss cannot train: cross-entropy needs an identity output layer (its
+    /// logits).
+    pub fn check(self, model: &Model) -> Result<()> {
+        let last = model.layers().last().map(|l| l.activation);
+        if self == Loss::CrossEntropy && last != Some(Activation::Identity) {
+            return Err(Error::refused(
+                &[(Setting::Loss, "cross-entropy")],
+                format!(
+                    "takes the logits of an identity output layer; this model's output layer is {}",
+                    last.map_or("missing", Activation::name)
+                ),
+                None,
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// Activation applied to a layer's pre-activations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,17 +211,23 @@ impl Model {
     /// `nn.Linear` initialises them; ChaCha8 makes the values the same on every machine.
     pub fn random(widths: &[usize], activations: &[Activation], seed: u64) -> Result<Model> {
         if widths.len() < 2 {
-            return Err(Error::Config(format!(
-                "--layers needs at least two widths (inputs and outputs), got {}",
-                widths.len()
-            )));
+            return Err(Error::invalid(
+                Setting::Layers,
+                format!(
+                    "needs at least two widths (inputs and outputs), got {}",
+                    widths.len()
+                ),
+            ));
         }
         if activations.len() != widths.len() - 1 {
-            return Err(Error::Config(format!(
-                "--activations needs one activation per layer: {} layers, {} activations",
-                widths.len() - 1,
-                activations.len()
-            )));
+            return Err(Error::invalid(
+                Setting::Activations,
+                format!(
+                    "needs one activation per layer: {} layers, {} activations",
+                    widths.len() - 1,
+                    activations.len()
+                ),
+            ));
         }
         let layers: Vec<Layer> = widths
             .windows(2)
@@ -185,7 +239,10 @@ impl Model {
             })
             .collect();
         // Option errors (exit status 1), though the checks are the model file's.
-        check_layers(&layers, "--layers").map_err(|e| Error::Config(e.to_string()))?;
+        check_layers(&layers, "layers").map_err(|e| match e {
+            Error::Model { message, .. } => Error::invalid(Setting::Layers, message),
+            other => other,
+        })?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut params = Vec::with_capacity(count_params(&layers));
         for layer in &layers {
@@ -527,7 +584,8 @@ mod tests {
     fn widths_over_max_units_are_refused_from_flags_and_files() {
         let acts = [Activation::Sigmoid, Activation::Identity];
         let e = Model::random(&[1, MAX_UNITS + 1, 1], &acts, 0).unwrap_err();
-        assert!(matches!(e, Error::Config(_)), "{e:?}");
+        // An option error (the flag's), not a model file's.
+        assert_eq!(e.class(), crate::error::ErrorClass::Config, "{e:?}");
         assert!(e.to_string().contains("65536 units per layer"), "{e}");
         assert!(Model::random(&[1, MAX_UNITS, 1], &acts, 0).is_ok());
         let text = format!(r#"{{"layers": [{}]}}"#, layer_json(1, MAX_UNITS + 1));

@@ -31,6 +31,9 @@ pub trait Real:
 {
     /// Additive identity.
     const ZERO: Self;
+    /// Significand bits, the implicit one included (24 for float32, 53 for float64): the unit
+    /// roundoff is `2^-MANTISSA_DIGITS`.
+    const MANTISSA_DIGITS: u32;
     /// Widens (or keeps) a float32 parameter.
     fn from_f32(v: f32) -> Self;
     /// Converts a hyperparameter given as float64 (rounds to nearest for float32).
@@ -46,6 +49,13 @@ pub trait Real:
     fn mean(total: Self, count: usize) -> Self;
     /// True unless NaN or infinite.
     fn is_finite(self) -> bool;
+    /// Square root, correctly rounded (IEEE 754) in this type.
+    fn sqrt(self) -> Self;
+    /// `e^x`: [`math::exp_f32`] for float32 (the shader's twin), the platform libm for float64.
+    fn exp_real(self) -> Self;
+    /// Natural log: [`math::ln_f32`] for float32 (the shader's twin), the platform libm for
+    /// float64.
+    fn ln_real(self) -> Self;
 }
 
 /// Lanes of every loss reduction: lane t adds samples t, t + 256, …, then the lanes are summed
@@ -61,6 +71,7 @@ pub fn inv_count(count: usize) -> f32 {
 
 impl Real for f32 {
     const ZERO: f32 = 0.0;
+    const MANTISSA_DIGITS: u32 = f32::MANTISSA_DIGITS;
     fn from_f32(v: f32) -> f32 {
         v
     }
@@ -87,10 +98,20 @@ impl Real for f32 {
     fn is_finite(self) -> bool {
         f32::is_finite(self)
     }
+    fn sqrt(self) -> f32 {
+        f32::sqrt(self)
+    }
+    fn exp_real(self) -> f32 {
+        math::exp_f32(self)
+    }
+    fn ln_real(self) -> f32 {
+        math::ln_f32(self)
+    }
 }
 
 impl Real for f64 {
     const ZERO: f64 = 0.0;
+    const MANTISSA_DIGITS: u32 = f64::MANTISSA_DIGITS;
     fn from_f32(v: f32) -> f64 {
         v as f64
     }
@@ -122,5 +143,14 @@ impl Real for f64 {
     }
     fn is_finite(self) -> bool {
         f64::is_finite(self)
+    }
+    fn sqrt(self) -> f64 {
+        f64::sqrt(self)
+    }
+    fn exp_real(self) -> f64 {
+        self.exp()
+    }
+    fn ln_real(self) -> f64 {
+        self.ln()
     }
 }

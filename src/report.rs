@@ -10,8 +10,16 @@ use std::path::Path;
 /// The `--report` file.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
-    /// Loss of each epoch (before its update).
+    /// Loss of each epoch: the mean of its steps' losses (each before its update).
     pub losses: Vec<f64>,
+    /// Loss of every step (one per epoch for full batches), before its update.
+    pub step_losses: Vec<f64>,
+    /// Validation loss and accuracy after every epoch, with validation data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val: Option<ValHistory>,
+    /// Accuracy on the training data after every epoch, for class labels.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub train_accuracy: Vec<f64>,
     /// The trained model, in the model-file format.
     pub model: ModelFile,
     /// The trained network's outputs for every training input.
@@ -22,6 +30,15 @@ pub struct Report {
     pub seconds: f64,
     /// Hyperparameters and precision of the run.
     pub settings: Settings,
+}
+
+/// The validation data's loss and accuracy after every epoch.
+#[derive(Clone, Debug, Serialize)]
+pub struct ValHistory {
+    /// Loss after every epoch (float64).
+    pub loss: Vec<f64>,
+    /// Accuracy after every epoch, for class labels (else empty).
+    pub accuracy: Vec<f64>,
 }
 
 /// The run's settings as recorded in a report.
@@ -39,6 +56,12 @@ pub struct Settings {
     pub samples: usize,
     /// The gradient estimator (`forward differences over nominal steps`, …).
     pub estimator: String,
+    /// `"mse"` or `"cross-entropy"`.
+    pub loss: String,
+    /// Samples per step (every sample: the full batch).
+    pub batch_size: usize,
+    /// The update rule and its constants.
+    pub optimizer: crate::optim::Optimizer,
 }
 
 impl Report {

@@ -4,7 +4,8 @@
 //!
 //! A direction is never stored (MeZO's trick): component k of direction i at step t is regenerated
 //! wherever it is needed from the key `(seed, t, i, k)`, as `philox(counter = [k, i, t, 0|1],
-//! key = [seed low, seed high])`.
+//! key = [seed low, seed high])`. Counter word 3 is SPSA's domain (0 or 1); other users of the
+//! generator take other values (the batch order: [`crate::batches::ORDER_DOMAIN`]).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,7 @@
 //! The library's front door: train a model on a device with options, read the losses and the
-//! trained model, without the command line.
+//! trained model, without the command line. Also the one place that matches on the device
+//! ([`Backend::with`]): `perturb train`, `sweep`, `check` and `bench` all build their evaluators
+//! through it, and all training goes through [`crate::train::drive`].
 //!
 //! ```
 //! use perturb::{Device, Hyper, Training, Model, Dataset};
@@ -17,12 +19,18 @@
 use crate::cpu::CpuEvaluator;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::error::{Fix, Setting};
 use crate::estimate::{Estimator, StepMode};
+use crate::evaluator::Evaluator;
 use crate::gpu::{AdapterOptions, GpuContext, GpuEvaluator, GpuOptions};
+use crate::metrics::{self, Evaluation};
+use crate::model::Loss;
 use crate::model::Model;
-use crate::precision::Precision;
-use crate::train::{self, Control, DeviceInfo, EpochReport, Evaluator, Hyper, Method};
-use crate::train::{Outcome, Run, Vanished};
+use crate::optim::Optimizer;
+use crate::precision::{Precision, Real};
+pub use crate::settings::Loop;
+use crate::settings::{Batching, DeviceInfo, Hyper, Method, Outcome};
+use crate::train::{self, BatchEvaluators, Control, EpochReport, Run, Vanished};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -52,31 +60,108 @@ impl Device {
     }
 }
 
-/// Who applies the update on the GPU.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Loop {
-    /// The host reads the losses back each epoch and applies the update (the book's design).
-    #[default]
-    Host,
-    /// The GPU applies the update; losses come back after each batch of this many epochs.
-    /// Forward differences over the nominal eps only; equal to the host loop bit for bit.
-    Resident(usize),
+/// A [`Device`] made ready: the GPU's context opened once and shared by every evaluator built on
+/// it (a check builds one per estimator, a bench one per row).
+#[derive(Clone)]
+pub enum Backend {
+    /// The CPU reference in this precision.
+    Cpu(Precision),
+    /// An open GPU context (boxed: it is far larger than a precision).
+    Gpu(Box<GpuContext>),
+}
+
+/// Builds evaluators of one concrete type; what [`Backend::with`] hands to a [`Job`].
+pub trait Build {
+    /// The evaluator built.
+    type E: Evaluator;
+    /// An evaluator of `model` on `data` (the CPU uses only `opts.method`).
+    fn build(&self, model: &Model, data: &Dataset, opts: &GpuOptions) -> Result<Self::E>;
+    /// What the evaluators it builds compute on.
+    fn device(&self) -> DeviceInfo;
+}
+
+/// Work generic over the evaluator type, run by [`Backend::with`] with the backend's [`Build`].
+pub trait Job {
+    /// What the work returns.
+    type Output;
+    /// Does the work, building evaluators with `build`.
+    fn run<B: Build>(self, build: &B) -> Self::Output;
+}
+
+struct CpuBuild<R>(std::marker::PhantomData<R>);
+
+impl<R: Real> Build for CpuBuild<R> {
+    type E = CpuEvaluator<R>;
+    fn build(&self, model: &Model, data: &Dataset, opts: &GpuOptions) -> Result<CpuEvaluator<R>> {
+        CpuEvaluator::<R>::with_options(model, data, opts.method, opts.loss)
+    }
+    fn device(&self) -> DeviceInfo {
+        DeviceInfo::cpu(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+}
+
+struct GpuBuild<'c>(&'c GpuContext);
+
+impl Build for GpuBuild<'_> {
+    type E = GpuEvaluator;
+    fn build(&self, model: &Model, data: &Dataset, opts: &GpuOptions) -> Result<GpuEvaluator> {
+        GpuEvaluator::with_options(self.0.clone(), model, data, *opts)
+    }
+    fn device(&self) -> DeviceInfo {
+        self.0.device_info()
+    }
+}
+
+impl Backend {
+    /// Opens `device` (for a GPU: the adapter, the device, the error sink).
+    pub fn open(device: &Device) -> Result<Backend> {
+        Ok(match device {
+            Device::Cpu(p) => Backend::Cpu(*p),
+            Device::Gpu(opts) => Backend::Gpu(Box::new(GpuContext::new(opts)?)),
+        })
+    }
+
+    /// Runs `job` with this backend's evaluator type: the one match on the device.
+    pub fn with<J: Job>(&self, job: J) -> J::Output {
+        match self {
+            Backend::Cpu(Precision::F32) => job.run(&CpuBuild::<f32>(Default::default())),
+            Backend::Cpu(Precision::F64) => job.run(&CpuBuild::<f64>(Default::default())),
+            Backend::Gpu(ctx) => job.run(&GpuBuild(ctx)),
+        }
+    }
+
+    /// `"float32"` or `"float64"`: what the losses are computed in.
+    pub fn precision(&self) -> Precision {
+        match self {
+            Backend::Cpu(p) => *p,
+            Backend::Gpu(_) => Precision::F32,
+        }
+    }
 }
 
 /// A callback after every epoch.
 type EpochHook<'a> = Box<dyn FnMut(&EpochReport<'_>) + 'a>;
+/// A callback once the evaluator is built, before the first epoch.
+type ReadyHook<'a> = Box<dyn FnMut(&DeviceInfo) + 'a>;
 
-/// A training run to set up and [`Training::run`].
+/// A training run (or several side by side, a sweep) to set up and [`Training::run`].
 pub struct Training<'a> {
     model: Model,
     data: Dataset,
     device: Device,
+    backend: Option<Backend>,
     method: Method,
     hyper: Hyper,
+    loss: Loss,
+    optimizer: Optimizer,
+    batching: Batching,
     looping: Loop,
     start: Option<(Vec<f32>, Vec<f64>)>,
+    runs: Option<Vec<Run>>,
+    val: Option<Dataset>,
     control: Control<'a>,
     on_epoch: Option<EpochHook<'a>>,
+    on_ready: Option<ReadyHook<'a>>,
 }
 
 /// What a run produced.
@@ -96,6 +181,24 @@ pub struct Trained {
     pub seconds: f64,
 }
 
+/// What [`Training::run_all`] produced: every run as it stands.
+#[derive(Debug)]
+pub struct Finished {
+    /// The runs, each at its last completed epoch, with its outcome set unless `fault` is.
+    pub runs: Vec<Run>,
+    /// What computed the losses.
+    pub device: DeviceInfo,
+    /// Wall time of the training loop in seconds (without building the evaluator).
+    pub seconds: f64,
+    /// A device failure that ended training early; the runs hold what completed before it.
+    pub fault: Option<Error>,
+    /// The first run on the validation data after each of its epochs (empty without
+    /// [`Training::validation`]).
+    pub val: Vec<Evaluation>,
+    /// The first run's accuracy on the training data after each epoch, for class labels.
+    pub train_accuracy: Vec<f64>,
+}
+
 impl<'a> Training<'a> {
     /// `model` (its parameters are the starting point) trained on `data` with the book's settings
     /// on the GPU; change any of them with the methods below.
@@ -104,18 +207,31 @@ impl<'a> Training<'a> {
             model,
             data,
             device: Device::gpu(),
+            backend: None,
             method: Method::Naive,
             hyper: Hyper::book(),
+            loss: Loss::Mse,
+            optimizer: Optimizer::Sgd,
+            batching: Batching::full(),
             looping: Loop::Host,
             start: None,
+            runs: None,
+            val: None,
             control: Control::default(),
             on_epoch: None,
+            on_ready: None,
         }
     }
 
     /// Where to compute.
     pub fn device(mut self, device: Device) -> Self {
         self.device = device;
+        self
+    }
+
+    /// Compute on a backend already open (its GPU context is shared, not opened again).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = Some(backend);
         self
     }
 
@@ -128,6 +244,25 @@ impl<'a> Training<'a> {
     /// Epochs, lr, eps, estimator, step mode, seed.
     pub fn hyper(mut self, hyper: Hyper) -> Self {
         self.hyper = hyper;
+        self
+    }
+
+    /// The loss (mse, the book's, or cross-entropy).
+    pub fn loss(mut self, loss: Loss) -> Self {
+        self.loss = loss;
+        self
+    }
+
+    /// The update rule (sgd, the book's, momentum or adam); ignored by [`Training::runs`], whose
+    /// runs carry their own.
+    pub fn optimizer(mut self, optimizer: Optimizer) -> Self {
+        self.optimizer = optimizer;
+        self
+    }
+
+    /// Mini-batches (default: the full batch, the book's).
+    pub fn batching(mut self, batching: Batching) -> Self {
+        self.batching = batching;
         self
     }
 
@@ -151,6 +286,22 @@ impl<'a> Training<'a> {
         self
     }
 
+    /// Train these runs of the model's shape side by side instead (a sweep: each its own
+    /// hyperparameters and starting parameters, all evaluated together each epoch). Only
+    /// [`Training::run_all`] returns them all.
+    pub fn runs(mut self, runs: Vec<Run>) -> Self {
+        self.runs = Some(runs);
+        self
+    }
+
+    /// Evaluate the network on `val` after every epoch ([`crate::metrics::evaluate`]: loss in
+    /// float64, and accuracy for class labels), reported in [`EpochReport::val`] and
+    /// [`Finished::val`]; with class labels the training data's accuracy is tracked too.
+    pub fn validation(mut self, val: Dataset) -> Self {
+        self.val = Some(val);
+        self
+    }
+
     /// Stop after the current epoch when `flag` is raised (e.g. by Ctrl-C).
     pub fn stop_on(mut self, flag: &'a AtomicBool) -> Self {
         self.control.stop = Some(flag);
@@ -169,113 +320,192 @@ impl<'a> Training<'a> {
         self
     }
 
+    /// Called once the evaluator is built, with what will compute the losses.
+    pub fn on_ready(mut self, f: impl FnMut(&DeviceInfo) + 'a) -> Self {
+        self.on_ready = Some(Box::new(f));
+        self
+    }
+
     /// Trains. Errors are bad settings, data that does not fit the model, or device failures; a
     /// divergence or a stop is an [`Outcome`], with the parameters of the last good epoch kept.
-    pub fn run(mut self) -> Result<Trained> {
-        self.hyper.validate()?;
-        self.data.check_fits(&self.model, "data")?;
-        let (params, losses) = self
-            .start
-            .take()
-            .unwrap_or_else(|| (self.model.params.clone(), Vec::new()));
-        let mut run = Run::new(self.hyper, params);
-        run.losses = losses;
-        let mut on_epoch = self.on_epoch.take();
-        let mut report = |e: &EpochReport<'_>| {
-            if let Some(f) = on_epoch.as_mut() {
-                f(e)
-            }
-        };
-        let (model, data, method) = (&self.model, &self.data, self.method);
-        let (run, device, seconds) = match (&self.device, self.looping) {
-            (Device::Gpu(opts), looping) => {
-                let ctx = GpuContext::new(opts)?;
-                let gpu_opts = GpuOptions {
-                    method,
-                    shape: self.hyper.estimator.shape(),
-                    ..Default::default()
-                };
-                let mut gpu = GpuEvaluator::with_options(ctx, model, data, gpu_opts)?;
-                match looping {
-                    Loop::Host => drive(&mut gpu, run, self.control, &mut report)?,
-                    Loop::Resident(per_submit) => {
-                        resident(&mut gpu, run, self.control, per_submit, &mut report)?
-                    }
-                }
-            }
-            (Device::Cpu(_), Loop::Resident(_)) => {
-                return Err(Error::Config(
-                    "the resident loop runs the update on the GPU; it needs a GPU device".into(),
-                ))
-            }
-            (Device::Cpu(Precision::F32), _) => {
-                let mut cpu = CpuEvaluator::<f32>::with_method(model, data, method)?;
-                drive(&mut cpu, run, self.control, &mut report)?
-            }
-            (Device::Cpu(Precision::F64), _) => {
-                let mut cpu = CpuEvaluator::<f64>::with_method(model, data, method)?;
-                drive(&mut cpu, run, self.control, &mut report)?
-            }
-        };
+    pub fn run(self) -> Result<Trained> {
+        let model = self.model.clone();
+        let done = self.run_all()?;
+        if let Some(e) = done.fault {
+            return Err(e);
+        }
+        let run = done.runs.into_iter().next().expect("one run");
         Ok(Trained {
-            model: self.model.with_params(run.params)?,
+            model: model.with_params(run.params)?,
             losses: run.losses,
             outcome: run.outcome.unwrap_or_default(),
             vanished: run.vanished,
-            device,
-            seconds,
+            device: done.device,
+            seconds: done.seconds,
+        })
+    }
+
+    /// Trains every run. Errors are what stops training from starting (bad settings, data that
+    /// does not fit, no device); a device failure during training is [`Finished::fault`], with
+    /// every run kept at its last completed epoch so that it can be saved.
+    pub fn run_all(mut self) -> Result<Finished> {
+        self.data.check_fits(&self.model, "data")?;
+        let runs = match self.runs.take() {
+            Some(runs) => runs,
+            None => {
+                let (params, losses) = self
+                    .start
+                    .take()
+                    .unwrap_or_else(|| (self.model.params.clone(), Vec::new()));
+                let mut run = Run::new(self.hyper, params).with_optimizer(self.optimizer);
+                run.losses = losses;
+                vec![run]
+            }
+        };
+        self.loss.check(&self.model)?;
+        let n = self.data.len();
+        train::check_runs(&runs, self.looping, self.control, self.batching, n)?;
+        if let Some(val) = &self.val {
+            val.check_fits(&self.model, "validation data")?;
+            if self.looping != Loop::Host {
+                return Err(Error::refused(
+                    &[(Setting::ValData, ""), (Setting::Loop, "resident")],
+                    "validation needs the parameters on the host after every epoch",
+                    Some(Fix::Use(Setting::Loop, "host")),
+                ));
+            }
+        }
+        let backend = match self.backend.take() {
+            Some(b) => b,
+            None => Backend::open(&self.device)?,
+        };
+        let opts = GpuOptions {
+            method: self.method,
+            loss: self.loss,
+            runs: runs.len(),
+            shape: runs
+                .first()
+                .map_or(Hyper::book(), |r| r.hyper)
+                .estimator
+                .shape(),
+            ..Default::default()
+        };
+        backend.with(Drive {
+            training: self,
+            runs,
+            opts,
         })
     }
 }
 
-fn drive<E: Evaluator>(
-    ev: &mut E,
-    run: Run,
-    control: Control<'_>,
-    report: &mut dyn FnMut(&EpochReport<'_>),
-) -> Result<(Run, DeviceInfo, f64)> {
-    let start = Instant::now();
-    let mut runs = [run];
-    train::train_runs(ev, &mut runs, control, report)?;
-    let [run] = runs;
-    Ok((run, ev.device(), start.elapsed().as_secs_f64()))
+/// [`Training::run_all`] once the backend is chosen: build the evaluator, drive the runs.
+struct Drive<'a> {
+    training: Training<'a>,
+    runs: Vec<Run>,
+    opts: GpuOptions,
 }
 
-fn resident(
-    gpu: &mut GpuEvaluator,
-    mut run: Run,
-    control: Control<'_>,
-    per_submit: usize,
-    report: &mut dyn FnMut(&EpochReport<'_>),
-) -> Result<(Run, DeviceInfo, f64)> {
-    if !run.losses.is_empty() || control.allow_divergence {
-        return Err(Error::Config(
-            "the resident loop does not resume or continue past a divergence; use the host loop"
-                .into(),
-        ));
+impl Job for Drive<'_> {
+    type Output = Result<Finished>;
+
+    fn run<B: Build>(mut self, build: &B) -> Result<Finished> {
+        let t = &mut self.training;
+        let (n, size) = (t.data.len(), t.batching.size);
+        let mini = !t.batching.is_full(n);
+        // Mini-batch evaluators are built on a batch's worth of rows and given each step's batch.
+        let first = |rows: usize| train::gather(&t.data, &(0..rows as u32).collect::<Vec<_>>());
+        let mut evs = BatchEvaluators {
+            full: match mini {
+                true => build.build(&t.model, &first(size), &self.opts)?,
+                false => build.build(&t.model, &t.data, &self.opts)?,
+            },
+            rest: match mini && n % size != 0 {
+                true => Some(build.build(&t.model, &first(n % size), &self.opts)?),
+                false => None,
+            },
+        };
+        let device = evs.full.device();
+        if let Some(f) = t.on_ready.as_mut() {
+            f(&device);
+        }
+        let mut on_epoch = t.on_epoch.take();
+        let mut watch = Watch::new(&t.model, &t.data, t.val.as_ref(), t.loss);
+        let report = |e: &EpochReport<'_>| {
+            let (val, train_accuracy) = watch.epoch(e);
+            let e = EpochReport {
+                val: val.as_ref(),
+                train_accuracy,
+                ..*e
+            };
+            if let Some(f) = on_epoch.as_mut() {
+                f(&e)
+            }
+        };
+        let start = Instant::now();
+        let result = match mini {
+            true => train::train_batched(
+                &mut evs,
+                &t.data,
+                t.batching,
+                &mut self.runs[0],
+                t.control,
+                report,
+            ),
+            false => train::drive(&mut evs.full, &mut self.runs, t.looping, t.control, report),
+        };
+        let seconds = start.elapsed().as_secs_f64();
+        Ok(Finished {
+            runs: self.runs,
+            device,
+            seconds,
+            fault: result.err(),
+            val: watch.val,
+            train_accuracy: watch.train_accuracy,
+        })
     }
-    let start = Instant::now();
-    // The resident loop keeps the parameters on the GPU: epochs report no parameters.
-    let history = gpu.train_resident(
-        &run.params,
-        &run.hyper,
-        per_submit,
-        control.stop,
-        |epoch, loss| {
-            report(&EpochReport {
-                run: 0,
-                epoch,
-                loss,
-                vanished: &[],
-                params: &[],
-            })
-        },
-    )?;
-    run.outcome = Some(match history.outcome {
-        Outcome::Finished if history.losses.len() < run.hyper.epochs => Outcome::Stopped,
-        outcome => outcome,
-    });
-    run.params = history.params;
-    run.losses = history.losses;
-    Ok((run, gpu.device(), start.elapsed().as_secs_f64()))
+}
+
+/// What is measured after every epoch of the first run besides its loss: the validation data's
+/// loss and accuracy, and the training data's accuracy when its targets are class labels.
+struct Watch<'m> {
+    model: &'m Model,
+    train: Option<&'m Dataset>,
+    val_data: Option<&'m Dataset>,
+    loss: Loss,
+    val: Vec<Evaluation>,
+    train_accuracy: Vec<f64>,
+}
+
+impl<'m> Watch<'m> {
+    fn new(model: &'m Model, train: &'m Dataset, val: Option<&'m Dataset>, loss: Loss) -> Self {
+        Watch {
+            model,
+            train: train.labels().is_some().then_some(train),
+            val_data: val,
+            loss,
+            val: Vec::new(),
+            train_accuracy: Vec::new(),
+        }
+    }
+
+    /// The measurements after epoch `e` (nothing for the other runs of a sweep, or without
+    /// parameters: the resident loop keeps them on the GPU).
+    fn epoch(&mut self, e: &EpochReport<'_>) -> (Option<Evaluation>, Option<f64>) {
+        if e.run != 0 || e.params.is_empty() {
+            return (None, None);
+        }
+        let Ok(net) = self.model.with_params(e.params.to_vec()) else {
+            return (None, None);
+        };
+        let eval = |d: &Dataset| metrics::evaluate(&net, d, self.loss).ok();
+        let val = self.val_data.and_then(eval);
+        let acc = self.train.and_then(eval).and_then(|t| t.accuracy);
+        if let Some(v) = &val {
+            self.val.push(v.clone());
+        }
+        if let Some(a) = acc {
+            self.train_accuracy.push(a);
+        }
+        (val, acc)
+    }
 }

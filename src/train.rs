@@ -1,10 +1,14 @@
 //! The training loop of the book, generic over the evaluator that computes the nudged losses.
 
-use crate::error::{Error, Result};
+use crate::batches::{batches, epoch_order, num_batches};
+use crate::data::Dataset;
+use crate::error::{Error, Fix, Result, Setting};
 use crate::estimate;
 pub use crate::evaluator::{Evaluator, History};
+use crate::metrics::Evaluation;
+use crate::optim::{OptState, Optimizer};
 use crate::precision::Real;
-pub use crate::settings::{DeviceInfo, Hyper, Method, Outcome, MAX_EPOCHS};
+pub use crate::settings::{Batching, DeviceInfo, Hyper, Loop, Method, Outcome, MAX_EPOCHS};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -59,6 +63,12 @@ pub struct Run {
     pub vanished: Vanished,
     /// Set when the run ends.
     pub outcome: Option<Outcome>,
+    /// The update rule.
+    pub optimizer: Optimizer,
+    /// Its state after the last applied step (float32).
+    pub state: OptState,
+    /// Loss of every applied step (one per epoch for full batches), before its update.
+    pub step_losses: Vec<f64>,
 }
 
 impl Run {
@@ -70,7 +80,47 @@ impl Run {
             losses: Vec::new(),
             vanished: Vanished::default(),
             outcome: None,
+            optimizer: Optimizer::Sgd,
+            state: OptState::default(),
+            step_losses: Vec::new(),
         }
+    }
+
+    /// The run with this update rule, its state fresh.
+    pub fn with_optimizer(mut self, optimizer: Optimizer) -> Run {
+        self.state = OptState::new(&optimizer, self.params.len());
+        self.optimizer = optimizer;
+        self
+    }
+
+    /// Takes one step from `grad` (the gradient at the current parameters, whose loss is `loss`):
+    /// the optimiser's update into `next`, then, unless the loss or a parameter stopped being
+    /// finite (returned as the divergence's description), the parameters, the optimiser state and
+    /// the step's loss are committed. `next` is scratch of the parameters' length.
+    fn step<R: Real>(
+        &mut self,
+        grad: &[R],
+        loss: R,
+        next: &mut [f32],
+        allow_divergence: bool,
+    ) -> Option<String> {
+        let lr = R::from_f64(self.hyper.lr);
+        next.copy_from_slice(&self.params);
+        let mut state = self.state.clone();
+        state.step(&self.optimizer, next, grad, lr);
+        let diverged = if !loss.is_finite() {
+            Some(format!("the loss is {:?}", loss.to_f64()))
+        } else {
+            next.iter()
+                .position(|v| !v.is_finite())
+                .map(|k| format!("parameter {k} became {}", next[k]))
+        };
+        if diverged.is_none() || allow_divergence {
+            self.params.copy_from_slice(next);
+            self.state = state;
+            self.step_losses.push(loss.to_f64());
+        }
+        diverged
     }
 
     /// Completed epochs.
@@ -105,18 +155,20 @@ pub struct EpochReport<'a> {
     pub vanished: &'a [usize],
     /// The parameters after this epoch's update (what a checkpoint of this epoch holds).
     pub params: &'a [f32],
+    /// Every epoch's loss so far, this one's last (a checkpoint holds them).
+    pub losses: &'a [f64],
+    /// Every step's loss so far (a checkpoint holds them).
+    pub step_losses: &'a [f64],
+    /// The optimiser's state after this epoch (a checkpoint holds it).
+    pub state: &'a OptState,
+    /// The trained network on the validation data after this epoch, when there is some (the
+    /// session fills it in).
+    pub val: Option<&'a Evaluation>,
+    /// Accuracy on the training data after this epoch, for class labels (the session fills it in).
+    pub train_accuracy: Option<f64>,
 }
 
-/// The book's update of one parameter: `fl32(w − (delta / eps) · lr)`, in the loss's float type.
-/// The GPU-resident loop does the same float32 operations in `shaders/resident.wgsl`.
-pub fn update<R: Real>(w: f32, delta: R, eps: R, lr: R) -> f32 {
-    apply(w, delta / eps, lr)
-}
-
-/// `fl32(w − grad · lr)` in the loss's float type.
-pub fn apply<R: Real>(w: f32, grad: R, lr: R) -> f32 {
-    (R::from_f32(w) - grad * lr).to_f32()
-}
+pub use crate::optim::{apply, update};
 
 /// Trains one run by the book's rule (see [`train_runs`]) and returns its history; a divergence is
 /// an [`Error::Diverged`]. `on_epoch(epoch, loss)` is called after each epoch (1-based).
@@ -220,25 +272,13 @@ pub fn train_runs<E: Evaluator>(
                 &mut grad,
             );
             run.vanished.record(epoch, &vanished, &run.params);
-            let lr = E::Loss::from_f64(h.lr);
-            for k in 0..p {
-                next[k] = apply(run.params[k], grad[k], lr);
-            }
-            let diverged = if !base.is_finite() {
-                Some(format!("the loss is {:?}", base.to_f64()))
-            } else {
-                next.iter()
-                    .position(|v| !v.is_finite())
-                    .map(|k| format!("parameter {k} became {}", next[k]))
-            };
-            if let Some(what) = diverged {
+            if let Some(what) = run.step(&grad, base, &mut next, control.allow_divergence) {
                 if !control.allow_divergence {
                     // Losses stay one per applied update, so the run can be checkpointed as is.
                     run.outcome = Some(Outcome::Diverged { epoch, what });
                     continue;
                 }
             }
-            run.params.copy_from_slice(&next);
             run.losses.push(base.to_f64());
             on_epoch(&EpochReport {
                 run: i,
@@ -246,6 +286,11 @@ pub fn train_runs<E: Evaluator>(
                 loss: base.to_f64(),
                 vanished: &vanished,
                 params: &run.params,
+                losses: &run.losses,
+                step_losses: &run.step_losses,
+                state: &run.state,
+                val: None,
+                train_accuracy: None,
             });
         }
     }
@@ -254,5 +299,220 @@ pub fn train_runs<E: Evaluator>(
             run.outcome = Some(Outcome::Finished);
         }
     }
+    Ok(())
+}
+
+/// Checks runs before any is trained: settings in range, a resident loop with one run that does
+/// not go on past a divergence and uses the book's update on full batches, mini-batches for one
+/// run (a sweep's runs share one evaluation of the same data each step).
+pub fn check_runs(
+    runs: &[Run],
+    looping: Loop,
+    control: Control<'_>,
+    batching: Batching,
+    samples: usize,
+) -> Result<()> {
+    for run in runs {
+        run.hyper.validate()?;
+        run.optimizer.validate()?;
+        run.state
+            .check(&run.optimizer, run.params.len())
+            .map_err(|m| Error::Config(format!("optimiser state: {m}")))?;
+    }
+    let mini = !batching.is_full(samples);
+    if mini && runs.len() != 1 {
+        return Err(Error::Config(format!(
+            "mini-batches train one run at a time, not {}",
+            runs.len()
+        )));
+    }
+    if looping != Loop::Host && (mini || runs.iter().any(|r| r.optimizer != Optimizer::Sgd)) {
+        return Err(Error::refused(
+            &[(Setting::Loop, "resident")],
+            "runs the book's full-batch sgd step only",
+            Some(Fix::Use(Setting::Loop, "host")),
+        ));
+    }
+    if let Loop::Resident(_) = looping {
+        if runs.len() != 1 {
+            return Err(Error::Config(format!(
+                "the resident loop trains one run, not {}",
+                runs.len()
+            )));
+        }
+        if control.allow_divergence {
+            return Err(Error::refused(
+                &[(Setting::AllowDivergence, ""), (Setting::Loop, "resident")],
+                "the resident loop cannot continue past a divergence (it keeps the parameters on the GPU)",
+                Some(Fix::Use(Setting::Loop, "host")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The one driver: trains `runs` with `ev` in the host loop ([`train_runs`]) or in the
+/// evaluator's own loop ([`Evaluator::resident_loop`]), reporting each epoch the same way and
+/// leaving each run in the same shape: losses of the completed epochs, their parameters, the
+/// outcome. A resumed run continues from its recorded epoch in either loop. On an error the runs
+/// hold their last completed epoch.
+pub fn drive<E: Evaluator>(
+    ev: &mut E,
+    runs: &mut [Run],
+    looping: Loop,
+    control: Control<'_>,
+    mut on_epoch: impl FnMut(&EpochReport<'_>),
+) -> Result<()> {
+    check_runs(runs, looping, control, Batching::full(), 0)?;
+    let Loop::Resident(per_submit) = looping else {
+        return train_runs(ev, runs, control, on_epoch);
+    };
+    let run = &mut runs[0];
+    let done = run.losses.len();
+    // The resident loop counts its own epochs from 1.
+    let remaining = Hyper {
+        epochs: run.hyper.epochs - done,
+        ..run.hyper
+    };
+    // Epochs report no parameters: they stay on the GPU until the loop ends.
+    let empty = OptState::default();
+    let history = ev.resident_loop(
+        &run.params,
+        &remaining,
+        per_submit,
+        control.stop,
+        &mut |epoch, loss| {
+            on_epoch(&EpochReport {
+                run: 0,
+                epoch: done + epoch,
+                loss,
+                vanished: &[],
+                params: &[],
+                losses: &[],
+                step_losses: &[],
+                state: &empty,
+                val: None,
+                train_accuracy: None,
+            })
+        },
+    )?;
+    run.outcome = Some(match history.outcome {
+        Outcome::Finished if history.losses.len() < remaining.epochs => Outcome::Stopped,
+        Outcome::Diverged { epoch, what } => Outcome::Diverged {
+            epoch: done + epoch,
+            what,
+        },
+        outcome => outcome,
+    });
+    run.step_losses.extend_from_slice(&history.losses);
+    run.losses.extend(history.losses);
+    run.params = history.params;
+    Ok(())
+}
+
+/// The evaluators of a mini-batch run: one built for the full batches, and one for the last,
+/// shorter batch of an epoch when the batch size does not divide the samples.
+pub struct BatchEvaluators<E> {
+    /// Built for `batching.size` samples.
+    pub full: E,
+    /// Built for the remainder, if there is one.
+    pub rest: Option<E>,
+}
+
+/// The rows `rows` of `data`, in that order.
+pub fn gather(data: &Dataset, rows: &[u32]) -> Dataset {
+    let idx: Vec<usize> = rows.iter().map(|&r| r as usize).collect();
+    Dataset {
+        x: data.x.select(ndarray::Axis(0), &idx),
+        y: data.y.select(ndarray::Axis(0), &idx),
+    }
+}
+
+/// Trains one run in mini-batches ([`Batching`]): each epoch visits every sample once in batches
+/// in the epoch's order; each step evaluates the batch (loss and the estimator's nudges, the
+/// probe keyed by the step's 1-based number), feeds the gradient to the run's optimiser and
+/// records the step's loss. An epoch's loss is the mean of its steps' losses (for one step, that
+/// step's loss exactly). A stop is honoured between steps; a run stopped mid-epoch resumes at its
+/// next step (the order is drawn again from the seed and the epoch) and gives what one
+/// uninterrupted run gives, bit for bit.
+pub fn train_batched<E: Evaluator>(
+    evs: &mut BatchEvaluators<E>,
+    data: &Dataset,
+    batching: Batching,
+    run: &mut Run,
+    control: Control<'_>,
+    mut on_epoch: impl FnMut(&EpochReport<'_>),
+) -> Result<()> {
+    check_runs(
+        std::slice::from_ref(run),
+        Loop::Host,
+        control,
+        batching,
+        data.len(),
+    )?;
+    let (n, p) = (data.len(), run.params.len());
+    let per_epoch = num_batches(n, batching.size);
+    if run.step_losses.len() < run.epoch() * per_epoch {
+        return Err(Error::Config(format!(
+            "the run records {} step losses for {} epochs of {per_epoch} steps",
+            run.step_losses.len(),
+            run.epoch()
+        )));
+    }
+    let nv = run.hyper.probe(1).len(p);
+    let (mut next, mut grad) = (vec![0.0f32; p], vec![E::Loss::ZERO; p]);
+    let (mut loss, mut values) = ([E::Loss::ZERO], vec![E::Loss::ZERO; nv]);
+    while run.wants_more() {
+        let epoch = run.epoch() + 1;
+        let order = epoch_order(n, run.hyper.seed, (epoch - 1) as u64, batching.shuffle);
+        let done = run.step_losses.len() - run.epoch() * per_epoch;
+        for range in batches(n, batching.size).skip(done) {
+            if control.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+                run.outcome = Some(Outcome::Stopped);
+                return Ok(());
+            }
+            let batch = gather(data, &order[range]);
+            let ev = match &mut evs.rest {
+                Some(rest) if batch.len() != evs.full.batch_len() => rest,
+                _ => &mut evs.full,
+            };
+            ev.set_batch(&batch)?;
+            let probe = run.hyper.probe(run.step_losses.len() + 1);
+            ev.probe(&run.params, &[probe], &[true], &mut loss, &mut values)?;
+            let h = run.hyper;
+            let vanished = estimate::gradient(
+                h.estimator,
+                h.step,
+                h.eps,
+                &probe,
+                &run.params,
+                &values,
+                &mut grad,
+            );
+            run.vanished.record(epoch, &vanished, &run.params);
+            if let Some(what) = run.step(&grad, loss[0], &mut next, control.allow_divergence) {
+                if !control.allow_divergence {
+                    run.outcome = Some(Outcome::Diverged { epoch, what });
+                    return Ok(());
+                }
+            }
+        }
+        let steps = &run.step_losses[run.epoch() * per_epoch..];
+        let mean = steps.iter().sum::<f64>() / steps.len() as f64;
+        run.losses.push(mean);
+        on_epoch(&EpochReport {
+            run: 0,
+            epoch,
+            loss: mean,
+            vanished: &[],
+            params: &run.params,
+            losses: &run.losses,
+            step_losses: &run.step_losses,
+            state: &run.state,
+            val: None,
+            train_accuracy: None,
+        });
+    }
+    run.outcome.get_or_insert(Outcome::Finished);
     Ok(())
 }

@@ -102,5 +102,16 @@ fn bad_settings_are_errors() {
         })
         .run()
         .unwrap_err();
-    assert!(e.to_string().contains("--epochs"), "{e}");
+    // The library names the setting (the command line words it as --epochs).
+    assert!(
+        matches!(
+            e,
+            perturb::Error::Invalid {
+                setting: perturb::error::Setting::Epochs,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().starts_with("epochs must be"), "{e}");
 }

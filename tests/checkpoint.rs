@@ -2,9 +2,12 @@
 //! under SIGKILL mid-write), and the resume-flag check.
 
 use perturb::checkpoint::{Checkpoint, DataRef, GivenFlags, RunSettings, FORMAT};
-use perturb::cli::value_name;
+use perturb::cli::exit::message;
 use perturb::cli::MethodArg;
-use perturb::{Activation, Error, Model};
+use perturb::optim::{OptState, Optimizer};
+use perturb::settings::Batching;
+use perturb::settings::{DeviceKind, EstimatorChoice, EstimatorKind, LoopKind};
+use perturb::{Activation, Error, Loss, Method, Model, Precision};
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,12 +27,17 @@ fn settings() -> RunSettings {
         lr: 0.01,
         eps: 0.0001,
         seed: Some(u64::MAX),
-        precision: "f32".into(),
-        method: value_name(MethodArg::Reuse),
-        device: "cpu".into(),
-        loop_mode: "host".into(),
+        precision: Precision::F32,
+        method: MethodArg::Reuse.into(),
+        device: DeviceKind::Cpu,
+        loop_mode: LoopKind::Host,
         data: Some(DataRef::of_bytes(Path::new("d.csv"), b"1,1,0\n")),
-        extra: [("estimator".to_string(), "forward".to_string())].into(),
+        estimator: EstimatorChoice::default(),
+        loss: Loss::Mse,
+        batching: Batching::full(),
+        optimizer: Optimizer::Sgd,
+        take: None,
+        val_split: None,
     }
 }
 
@@ -60,7 +68,9 @@ fn random_checkpoint(seed: u64, epochs_done: usize) -> Checkpoint {
     Checkpoint {
         model: model.with_params(params).unwrap(),
         epochs_done,
+        step_losses: losses.clone(),
         losses,
+        state: OptState::default(),
         settings: settings(),
     }
 }
@@ -136,8 +146,8 @@ fn inconsistent_checkpoints_name_the_problem() {
         ("/format", "other".into(), "not a perturb checkpoint"),
         (
             "/version",
-            2.into(),
-            "checkpoint version 2; this perturb reads version 1",
+            3.into(),
+            "checkpoint version 3; this perturb reads versions 1 to 2",
         ),
         ("/epochs_done", 4.into(), "3 losses for 4 completed epochs"),
         (
@@ -145,9 +155,9 @@ fn inconsistent_checkpoints_name_the_problem() {
             101.into(),
             "epochs_done is 101, more than the 100",
         ),
-        ("/settings/lr", (-1.0).into(), "settings: --lr"),
-        ("/settings/eps", 1e-45.into(), "settings: --eps"),
-        ("/settings/epochs", 0.into(), "settings: --epochs"),
+        ("/settings/lr", (-1.0).into(), "settings: lr"),
+        ("/settings/eps", 1e-45.into(), "settings: eps"),
+        ("/settings/epochs", 0.into(), "settings: epochs"),
         (
             "/settings/method",
             "magic".into(),
@@ -266,6 +276,8 @@ fn sigkill_writer_child() {
             model: model.clone(),
             epochs_done: n,
             losses: vec![0.5; n],
+            step_losses: vec![0.5; n],
+            state: OptState::default(),
             settings: RunSettings {
                 epochs: 1_000_000,
                 ..settings()
@@ -317,12 +329,13 @@ fn resume_flags_must_agree_and_the_first_disagreement_is_named() {
         lr: Some(0.01),
         eps: Some(0.0001),
         seed: Some(u64::MAX),
-        precision: Some("f32".into()),
-        method: Some("reuse".into()),
-        device: Some("cpu".into()),
-        loop_mode: Some("host".into()),
+        precision: Some(Precision::F32),
+        method: Some(Method::Reuse),
+        device: Some(DeviceKind::Cpu),
+        loop_mode: Some(LoopKind::Host),
         data: Some(DataRef::of_bytes(Path::new("moved/d.csv"), b"1,1,0\n")),
-        extra: [("estimator".to_string(), "forward".to_string())].into(),
+        estimator: Some(EstimatorKind::Forward),
+        ..GivenFlags::default()
     };
     c.check_resume(&same).unwrap();
     let cases: Vec<(GivenFlags, &str)> = vec![
@@ -364,21 +377,21 @@ fn resume_flags_must_agree_and_the_first_disagreement_is_named() {
         ),
         (
             GivenFlags {
-                method: Some("naive".into()),
+                method: Some(Method::Naive),
                 ..same.clone()
             },
             "--method naive disagrees with the checkpoint's reuse",
         ),
         (
             GivenFlags {
-                device: Some("gpu".into()),
+                device: Some(DeviceKind::Gpu),
                 ..same.clone()
             },
             "--device gpu disagrees with the checkpoint's cpu",
         ),
         (
             GivenFlags {
-                loop_mode: Some("resident".into()),
+                loop_mode: Some(LoopKind::Resident),
                 ..same.clone()
             },
             "--loop resident disagrees with the checkpoint's host",
@@ -392,27 +405,145 @@ fn resume_flags_must_agree_and_the_first_disagreement_is_named() {
         ),
         (
             GivenFlags {
-                extra: [("estimator".to_string(), "central".to_string())].into(),
+                estimator: Some(EstimatorKind::Central),
                 ..same.clone()
             },
             "--estimator central disagrees with the checkpoint's forward",
         ),
         (
             GivenFlags {
-                extra: [("samples".to_string(), "8".to_string())].into(),
+                samples: Some(8),
                 ..same.clone()
             },
-            "--samples 8 disagrees with the checkpoint, which has no --samples",
+            // Typed settings: a checkpoint always has every estimator option (default 1).
+            "--samples 8 disagrees with the checkpoint's 1",
         ),
     ];
     for (given, expected) in cases {
         match c.check_resume(&given) {
-            Err(Error::Config(m)) => assert!(m.starts_with(expected), "{m:?} vs {expected:?}"),
-            other => panic!("{given:?}: expected a Config error {expected:?}, got {other:?}"),
+            Err(e @ Error::Invalid { .. }) => {
+                // The library names the setting; the command line words it as the flag.
+                let m = message(&e);
+                assert!(m.starts_with(expected), "{m:?} vs {expected:?}")
+            }
+            other => panic!("{given:?}: expected an Invalid error {expected:?}, got {other:?}"),
         }
     }
     let mut book = random_checkpoint(5, 7);
     book.settings.data = None;
     let e = book.check_resume(&same).unwrap_err();
     assert!(e.to_string().contains("trained on the book's data"), "{e}");
+}
+
+/// Version-1 checkpoints written by perturb before its settings were typed (commit 9c118ca):
+/// central differences with the reuse method on the book, and SPSA (4 gaussian directions, seed 7)
+/// on a random 2-4-1 network; each with the losses of the uninterrupted run it resumes into.
+const V1_FIXTURES: [(&str, &str, &[&str]); 2] = [
+    (
+        "checkpoint_v1_central.json",
+        "checkpoint_v1_central_full_losses.json",
+        &["--epochs", "60"],
+    ),
+    (
+        "checkpoint_v1_spsa.json",
+        "checkpoint_v1_spsa_full_losses.json",
+        &["--epochs", "40"],
+    ),
+];
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+#[test]
+fn a_version_1_checkpoint_loads_typed_and_writes_back_byte_for_byte() {
+    for (name, _, _) in V1_FIXTURES {
+        let text = std::fs::read_to_string(fixture(name)).unwrap();
+        let c = Checkpoint::load(&fixture(name)).unwrap();
+        assert_eq!(c.to_json(), text, "{name} does not round-trip");
+    }
+    let spsa = Checkpoint::load(&fixture("checkpoint_v1_spsa.json")).unwrap();
+    let e = spsa.settings.estimator;
+    assert_eq!(
+        (e.estimator, e.samples, e.direction.name()),
+        (EstimatorKind::Spsa, 4, "gaussian")
+    );
+}
+
+#[test]
+fn a_version_1_checkpoint_resumes_into_the_uninterrupted_run_bit_for_bit() {
+    let d = dir("v1-resume");
+    for (name, full, more) in V1_FIXTURES {
+        let ck = d.join(name);
+        std::fs::copy(fixture(name), &ck).unwrap();
+        let report = d.join(format!("{name}.report.json"));
+        let mut args = vec!["train", "--device", "cpu", "--quiet", "--resume"];
+        args.push(ck.to_str().unwrap());
+        args.extend_from_slice(more);
+        args.extend_from_slice(&["--report", report.to_str().unwrap()]);
+        let o = Command::new(env!("CARGO_BIN_EXE_perturb"))
+            .args(&args)
+            .current_dir(&d)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let got: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        let want: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture(full)).unwrap()).unwrap();
+        let (got, want) = (
+            got["losses"].as_array().unwrap(),
+            want["losses"].as_array().unwrap(),
+        );
+        assert_eq!(got.len(), want.len(), "{name}");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            let (g, w) = (g.as_f64().unwrap(), w.as_f64().unwrap());
+            assert_eq!(
+                g.to_bits(),
+                w.to_bits(),
+                "{name}: epoch {}: {g} vs {w}",
+                i + 1
+            );
+        }
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn a_version_2_checkpoint_round_trips_its_optimiser_state_and_step_losses_bit_for_bit() {
+    let mut c = random_checkpoint(11, 3);
+    let p = c.model.params.len();
+    c.settings.loss = Loss::CrossEntropy;
+    c.settings.batching = Batching {
+        size: 16,
+        shuffle: true,
+    };
+    c.settings.optimizer = Optimizer::adam();
+    c.losses = vec![0.5, 0.25, 0.125];
+    c.step_losses = (0..11).map(|i| 1.0 / (i as f64 + 3.0)).collect();
+    let mut state = OptState::new(&c.settings.optimizer, p);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    for v in state.m.iter_mut().chain(state.v.iter_mut()) {
+        *v = f32::from_bits(rng.next_u32() & 0x7f7f_ffff);
+    }
+    state.t = 11;
+    c.state = state;
+    let text = c.to_json();
+    assert!(text.contains("\"version\":2"), "{}", &text[..80]);
+    let back = Checkpoint::from_json(&text, "v2").unwrap();
+    assert_eq!(back, c);
+    assert_eq!(bits32(&back.state.m), bits32(&c.state.m));
+    assert_eq!(bits32(&back.state.v), bits32(&c.state.v));
+    assert_eq!(bits64(&back.step_losses), bits64(&c.step_losses));
+    // A state of the wrong length is refused, naming the field.
+    let mut bad = c.clone();
+    bad.state.m.pop();
+    let e = Checkpoint::from_json(&bad.to_json(), "bad").unwrap_err();
+    assert!(e.to_string().contains("optimizer_state"), "{e}");
 }

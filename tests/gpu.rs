@@ -10,7 +10,7 @@ use common::{
 use perturb::cpu::CpuEvaluator;
 use perturb::gpu::{AdapterOptions, GpuContext, GpuEvaluator, GpuOptions, ReuseKernel, MATH_WGSL};
 use perturb::train::{train, Evaluator};
-use perturb::{Activation, Dataset, Hyper, Method, Model};
+use perturb::{Activation, Dataset, Hyper, Loss, Method, Model};
 use rand::{RngExt, SeedableRng};
 
 /// One step: `[L, delta_0, delta_1, …]`.
@@ -230,6 +230,7 @@ fn medium_model_past_the_llvmpipe_loop_limit_matches_cpu_reference() {
         batch: 64,
         closed: false,
         epochs: 0,
+        loss: Loss::Mse,
     };
     let passes = perturb::gpu::loop_passes(perturb::gpu::KernelId::NudgedSse, &plan);
     assert!(passes < 1_000, "{passes} loop passes");

@@ -33,13 +33,13 @@ fn sigint_child() {
     if std::env::var_os(CHILD_ENV).is_none() {
         return;
     }
-    perturb::interrupt::install().unwrap();
-    perturb::interrupt::install().unwrap();
-    assert!(!perturb::interrupt::requested());
+    perturb::cli::interrupt::install().unwrap();
+    perturb::cli::interrupt::install().unwrap();
+    assert!(!perturb::cli::interrupt::requested());
     sigint_self();
     wait_for(
         "the first SIGINT setting the flag",
-        perturb::interrupt::requested,
+        perturb::cli::interrupt::requested,
     );
     println!("flag set, process alive");
     sigint_self();
@@ -61,7 +61,7 @@ fn two_sigints_set_the_flag_then_exit_130() {
     assert!(out.contains("flag set, process alive"), "stdout: {out}");
     assert!(!out.contains("still alive"), "stdout: {out}");
     assert!(
-        err.contains("perturb: interrupt: stopping after this epoch"),
+        err.contains("perturb: interrupt: stopping after this step"),
         "stderr: {err}"
     );
 }

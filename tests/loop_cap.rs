@@ -26,7 +26,7 @@ use perturb::gpu::{
     GUARD_PASSES, KERNEL_PASS_BUDGET, LLVMPIPE_LOOP_CAP,
 };
 use perturb::train::{train, Evaluator};
-use perturb::{Activation, Dataset, Error, Hyper, Method, Model};
+use perturb::{Activation, Dataset, Error, Hyper, Loss, Method, Model};
 
 /// Measured and counted passes must agree exactly: the planner's counts are the driver's...
 const COUNT_TOLERANCE_PASSES: u64 = 0;
@@ -69,6 +69,8 @@ struct Case {
     shape: Shape,
     /// Runs evaluated together (a sweep).
     runs: usize,
+    /// The loss (cross-entropy adds loops to every kernel that computes a loss).
+    loss: Loss,
     /// Measure only this kernel (each try costs every invocation a whole cap of passes, which a
     /// dispatch of thousands of workgroups makes slow).
     only: Option<KernelId>,
@@ -89,7 +91,12 @@ fn cases() -> Vec<Case> {
         reuse,
         shape,
         runs: 1,
+        loss: Loss::Mse,
         only: None,
+    };
+    let xent = |case: Case| Case {
+        loss: Loss::CrossEntropy,
+        ..case
     };
     let one = Shape::Coordinates(1);
     vec![
@@ -245,6 +252,71 @@ fn cases() -> Vec<Case> {
                 one,
             )
         },
+        // Cross-entropy: every kernel that computes a loss, with its three loops over the
+        // outputs (K = 2 to 70; hidden and output weights with SEQ_R >= 2 for reuse_seq).
+        xent(c(
+            "xent naive",
+            &[3, 70, 10],
+            &[Tanh, Id],
+            5,
+            Method::Naive,
+            None,
+            one,
+        )),
+        xent(c(
+            "xent spsa",
+            &[3, 5, 4],
+            &[Sig, Id],
+            6,
+            Method::Naive,
+            None,
+            Shape::Directions(2),
+        )),
+        xent(c(
+            "xent seq deep",
+            &[5, 9, 32, 10],
+            &[Tanh, Relu, Id],
+            300,
+            Method::Reuse,
+            Some(ReuseKernel::Invocation),
+            one,
+        )),
+        xent(c(
+            "xent seq wide",
+            &[2, 32, 32, 3],
+            &[Tanh, Sig, Id],
+            5,
+            Method::Reuse,
+            Some(ReuseKernel::Invocation),
+            one,
+        )),
+        xent(c(
+            "xent seq one",
+            &[6, 2],
+            &[Id],
+            9,
+            Method::Reuse,
+            Some(ReuseKernel::Invocation),
+            one,
+        )),
+        xent(c(
+            "xent split",
+            &[3, 70, 4, 70],
+            &[Sig, Tanh, Id],
+            20,
+            Method::Reuse,
+            Some(ReuseKernel::Split),
+            one,
+        )),
+        xent(c(
+            "xent fused",
+            &[4, 6, 5, 2],
+            &[Tanh, Sig, Id],
+            300,
+            Method::Reuse,
+            Some(ReuseKernel::Workgroup),
+            one,
+        )),
         Case {
             only: Some(KernelId::ReduceLosses),
             ..c(
@@ -268,6 +340,7 @@ fn build(ctx: &GpuContext, case: &Case) -> (Model, Dataset, GpuEvaluator) {
         reuse_kernel: case.reuse,
         shape: case.shape,
         runs: case.runs,
+        loss: case.loss,
         ..GpuOptions::default()
     };
     let ev = GpuEvaluator::with_options(ctx.clone(), &model, &data, opts).unwrap();
@@ -393,6 +466,7 @@ fn every_kernels_loop_count_equals_what_llvmpipe_runs() {
             batch,
             closed: false,
             epochs: epochs as u64,
+            loss: Loss::Mse,
         };
         let planned = loop_passes(KernelId::FusedEpochs, &plan);
         let kernel = KernelId::FusedEpochs;
@@ -441,7 +515,10 @@ fn the_tripwire_turns_a_cut_short_kernel_into_an_error() {
     match step(&mut ev, &model, case.shape) {
         Err(e @ Error::LoopCap { kernel: name, .. }) => {
             assert_eq!(name, kernel.name());
-            assert_eq!(e.exit_code(), perturb::error::EXIT_GPU_FAULT);
+            assert_eq!(
+                perturb::cli::exit::exit_code(&e),
+                perturb::cli::exit::EXIT_GPU_FAULT
+            );
         }
         other => panic!("one pass past the cap gave {other:?}"),
     }
@@ -462,6 +539,7 @@ fn a_model_whose_kernel_would_pass_the_cap_is_refused_with_both_numbers() {
             batch: 1,
             closed: false,
             epochs: 0,
+            loss: Loss::Mse,
         };
         loop_passes(KernelId::NudgedSse, &plan)
     };
@@ -534,6 +612,7 @@ fn fused_epochs_just_below_and_above_the_cap_train_like_the_cpu_bit_for_bit() {
                     batch,
                     closed: false,
                     epochs: e,
+                    loss: Loss::Mse,
                 };
                 loop_passes(KernelId::FusedEpochs, &plan) <= KERNEL_PASS_BUDGET
             })
@@ -544,6 +623,7 @@ fn fused_epochs_just_below_and_above_the_cap_train_like_the_cpu_bit_for_bit() {
             batch,
             closed: false,
             epochs,
+            loss: Loss::Mse,
         };
         assert_eq!(planned, loop_passes(KernelId::FusedEpochs, &plan(per)));
         if per < 1024 {
@@ -582,6 +662,7 @@ fn reuse_seq_and_forward_tile_fall_back_just_above_the_cap_and_stay_bit_exact() 
             batch,
             closed: false,
             epochs: 0,
+            loss: Loss::Mse,
         };
         (0..4)
             .map(|part| loop_passes(KernelId::ReuseSeq(part), &plan))

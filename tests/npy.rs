@@ -3,7 +3,7 @@
 //! files get a typed error naming the file, and a header's shape is checked before allocating.
 
 use perturb::npy::{self, encode_f32, encode_strings, Values};
-use perturb::{Activation, Dataset, Error, Model};
+use perturb::{Activation, Dataset, Error, Loss, Model};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -73,11 +73,11 @@ fn numpy_data_files_load_in_every_layout() {
         fixture("data_xy_bigendian.npy"),
         PathBuf::from(pair),
     ] {
-        let d = perturb::files::load_data(&path, &model).unwrap();
+        let d = perturb::files::load_data(&path, &model, Loss::Mse).unwrap();
         assert_eq!(d, want, "{}", path.display());
     }
     // The notebook's integer arrays are the book's sample.
-    let d = perturb::files::load_data(&fixture("data_book_int.npz"), &model).unwrap();
+    let d = perturb::files::load_data(&fixture("data_book_int.npz"), &model, Loss::Mse).unwrap();
     assert_eq!(d, Dataset::book());
 }
 
@@ -318,11 +318,15 @@ fn malformed_npy_data_is_refused_with_the_file_name() {
     for (name, bytes, needle) in cases {
         let path = d.join(name);
         std::fs::write(&path, bytes).unwrap();
-        assert_data_err(perturb::files::load_data(&path, &model), &path, needle);
+        assert_data_err(
+            perturb::files::load_data(&path, &model, Loss::Mse),
+            &path,
+            needle,
+        );
     }
     let obj = fixture("object.npy");
     assert_data_err(
-        perturb::files::load_data(&obj, &model),
+        perturb::files::load_data(&obj, &model, Loss::Mse),
         &obj,
         "object arrays",
     );
@@ -350,23 +354,27 @@ fn malformed_npz_data_is_refused_with_the_file_name() {
     for (name, members, needle) in cases {
         let path = d.join(name);
         npy::save_npz(&path, &members).unwrap();
-        assert_data_err(perturb::files::load_data(&path, &model), &path, needle);
+        assert_data_err(
+            perturb::files::load_data(&path, &model, Loss::Mse),
+            &path,
+            needle,
+        );
     }
     let path = d.join("notzip.npz");
     std::fs::write(&path, "x,y\n1,2\n").unwrap();
     assert_data_err(
-        perturb::files::load_data(&path, &model),
+        perturb::files::load_data(&path, &model, Loss::Mse),
         &path,
         "not a readable .npz",
     );
     let missing = d.join("missing.npz");
-    match perturb::files::load_data(&missing, &model) {
+    match perturb::files::load_data(&missing, &model, Loss::Mse) {
         Err(e @ Error::Io { .. }) => assert!(e.to_string().contains("missing.npz"), "{e}"),
         other => panic!("expected Error::Io, got {other:?}"),
     }
     let pair = PathBuf::from(format!("{},{}", fixture("data_x.npy").display(), "y.csv"));
     assert_data_err(
-        perturb::files::load_data(&pair, &model),
+        perturb::files::load_data(&pair, &model, Loss::Mse),
         &pair,
         "both be .npy",
     );

@@ -110,6 +110,14 @@ fn workgroup_sizes_and_widths_match_the_rust_constants() {
         get("LAYER_WORDS"),
         naga::Literal::U32(perturb::gpu::LAYER_WORDS as u32)
     );
+    // The pipelines' LOSS override takes these codes.
+    for (name, loss) in [
+        ("LOSS_MSE", perturb::Loss::Mse),
+        ("LOSS_XENT", perturb::Loss::CrossEntropy),
+    ] {
+        let code = perturb::gpu::loss_code(loss);
+        assert_eq!(get(name), naga::Literal::U32(code), "{name}");
+    }
     // The activations live in one workgroup array of two halves.
     let acts = module
         .global_variables

@@ -1,14 +1,13 @@
 //! `perturb check`.
 
-use super::{AdapterArgs, DeviceKind, DirectionArg, NetArgs, PrecisionArg};
+use super::{AdapterArgs, DeviceArg, DirectionArg, NetArgs, PrecisionArg};
 use crate::check::{self, CheckReport, COORDINATE_ESTIMATORS, SWEEP_EPS};
-use crate::cpu::CpuEvaluator;
-use crate::error::{Error, Result};
+use crate::error::{Error, Fix, Result, Setting};
 use crate::estimate::Estimator;
-use crate::gpu::{GpuContext, GpuEvaluator, GpuOptions};
 use crate::plot::{self, Series};
 use crate::report;
 use crate::rng::Direction;
+use crate::session::{Backend, Device};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -25,8 +24,8 @@ pub struct CheckArgs {
     #[arg(long, default_value_t = 0.0001, allow_hyphen_values = true)]
     pub eps: f64,
     /// Where the perturbed losses are computed.
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
-    pub device: DeviceKind,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
     /// Float type of the perturbed losses (f64 needs --device cpu).
     #[arg(long, value_enum, default_value_t = PrecisionArg::F64)]
     pub precision: PrecisionArg,
@@ -49,16 +48,17 @@ pub struct CheckArgs {
 
 /// Runs `perturb check`.
 pub fn check(args: &CheckArgs) -> Result<()> {
-    if args.precision == PrecisionArg::F64 && args.device == DeviceKind::Gpu {
-        return Err(Error::Config(
-            "the GPU computes in float32: add --precision f32 to check GPU estimates".into(),
+    if args.precision == PrecisionArg::F64 && args.device == DeviceArg::Gpu {
+        return Err(Error::unsupported(
+            "the GPU computes in float32",
+            Some(Fix::Use(Setting::Precision, "f32")),
         ));
     }
     if let Some(path) = &args.plot {
         plot::Format::from_path(path)?;
     }
     let model = args.net.model(args.seed)?;
-    let data = args.net.data(&model)?;
+    let data = args.net.data(&model, crate::model::Loss::Mse)?;
     let spsa = (args.samples > 0).then(|| {
         let direction = match args.direction {
             DirectionArg::Rademacher => Direction::Rademacher,
@@ -73,25 +73,12 @@ pub fn check(args: &CheckArgs) -> Result<()> {
     if let Some((e, _)) = spsa {
         e.validate()?;
     }
-    let report = match (args.device, args.precision) {
-        (DeviceKind::Cpu, PrecisionArg::F64) => check::run(&model, &data, args.eps, spsa, |_| {
-            CpuEvaluator::<f64>::new(&model, &data)
-        })?,
-        (DeviceKind::Cpu, PrecisionArg::F32) => check::run(&model, &data, args.eps, spsa, |_| {
-            CpuEvaluator::<f32>::new(&model, &data)
-        })?,
-        (DeviceKind::Gpu, _) => {
-            // One device for every estimator's evaluator (they run one after another).
-            let ctx = GpuContext::new(&args.adapter.options())?;
-            check::run(&model, &data, args.eps, spsa, |e| {
-                let opts = GpuOptions {
-                    shape: e.shape(),
-                    ..Default::default()
-                };
-                GpuEvaluator::with_options(ctx.clone(), &model, &data, opts)
-            })?
-        }
+    let device = match args.device {
+        DeviceArg::Gpu => Device::Gpu(args.adapter.options()),
+        DeviceArg::Cpu => Device::Cpu(args.precision.into()),
     };
+    // One device for every estimator's evaluator (they run one after another).
+    let report = check::run_on(&Backend::open(&device)?, &model, &data, args.eps, spsa)?;
     say!(
         "perturb check: {} network, {} parameters, {} sample{}; loss {:.8} (backprop in float64)",
         report::describe_model(&model),

@@ -1,14 +1,18 @@
-//! The command line: `perturb train`, `perturb devices` and `perturb bench`, one file each.
+//! The command line: `perturb train`, `devices`, `bench`, `check`, `sweep`, `eval` and `predict`,
+//! one file each (`eval` and `predict` share one).
 
+use crate::checkpoint::DataRef;
 use crate::data::Dataset;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Setting};
 use crate::estimate::{Estimator, StepMode};
 use crate::gpu::AdapterOptions;
-use crate::model::{Activation, Model};
+use crate::model::{Activation, Loss, Model};
+use crate::precision::Precision;
 use crate::rng::Direction;
-use crate::train::Method;
+use crate::settings::{DeviceKind, EstimatorChoice, EstimatorKind, LoopKind, Method};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::path::PathBuf;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
 
 // `println!` that ends the process quietly when stdout is closed (`perturb train | head`) instead
 // of panicking, and prints nothing under `perturb train --quiet` or `--json` (see `output`).
@@ -24,6 +28,9 @@ macro_rules! say {
 mod bench;
 mod check;
 mod devices;
+mod eval;
+pub mod exit;
+pub mod interrupt;
 pub mod output;
 mod sweep;
 mod train;
@@ -31,6 +38,7 @@ mod train;
 pub use bench::{bench, BenchArgs};
 pub use check::{check, CheckArgs};
 pub use devices::devices;
+pub use eval::{eval, predict, EvalArgs, PredictArgs};
 pub use sweep::{sweep, SweepArgs, SweepReport, SweepRun, MAX_SWEEP_RUNS};
 pub use train::{train, TrainArgs};
 
@@ -56,6 +64,10 @@ pub enum Command {
     Check(CheckArgs),
     /// Train several runs (lr × eps × seed) side by side, all in one evaluation per epoch.
     Sweep(SweepArgs),
+    /// Score a model on data: loss, and for class labels accuracy and the confusion matrix.
+    Eval(EvalArgs),
+    /// Print a model's predictions: a class per sample (cross-entropy) or its outputs (mse).
+    Predict(PredictArgs),
 }
 
 /// Which adapter to use.
@@ -87,20 +99,71 @@ impl AdapterArgs {
 }
 
 /// The command-line name of a `ValueEnum` option value (`value_name(MethodArg::Reuse)` is
-/// `"reuse"`), as checkpoints store it ([`crate::checkpoint::SETTING_VALUES`]).
+/// `"reuse"`); a test holds these equal to the library's names ([`crate::settings::Named`]).
 pub fn value_name<T: ValueEnum>(value: T) -> String {
     value
         .to_possible_value()
         .map_or_else(String::new, |v| v.get_name().to_string())
 }
 
+/// Each flag value is the library value of the same name.
+macro_rules! same_values {
+    ($arg:ty => $lib:ty { $($a:ident => $l:expr),+ $(,)? }) => {
+        impl From<$arg> for $lib {
+            fn from(v: $arg) -> $lib {
+                match v {
+                    $(<$arg>::$a => $l),+
+                }
+            }
+        }
+    };
+}
+
+same_values!(DeviceArg => DeviceKind { Gpu => DeviceKind::Gpu, Cpu => DeviceKind::Cpu });
+same_values!(PrecisionArg => Precision { F32 => Precision::F32, F64 => Precision::F64 });
+same_values!(MethodArg => Method { Naive => Method::Naive, Reuse => Method::Reuse });
+same_values!(LoopArg => LoopKind { Host => LoopKind::Host, Resident => LoopKind::Resident });
+same_values!(LossArg => Loss { Mse => Loss::Mse, CrossEntropy => Loss::CrossEntropy });
+same_values!(StepArg => StepMode { Nominal => StepMode::Nominal, Exact => StepMode::Exact });
+same_values!(DirectionArg => Direction {
+    Rademacher => Direction::Rademacher,
+    Gaussian => Direction::Gaussian,
+});
+same_values!(EstimatorArg => EstimatorKind {
+    Forward => EstimatorKind::Forward,
+    Central => EstimatorKind::Central,
+    Richardson => EstimatorKind::Richardson,
+    Spsa => EstimatorKind::Spsa,
+});
+
+/// The update rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OptimizerArg {
+    /// w − lr·g (the book's).
+    Sgd,
+    /// PyTorch's momentum: v = μv + g; w −= lr·v (see --momentum).
+    Momentum,
+    /// Adam, bias-corrected (see --beta1, --beta2, --adam-eps).
+    Adam,
+}
+
 /// Where the losses are computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DeviceKind {
+pub enum DeviceArg {
     /// wgpu compute shaders.
     Gpu,
     /// The CPU reference.
     Cpu,
+}
+
+/// What the network minimises (and how data targets are read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LossArg {
+    /// Mean squared error over every output (the book's); targets are values.
+    Mse,
+    /// Softmax cross-entropy of the identity output layer's logits; targets are one class label
+    /// or one probability per output.
+    CrossEntropy,
 }
 
 /// Float type of the forward pass and loss.
@@ -119,15 +182,6 @@ pub enum MethodArg {
     Naive,
     /// One stored forward pass; each nudge recomputes only what it changes.
     Reuse,
-}
-
-impl From<MethodArg> for Method {
-    fn from(m: MethodArg) -> Method {
-        match m {
-            MethodArg::Naive => Method::Naive,
-            MethodArg::Reuse => Method::Reuse,
-        }
-    }
 }
 
 /// Gradient estimator.
@@ -179,56 +233,19 @@ pub struct EstimatorArgs {
 }
 
 impl EstimatorArgs {
-    /// The options as a checkpoint records them (flag name → value name); missing ones take their
-    /// defaults.
-    pub fn from_names(names: &std::collections::BTreeMap<String, String>) -> Result<EstimatorArgs> {
-        fn get<T: ValueEnum>(
-            names: &std::collections::BTreeMap<String, String>,
-            key: &str,
-            default: T,
-        ) -> Result<T> {
-            match names.get(key) {
-                None => Ok(default),
-                Some(v) => T::from_str(v, false).map_err(|_| {
-                    Error::Config(format!(
-                        "the checkpoint's --{key} {v:?} is not a known value"
-                    ))
-                }),
-            }
+    /// The options as given.
+    pub fn choice(&self) -> EstimatorChoice {
+        EstimatorChoice {
+            estimator: self.estimator.into(),
+            step: self.step.into(),
+            samples: self.samples,
+            direction: self.direction.into(),
         }
-        let samples = match names.get("samples") {
-            None => 1,
-            Some(v) => v.parse().map_err(|_| {
-                Error::Config(format!("the checkpoint's --samples {v:?} is not a number"))
-            })?,
-        };
-        Ok(EstimatorArgs {
-            estimator: get(names, "estimator", EstimatorArg::Forward)?,
-            step: get(names, "step", StepArg::Nominal)?,
-            samples,
-            direction: get(names, "direction", DirectionArg::Rademacher)?,
-        })
     }
 
     /// The estimator and step mode asked for.
     pub fn get(&self) -> (Estimator, StepMode) {
-        let estimator = match self.estimator {
-            EstimatorArg::Forward => Estimator::Forward,
-            EstimatorArg::Central => Estimator::Central,
-            EstimatorArg::Richardson => Estimator::Richardson,
-            EstimatorArg::Spsa => Estimator::Spsa {
-                samples: self.samples,
-                direction: match self.direction {
-                    DirectionArg::Rademacher => Direction::Rademacher,
-                    DirectionArg::Gaussian => Direction::Gaussian,
-                },
-            },
-        };
-        let step = match self.step {
-            StepArg::Nominal => StepMode::Nominal,
-            StepArg::Exact => StepMode::Exact,
-        };
-        (estimator, step)
+        self.choice().get()
     }
 }
 
@@ -244,10 +261,14 @@ pub struct NetArgs {
     /// One activation per layer (sigmoid, tanh, relu, identity) [default: sigmoid…, identity].
     #[arg(long, requires = "layers")]
     pub activations: Option<String>,
-    /// Data file: CSV (inputs then targets per row), NumPy .npz (x, y), .npy (rows like the CSV) or
-    /// x.npy,y.npy [default: the book's one sample, inputs 1, 1 and target 0].
+    /// Data: a CSV file (inputs then targets per row), NumPy .npz (x, y), .npy (rows like the
+    /// CSV), x.npy,y.npy, IMAGES,LABELS (two IDX files), or fashion-mnist[:train|:test]
+    /// [default: the book's one sample, inputs 1, 1 and target 0].
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Use only the first N samples of the data (all of them when there are fewer).
+    #[arg(long, value_name = "N")]
+    pub take: Option<NonZeroUsize>,
 }
 
 impl NetArgs {
@@ -259,7 +280,7 @@ impl NetArgs {
         let Some(layers) = &self.layers else {
             return Ok(Model::book());
         };
-        let widths = parse_list(layers, "--layers", |p| {
+        let widths = parse_list(layers, Setting::Layers, |p| {
             p.parse::<usize>().ok().filter(|&w| w > 0)
         })?;
         let activations = match &self.activations {
@@ -280,24 +301,45 @@ impl NetArgs {
         Model::random(&widths, &activations, seed)
     }
 
-    /// The data file, or the book's one sample when it fits the model.
-    pub fn data(&self, model: &Model) -> Result<Dataset> {
-        let data = match &self.data {
-            Some(path) => crate::files::load_data(path, model)?,
+    /// The data (its targets as `loss` takes them), or the book's one sample when it fits the
+    /// model; `--take` applied.
+    pub fn data(&self, model: &Model, loss: Loss) -> Result<Dataset> {
+        match &self.data {
+            Some(path) => Ok(self.data_referenced(path, model, loss)?.0),
             None => {
                 let book = Dataset::book();
                 book.check_fits(model, "the book's data (x = [1, 1], y = [0])")
                     .map_err(|e| Error::Config(format!("{e}; give --data for this model")))?;
-                book
+                Ok(book)
             }
-        };
-        let origin = self
-            .data
-            .as_ref()
-            .map_or("data".to_string(), |p| p.display().to_string());
-        data.check_fits(model, &origin)?;
-        Ok(data)
+        }
     }
+
+    /// The data at `path` for `model` and `loss` with its reference (as checkpoints record it),
+    /// `--take` applied after loading and the widths checked against the model.
+    pub fn data_referenced(
+        &self,
+        path: &Path,
+        model: &Model,
+        loss: Loss,
+    ) -> Result<(Dataset, Option<DataRef>)> {
+        load_data(path, model, loss, self.take)
+    }
+}
+
+/// The data at `path` for `model` and `loss`, its first `take` samples, checked to fit the model.
+pub(crate) fn load_data(
+    path: &Path,
+    model: &Model,
+    loss: Loss,
+    take: Option<NonZeroUsize>,
+) -> Result<(Dataset, Option<DataRef>)> {
+    let (mut data, reference) = crate::files::load_data_referenced(path, model, loss)?;
+    if let Some(n) = take {
+        data = data.take(n);
+    }
+    data.check_fits(model, &path.display().to_string())?;
+    Ok((data, reference))
 }
 
 /// Who applies the update.
@@ -309,11 +351,15 @@ pub enum LoopArg {
     Resident,
 }
 
-pub(crate) fn parse_list<T>(s: &str, what: &str, f: impl Fn(&str) -> Option<T>) -> Result<Vec<T>> {
+pub(crate) fn parse_list<T>(
+    s: &str,
+    what: Setting,
+    f: impl Fn(&str) -> Option<T>,
+) -> Result<Vec<T>> {
     s.split(',')
         .map(|part| {
             f(part.trim())
-                .ok_or_else(|| Error::Config(format!("{what}: cannot read {part:?} in {s:?}")))
+                .ok_or_else(|| Error::invalid(what, format!("cannot read {part:?} in {s:?}")))
         })
         .collect()
 }
@@ -343,6 +389,7 @@ pub(crate) fn pick<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::Named;
 
     fn names<T: ValueEnum>() -> Vec<String> {
         T::value_variants()
@@ -352,17 +399,24 @@ mod tests {
             .collect()
     }
 
+    fn same<A: ValueEnum + Into<L>, L: Named>() {
+        let flags = names::<A>();
+        let lib: Vec<String> = L::ALL.iter().map(|v| v.name().to_string()).collect();
+        assert_eq!(flags, lib, "{}", std::any::type_name::<A>());
+        for a in A::value_variants() {
+            assert_eq!(value_name(a.clone()), a.clone().into().name());
+        }
+    }
+
     #[test]
     fn the_flags_values_are_the_names_checkpoints_store() {
-        for (field, stored) in crate::checkpoint::SETTING_VALUES {
-            let flags = match field {
-                "precision" => names::<PrecisionArg>(),
-                "method" => names::<MethodArg>(),
-                "device" => names::<DeviceKind>(),
-                "loop" => names::<LoopArg>(),
-                other => panic!("no flag for setting {other}"),
-            };
-            assert_eq!(flags, stored, "{field}");
-        }
+        same::<PrecisionArg, Precision>();
+        same::<MethodArg, Method>();
+        same::<DeviceArg, DeviceKind>();
+        same::<LoopArg, LoopKind>();
+        same::<EstimatorArg, EstimatorKind>();
+        same::<StepArg, StepMode>();
+        same::<DirectionArg, Direction>();
+        same::<LossArg, Loss>();
     }
 }

@@ -114,7 +114,7 @@ fn expect_long(elapsed: Duration, done: usize, remaining: usize) -> bool {
 /// Reports the loss of `epoch` (1-based) of `epochs`: a console line for the epochs
 /// [`report::shows_epoch`] picks, or the progress bar once the run looks longer than a second on
 /// a terminal; nothing under `--quiet` / `--json`.
-pub fn epoch(epoch: usize, epochs: usize, loss: f64) {
+pub fn epoch(epoch: usize, epochs: usize, loss: f64, extra: &str) {
     let mut s = state();
     if s.mode != Mode::Lines {
         return;
@@ -128,7 +128,7 @@ pub fn epoch(epoch: usize, epochs: usize, loss: f64) {
     {
         s.bar = Some(new_bar(epochs));
     }
-    let line = format!("epoch {epoch:>6}  loss {loss:.8}");
+    let line = format!("epoch {epoch:>6}  loss {loss:.8}{extra}");
     let Some(bar) = s.bar.clone() else {
         drop(s);
         if report::shows_epoch(epoch, epochs) {

@@ -1,14 +1,16 @@
 //! `perturb sweep`.
 
 use super::train::{describe_estimator, vanished_warning};
-use super::{parse_list, AdapterArgs, DeviceKind, EstimatorArgs, MethodArg, NetArgs, PrecisionArg};
-use crate::cpu::CpuEvaluator;
-use crate::error::{Error, Result};
+use super::{
+    parse_list, AdapterArgs, DeviceArg, EstimatorArgs, LossArg, MethodArg, NetArgs, PrecisionArg,
+};
+use crate::error::{Error, Fix, Result, Setting};
 use crate::estimate::Estimator;
-use crate::gpu::{GpuContext, GpuEvaluator, GpuOptions};
+use crate::model::Model;
 use crate::plot;
 use crate::report;
-use crate::train::{self, Control, DeviceInfo, Evaluator, Hyper, Method, Outcome, Run};
+use crate::session::{Device, Training};
+use crate::train::{DeviceInfo, Hyper, Method, Outcome, Run};
 use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -38,9 +40,12 @@ pub struct SweepArgs {
     /// Gradient estimator (the same for every run).
     #[command(flatten)]
     pub estimator: EstimatorArgs,
+    /// The loss: mse (the book's) or cross-entropy (softmax over an identity output layer).
+    #[arg(long, value_enum, default_value_t = LossArg::Mse)]
+    pub loss: LossArg,
     /// Where the perturbed losses are computed.
-    #[arg(long, value_enum, default_value_t = DeviceKind::Gpu)]
-    pub device: DeviceKind,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Gpu)]
+    pub device: DeviceArg,
     /// How the perturbed losses are computed.
     #[arg(long, value_enum, default_value_t = MethodArg::Naive)]
     pub method: MethodArg,
@@ -98,7 +103,7 @@ pub struct SweepReport {
     pub runs: Vec<SweepRun>,
 }
 
-fn floats(s: &str, what: &str) -> Result<Vec<f64>> {
+fn floats(s: &str, what: Setting) -> Result<Vec<f64>> {
     parse_list(s, what, |p| p.parse::<f64>().ok())
 }
 
@@ -107,9 +112,82 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
     if let Some(path) = &args.plot {
         plot::Format::from_path(path)?;
     }
-    let lrs = floats(&args.lr, "--lr")?;
-    let epss = floats(&args.eps, "--eps")?;
-    let seeds = parse_list(&args.seed, "--seed", |p| p.parse::<u64>().ok())?;
+    let (model, runs) = sweep_runs(args)?;
+    let data = args.net.data(&model, args.loss.into())?;
+    say!(
+        "perturb sweep: {} runs of a {} network ({} parameters, {} sample{}), {} epochs, {}",
+        runs.len(),
+        report::describe_model(&model),
+        model.num_params(),
+        data.len(),
+        if data.len() == 1 { "" } else { "s" },
+        args.epochs,
+        describe_estimator(&runs[0].hyper)
+    );
+    let device = match args.device {
+        DeviceArg::Gpu => Device::Gpu(args.adapter.options()),
+        DeviceArg::Cpu => Device::Cpu(args.precision.into()),
+    };
+    let start = Instant::now();
+    let done = Training::new(model, data)
+        .device(device)
+        .method(args.method.into())
+        .loss(args.loss.into())
+        .runs(runs)
+        .allow_divergence(args.allow_divergence)
+        .run_all()?;
+    if let Some(e) = done.fault {
+        return Err(e);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let rows: Vec<SweepRun> = done.runs.iter().map(summarise).collect();
+    say!(
+        "device: {} — {} ({}); all runs in one evaluation per epoch, {seconds:.3} s\n",
+        done.device.kind,
+        done.device.adapter,
+        done.device.backend
+    );
+    print_table(&rows);
+    if let Some(path) = &args.plot {
+        let curves: Vec<(String, Vec<f64>)> = rows
+            .iter()
+            .map(|r| {
+                let name = format!(
+                    "lr {} eps {} seed {}",
+                    report::compact(r.lr),
+                    report::compact(r.eps),
+                    r.seed
+                );
+                (name, r.losses.clone())
+            })
+            .collect();
+        plot::loss_curves(&curves, args.log_y).render(path)?;
+        say!("drew {}", path.display());
+    }
+    let diverged = rows.iter().filter(|r| r.outcome == "diverged").count();
+    if let Some(path) = &args.report {
+        let report = SweepReport {
+            device: done.device,
+            estimator: describe_estimator(&done.runs[0].hyper),
+            seconds,
+            runs: rows,
+        };
+        let text = serde_json::to_string_pretty(&report).expect("report serialises");
+        std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))?;
+        say!("wrote {}", path.display());
+    }
+    if diverged > 0 {
+        say!("{diverged} run(s) diverged and were stopped at that epoch (the others ran on)");
+    }
+    Ok(())
+}
+
+/// The sweep's runs (lr × eps for each seed, seeds outermost) and the network of the first seed
+/// (all share its shape).
+fn sweep_runs(args: &SweepArgs) -> Result<(Model, Vec<Run>)> {
+    let lrs = floats(&args.lr, Setting::Lr)?;
+    let epss = floats(&args.eps, Setting::Eps)?;
+    let seeds = parse_list(&args.seed, Setting::Seed, |p| p.parse::<u64>().ok())?;
     let count = lrs.len() * epss.len() * seeds.len();
     if count > MAX_SWEEP_RUNS {
         return Err(Error::Config(format!(
@@ -117,16 +195,18 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
         )));
     }
     let (estimator, step) = args.estimator.get();
-    let method = Method::from(args.method);
-    if matches!(estimator, Estimator::Spsa { .. }) && method == Method::Reuse {
-        return Err(Error::Config(
-            "--estimator spsa moves every parameter at once, so --method reuse has nothing to reuse; use --method naive".into(),
+    if matches!(estimator, Estimator::Spsa { .. }) && Method::from(args.method) == Method::Reuse {
+        return Err(Error::refused(
+            &[(Setting::Estimator, "spsa"), (Setting::Method, "reuse")],
+            "SPSA moves every parameter at once, so there is nothing to reuse",
+            Some(Fix::Use(Setting::Method, "naive")),
         ));
     }
-    if args.precision == PrecisionArg::F64 && args.device == DeviceKind::Gpu {
-        return Err(Error::Config(
-            "--precision f64 runs on the CPU only (the GPU computes in float32); add --device cpu"
-                .into(),
+    if args.precision == PrecisionArg::F64 && args.device == DeviceArg::Gpu {
+        return Err(Error::refused(
+            &[(Setting::Precision, "f64")],
+            "runs on the CPU only (the GPU computes in float32)",
+            Some(Fix::Use(Setting::Device, "cpu")),
         ));
     }
     let mut runs = Vec::with_capacity(count);
@@ -149,52 +229,11 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
         }
         shape.get_or_insert(model);
     }
-    let model = shape.expect("at least one seed");
-    let data = args.net.data(&model)?;
-    say!(
-        "perturb sweep: {} runs of a {} network ({} parameters, {} sample{}), {} epochs, {}",
-        runs.len(),
-        report::describe_model(&model),
-        model.num_params(),
-        data.len(),
-        if data.len() == 1 { "" } else { "s" },
-        args.epochs,
-        describe_estimator(&runs[0].hyper)
-    );
-    let start = Instant::now();
-    let control = Control {
-        stop: None,
-        allow_divergence: args.allow_divergence,
-    };
-    let device = match (args.device, args.precision) {
-        (DeviceKind::Gpu, _) => {
-            let ctx = GpuContext::new(&args.adapter.options())?;
-            let opts = GpuOptions {
-                method,
-                runs: runs.len(),
-                shape: estimator.shape(),
-                ..Default::default()
-            };
-            let mut gpu = GpuEvaluator::with_options(ctx, &model, &data, opts)?;
-            drive(&mut gpu, &mut runs, control)?
-        }
-        (DeviceKind::Cpu, PrecisionArg::F32) => {
-            let mut cpu = CpuEvaluator::<f32>::with_method(&model, &data, method)?;
-            drive(&mut cpu, &mut runs, control)?
-        }
-        (DeviceKind::Cpu, PrecisionArg::F64) => {
-            let mut cpu = CpuEvaluator::<f64>::with_method(&model, &data, method)?;
-            drive(&mut cpu, &mut runs, control)?
-        }
-    };
-    let seconds = start.elapsed().as_secs_f64();
-    let rows: Vec<SweepRun> = runs.iter().map(summarise).collect();
-    say!(
-        "device: {} — {} ({}); all runs in one evaluation per epoch, {seconds:.3} s\n",
-        device.kind,
-        device.adapter,
-        device.backend
-    );
+    Ok((shape.expect("at least one seed"), runs))
+}
+
+/// The table of runs: settings, final loss, outcome; then any vanished-nudge warnings.
+fn print_table(rows: &[SweepRun]) {
     say!(
         "{:>4}  {:>8}  {:>8}  {:>6}  {:>16}  status",
         "run",
@@ -222,43 +261,6 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
             say!("run {}: {w}", i + 1);
         }
     }
-    let diverged = rows.iter().filter(|r| r.outcome == "diverged").count();
-    if let Some(path) = &args.plot {
-        let curves: Vec<(String, Vec<f64>)> = rows
-            .iter()
-            .map(|r| {
-                let name = format!(
-                    "lr {} eps {} seed {}",
-                    report::compact(r.lr),
-                    report::compact(r.eps),
-                    r.seed
-                );
-                (name, r.losses.clone())
-            })
-            .collect();
-        plot::loss_curves(&curves, args.log_y).render(path)?;
-        say!("drew {}", path.display());
-    }
-    if let Some(path) = &args.report {
-        let report = SweepReport {
-            device,
-            estimator: describe_estimator(&runs[0].hyper),
-            seconds,
-            runs: rows,
-        };
-        let text = serde_json::to_string_pretty(&report).expect("report serialises");
-        std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))?;
-        say!("wrote {}", path.display());
-    }
-    if diverged > 0 {
-        say!("{diverged} run(s) diverged and were stopped at that epoch (the others ran on)");
-    }
-    Ok(())
-}
-
-fn drive<E: Evaluator>(ev: &mut E, runs: &mut [Run], control: Control<'_>) -> Result<DeviceInfo> {
-    train::train_runs(ev, runs, control, |_| {})?;
-    Ok(ev.device())
 }
 
 fn summarise(run: &Run) -> SweepRun {

@@ -1,23 +1,27 @@
 //! `perturb train`.
 
+use super::interrupt;
 use super::output::{self, OutputArgs};
-use super::value_name;
-use super::{AdapterArgs, DeviceKind, EstimatorArgs, LoopArg, MethodArg, NetArgs, PrecisionArg};
+use super::{
+    AdapterArgs, DeviceArg, EstimatorArgs, LoopArg, LossArg, MethodArg, NetArgs, OptimizerArg,
+    PrecisionArg,
+};
 use crate::checkpoint::{Checkpoint, GivenFlags, RunSettings};
 use crate::cpu::CpuEvaluator;
 use crate::data::Dataset;
-use crate::error::{Error, Result};
+use crate::error::{Error, Fix, Result, Setting};
 use crate::estimate::{Estimator, StepMode};
-use crate::gpu::{GpuContext, GpuEvaluator, GpuOptions};
-use crate::interrupt;
-use crate::model::Model;
+use crate::metrics::Evaluation;
+use crate::model::{Loss, Model};
+use crate::optim::{Optimizer, DEFAULT_ADAM_EPS, DEFAULT_BETA1, DEFAULT_BETA2, DEFAULT_MOMENTUM};
 use crate::precision::Precision;
-use crate::report::{self, Report, Settings};
-use crate::train::{self, Control, DeviceInfo, Evaluator, Hyper, Method, Outcome, Run, Vanished};
-use clap::{Args, ValueEnum};
-use std::collections::BTreeMap;
+use crate::report::{self, Report, Settings, ValHistory};
+use crate::session::{Device, Finished, Loop, Training};
+use crate::settings::{Batching, DeviceInfo, DeviceKind, Hyper, LoopKind, Method, Named, Outcome};
+use crate::train::{Run, Vanished};
+use clap::Args;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
-use std::time::Instant;
 
 /// `perturb train` options.
 #[derive(Debug, Args)]
@@ -40,9 +44,41 @@ pub struct TrainArgs {
     /// Nudge added to each parameter.
     #[arg(long, default_value_t = 0.0001, allow_hyphen_values = true)]
     pub eps: f64,
+    /// The loss: mse (the book's) or cross-entropy (softmax over an identity output layer).
+    #[arg(long, value_enum, default_value_t = LossArg::Mse)]
+    pub loss: LossArg,
+    /// Samples per step: an epoch visits every sample once in batches of N, the last holding the
+    /// remainder [default: every sample, the book's full batch].
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+    /// Keep file order in every epoch instead of a fresh seeded order (--seed) per epoch.
+    #[arg(long)]
+    pub no_shuffle: bool,
+    /// The update rule.
+    #[arg(long, value_enum, default_value_t = OptimizerArg::Sgd)]
+    pub optimizer: OptimizerArg,
+    /// Momentum factor μ (--optimizer momentum).
+    #[arg(long, default_value_t = DEFAULT_MOMENTUM)]
+    pub momentum: f64,
+    /// Adam's first-moment decay (--optimizer adam).
+    #[arg(long, default_value_t = DEFAULT_BETA1)]
+    pub beta1: f64,
+    /// Adam's second-moment decay (--optimizer adam).
+    #[arg(long, default_value_t = DEFAULT_BETA2)]
+    pub beta2: f64,
+    /// Adam's epsilon (--optimizer adam).
+    #[arg(long, default_value_t = DEFAULT_ADAM_EPS)]
+    pub adam_eps: f64,
+    /// Validation data (same forms as --data, e.g. fashion-mnist:test): its loss, and accuracy for
+    /// class labels, after every epoch.
+    #[arg(long, value_name = "FILE", conflicts_with = "val_split")]
+    pub val_data: Option<PathBuf>,
+    /// Hold out this fraction of --data (a seeded choice, --seed) for validation.
+    #[arg(long, value_name = "F")]
+    pub val_split: Option<f64>,
     /// Where the nudged losses are computed.
-    #[arg(long, value_enum, default_value_t = DeviceKind::Gpu)]
-    pub device: DeviceKind,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Gpu)]
+    pub device: DeviceArg,
     /// How the nudged losses are computed.
     #[arg(long, value_enum, default_value_t = MethodArg::Naive)]
     pub method: MethodArg,
@@ -91,207 +127,25 @@ pub struct TrainArgs {
 pub fn train(args: &TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
     output::begin(&args.output)?;
     let setup = Setup::new(args, given)?;
-    let (hyper, method, precision) = (setup.hyper, setup.method, setup.precision);
-    let (model, data) = (&setup.model, &setup.data);
-    say!(
-        "perturb: {} network, {} parameters, {} sample{}, {} epochs, lr {}, eps {}",
-        report::describe_model(model),
-        model.num_params(),
-        data.len(),
-        if data.len() == 1 { "" } else { "s" },
-        hyper.epochs,
-        hyper.lr,
-        hyper.eps
-    );
-    if hyper.estimator != Estimator::Forward || hyper.step != StepMode::Nominal {
-        say!("estimator: {}", describe_estimator(&hyper));
-    }
-    if !setup.losses.is_empty() {
-        say!(
-            "resuming after epoch {} of {}",
-            setup.losses.len(),
-            hyper.epochs
-        );
-    }
+    setup.announce();
     interrupt::install()?;
-    let control = Control {
-        stop: Some(interrupt::flag()),
-        allow_divergence: args.allow_divergence,
-    };
-    let mut run = Run::new(hyper, model.params.clone());
-    run.losses = setup.losses.clone();
-    let start = Instant::now();
-    let every = args.checkpoint_every;
-    let saver = |params: &[f32], losses: &[f64]| setup.save_checkpoint(params, losses);
-    let precision_name = if precision == Precision::F32 {
-        "float32"
-    } else {
-        "float64"
-    };
-    let (device, result) = match (setup.device, precision) {
-        (DeviceKind::Gpu, _) => {
-            let ctx = GpuContext::new(&args.adapter.options())?;
-            let opts = GpuOptions {
-                method,
-                shape: hyper.estimator.shape(),
-                ..Default::default()
-            };
-            let mut gpu = GpuEvaluator::with_options(ctx, model, data, opts)?;
-            if setup.loop_mode == LoopArg::Resident {
-                let device = gpu.device();
-                say!(
-                    "device: {} — {} ({}), float32, {} method, resident loop\n",
-                    device.kind,
-                    device.adapter,
-                    device.backend,
-                    method.name()
-                );
-                let done = run.losses.len();
-                let remaining = Hyper {
-                    epochs: hyper.epochs - done,
-                    ..hyper
-                };
-                let result = gpu
-                    .train_resident(
-                        &run.params,
-                        &remaining,
-                        args.epochs_per_submit,
-                        control.stop,
-                        |epoch, loss| output::epoch(done + epoch, hyper.epochs, loss),
-                    )
-                    .map(|h| {
-                        run.outcome = Some(match h.outcome {
-                            Outcome::Finished if h.losses.len() < remaining.epochs => {
-                                Outcome::Stopped
-                            }
-                            Outcome::Diverged { epoch, what } => Outcome::Diverged {
-                                epoch: done + epoch,
-                                what,
-                            },
-                            outcome => outcome,
-                        });
-                        run.losses.extend(h.losses);
-                        run.params = h.params;
-                    });
-                (device, result)
-            } else {
-                drive(
-                    &mut gpu, &mut run, control, every, &saver, "float32", method,
-                )
-            }
-        }
-        (DeviceKind::Cpu, Precision::F32) => {
-            let mut cpu = CpuEvaluator::<f32>::with_method(model, data, method)?;
-            drive(
-                &mut cpu,
-                &mut run,
-                control,
-                every,
-                &saver,
-                precision_name,
-                method,
-            )
-        }
-        (DeviceKind::Cpu, Precision::F64) => {
-            let mut cpu = CpuEvaluator::<f64>::with_method(model, data, method)?;
-            drive(
-                &mut cpu,
-                &mut run,
-                control,
-                every,
-                &saver,
-                precision_name,
-                method,
-            )
-        }
-    };
-    let seconds = start.elapsed().as_secs_f64();
-    if let Some(w) = vanished_warning(&run.vanished, hyper.eps) {
+    let (done, saved) = setup.run(args)?;
+    let run = done.runs.into_iter().next().expect("one run");
+    if let Some(w) = vanished_warning(&run.vanished, setup.hyper.eps) {
         eprintln!("perturb: {w}");
     }
     // A failed device keeps the epochs it completed: save them, then report the failure.
-    if let Err(e) = result {
-        return Err(match setup.save_checkpoint(&run.params, &run.losses) {
+    if let Some(e) = done.fault.or(saved) {
+        return Err(match setup.save_checkpoint(&run) {
             Ok(Some(path)) => saved_note(e, &path, run.losses.len()),
             _ => e,
         });
     }
-    let trained = model.with_params(run.params.clone())?;
-    let predictions = match precision {
-        Precision::F32 => CpuEvaluator::<f32>::new(&trained, data)?.predict(&trained.params),
-        Precision::F64 => CpuEvaluator::<f64>::new(&trained, data)?.predict(&trained.params),
+    let watched = Watched {
+        val: done.val,
+        train_accuracy: done.train_accuracy,
     };
-    let ran = run.losses.len() - setup.losses.len();
-    let report = Report {
-        losses: run.losses.clone(),
-        model: trained.to_file(),
-        predictions,
-        device,
-        seconds,
-        settings: Settings {
-            epochs: hyper.epochs,
-            lr: hyper.lr,
-            eps: hyper.eps,
-            precision: if precision == Precision::F32 {
-                "f32"
-            } else {
-                "f64"
-            }
-            .into(),
-            samples: data.len(),
-            estimator: describe_estimator(&hyper),
-        },
-    };
-    let outcome = run.outcome.clone().unwrap_or_default();
-    if outcome != Outcome::Finished {
-        let saved = setup.save_checkpoint(&run.params, &run.losses)?;
-        if let Some(path) = &args.report {
-            report.save(path)?;
-        }
-        let epoch = run.losses.len();
-        return Err(match outcome {
-            Outcome::Diverged { epoch, what } => Error::Diverged {
-                epoch,
-                what: match saved {
-                    Some(p) => format!(
-                        "{what}; the last finite parameters (after epoch {}) are saved in {}",
-                        run.losses.len(),
-                        p.display()
-                    ),
-                    None => what,
-                },
-            },
-            _ => Error::Interrupted {
-                epoch,
-                checkpoint: saved,
-            },
-        });
-    }
-    if args.checkpoint.is_some() || args.resume.is_some() {
-        if let Some(path) = setup.save_checkpoint(&run.params, &run.losses)? {
-            say!("wrote the checkpoint to {}", path.display());
-        }
-    }
-    say!(
-        "trained in {:.3} s ({:.1} µs per epoch)\n",
-        seconds,
-        1e6 * seconds / ran.max(1) as f64
-    );
-    say!("{}", report::format_params(&trained, 8).trim_end());
-    say!("\npredictions for the training inputs:");
-    say!(
-        "{}",
-        report::format_predictions(&data.x, &data.y, &report.predictions, 10).trim_end()
-    );
-    if let Some(path) = &args.save {
-        crate::files::save_model(&trained, path)?;
-        say!("saved the trained model to {}", path.display());
-    }
-    if let Some(path) = &args.report {
-        report.save(path)?;
-        say!("wrote the report to {}", path.display());
-    }
-    output::finish(&args.output, &report)
+    setup.finish(args, run, done.device, done.seconds, watched)
 }
 
 /// Where a checkpoint goes when no --checkpoint is given and the run has to stop early.
@@ -300,15 +154,13 @@ pub const FALLBACK_CHECKPOINT: &str = "perturb.checkpoint.json";
 /// Everything a run is set up from: the flags, or a checkpoint and the flags given again.
 struct Setup {
     hyper: Hyper,
-    method: Method,
-    precision: Precision,
-    device: DeviceKind,
-    loop_mode: LoopArg,
     model: Model,
     data: Dataset,
-    /// Losses of the epochs a resumed checkpoint already ran.
-    losses: Vec<f64>,
-    /// The checkpoint's settings (without the epoch count and losses, filled at each save).
+    /// Validation data (`--val-data`, or held out by `--val-split`).
+    val: Option<Dataset>,
+    /// Where training starts: fresh, or where a resumed checkpoint stopped.
+    start: Run,
+    /// The run's settings as a checkpoint records them (epochs and losses filled at each save).
     settings: RunSettings,
     /// `--checkpoint`, else the resumed file, else next to `--save`.
     checkpoint: Option<PathBuf>,
@@ -317,11 +169,6 @@ struct Setup {
 impl Setup {
     fn new(args: &TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<Setup> {
         let resumed = args.resume.as_deref().map(Checkpoint::load).transpose()?;
-        let mut extra = BTreeMap::new();
-        extra.insert("estimator".into(), value_name(args.estimator.estimator));
-        extra.insert("step".into(), value_name(args.estimator.step));
-        extra.insert("samples".into(), args.estimator.samples.to_string());
-        extra.insert("direction".into(), value_name(args.estimator.direction));
         let data_path = args.net.data.clone().or_else(|| {
             resumed
                 .as_ref()
@@ -332,65 +179,64 @@ impl Setup {
             Some(c) => c.model.clone(),
             None => args.net.model(args.seed.unwrap_or(0))?,
         };
+        // The data's targets are read for the loss (class labels for cross-entropy); a resumed
+        // run takes the loss, the samples and the split of its checkpoint unless given again.
+        let (loss, take, val_split) = match &resumed {
+            Some(c) => (
+                if given("loss") {
+                    args.loss.into()
+                } else {
+                    c.settings.loss
+                },
+                if given("take") {
+                    args.net.take
+                } else {
+                    c.settings.take.and_then(NonZeroUsize::new)
+                },
+                if given("val_split") {
+                    args.val_split
+                } else {
+                    c.settings.val_split
+                },
+            ),
+            None => (args.loss.into(), args.net.take, args.val_split),
+        };
         // One read of the file: the loader's bytes are also what the checkpoint's hash covers.
         let (data, data_ref) = match &data_path {
             Some(path) => {
-                let (d, r) = crate::files::load_data_referenced(path, &model)?;
+                let (d, r) = super::load_data(path, &model, loss, take)?;
                 d.check_fits(&model, &path.display().to_string())?;
                 (d, r)
             }
-            None => (args.net.data(&model)?, None),
+            None => (args.net.data(&model, loss)?, None),
         };
         let mut settings = RunSettings {
             epochs: args.epochs,
             lr: args.lr,
             eps: args.eps,
             seed: args.seed,
-            precision: value_name(args.precision),
-            method: value_name(args.method),
-            device: value_name(args.device),
-            loop_mode: value_name(args.loop_mode),
-            data: data_ref.clone(),
-            extra,
+            precision: args.precision.into(),
+            method: args.method.into(),
+            device: args.device.into(),
+            loop_mode: args.loop_mode.into(),
+            data: data_ref,
+            estimator: args.estimator.choice(),
+            loss: args.loss.into(),
+            batching: Batching {
+                size: args.batch_size.unwrap_or(0),
+                shuffle: !args.no_shuffle,
+            },
+            optimizer: optimizer(args),
+            take: take.map(|n| n.get()),
+            val_split,
         };
-        let losses = match &resumed {
-            Some(c) => {
-                let pick = |id: &str| given(id).then_some(());
-                let flags = GivenFlags {
-                    epochs: pick("epochs").map(|_| args.epochs),
-                    lr: pick("lr").map(|_| args.lr),
-                    eps: pick("eps").map(|_| args.eps),
-                    seed: pick("seed").and(args.seed),
-                    precision: pick("precision").map(|_| settings.precision.clone()),
-                    method: pick("method").map(|_| settings.method.clone()),
-                    device: pick("device").map(|_| settings.device.clone()),
-                    loop_mode: pick("loop_mode").map(|_| settings.loop_mode.clone()),
-                    // The data trained on now, given again or not, must be the checkpoint's.
-                    data: data_ref.clone(),
-                    extra: settings
-                        .extra
-                        .iter()
-                        .filter(|(k, _)| given(k))
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                };
-                c.check_resume(&flags)?;
-                let epochs = if given("epochs") {
-                    args.epochs
-                } else {
-                    c.settings.epochs
-                };
-                settings = RunSettings {
-                    epochs,
-                    data: data_ref,
-                    ..c.settings.clone()
-                };
-                c.losses.clone()
-            }
-            None => Vec::new(),
-        };
-        let estimator = EstimatorArgs::from_names(&settings.extra)?;
-        let (estimator, step) = estimator.get();
+        if args.batch_size == Some(0) {
+            return Err(Error::invalid(Setting::BatchSize, "must be at least 1"));
+        }
+        if let Some(c) = &resumed {
+            settings = resumed_settings(c, &settings, given)?;
+        }
+        let (estimator, step) = settings.estimator.get();
         let hyper = Hyper {
             epochs: settings.epochs,
             lr: settings.lr,
@@ -400,47 +246,14 @@ impl Setup {
             seed: settings.seed.unwrap_or(0),
         };
         hyper.validate()?;
-        let parse = |what: &str, name: &str| Error::Checkpoint {
-            origin: "checkpoint".into(),
-            message: format!("unknown {what} {name:?}"),
-        };
-        let precision = match PrecisionArg::from_str(&settings.precision, false) {
-            Ok(PrecisionArg::F32) => Precision::F32,
-            Ok(PrecisionArg::F64) => Precision::F64,
-            Err(_) => return Err(parse("precision", &settings.precision)),
-        };
-        let method = MethodArg::from_str(&settings.method, false)
-            .map(Method::from)
-            .map_err(|_| parse("method", &settings.method))?;
-        let device = DeviceKind::from_str(&settings.device, false)
-            .map_err(|_| parse("device", &settings.device))?;
-        let loop_mode = LoopArg::from_str(&settings.loop_mode, false)
-            .map_err(|_| parse("loop", &settings.loop_mode))?;
-        if precision == Precision::F64 && device == DeviceKind::Gpu {
-            return Err(Error::Config(
-                "--precision f64 runs on the CPU only (the GPU computes in float32); add --device cpu"
-                    .into(),
-            ));
-        }
-        if loop_mode == LoopArg::Resident && device != DeviceKind::Gpu {
-            return Err(Error::Config(
-                "--loop resident runs the update on the GPU; it needs --device gpu".into(),
-            ));
-        }
-        if matches!(estimator, Estimator::Spsa { .. }) && method == Method::Reuse {
-            return Err(Error::Config(
-                "--estimator spsa moves every parameter at once, so --method reuse has nothing to reuse; use --method naive".into(),
-            ));
-        }
-        if args.checkpoint_every > 0 && loop_mode == LoopArg::Resident {
-            return Err(Error::Config(
-                "--checkpoint-every needs the host loop (the resident loop keeps the parameters on the GPU)".into(),
-            ));
-        }
-        if args.allow_divergence && loop_mode == LoopArg::Resident {
-            return Err(Error::Config(
-                "--allow-divergence needs the host loop".into(),
-            ));
+        settings.optimizer.validate()?;
+        check_combination(args, &settings, estimator)?;
+        let (data, val) = validation(args, data, &model, loss, hyper.seed, val_split)?;
+        let mut start = Run::new(hyper, model.params.clone()).with_optimizer(settings.optimizer);
+        if let Some(c) = resumed {
+            start.losses = c.losses;
+            start.step_losses = c.step_losses;
+            start.state = c.state;
         }
         let checkpoint = args
             .checkpoint
@@ -452,41 +265,343 @@ impl Setup {
                     .map(|s| s.with_extension("checkpoint.json"))
             });
         if args.checkpoint_every > 0 && checkpoint.is_none() {
-            return Err(Error::Config(
-                "--checkpoint-every needs --checkpoint FILE (or --save, next to which it goes)"
-                    .into(),
+            return Err(Error::invalid(
+                Setting::CheckpointEvery,
+                "needs a checkpoint file: give --checkpoint FILE (or --save, next to which it goes)",
             ));
         }
         Ok(Setup {
             hyper,
-            method,
-            precision,
-            device,
-            loop_mode,
             model,
             data,
-            losses,
+            val,
+            start,
             settings,
             checkpoint,
         })
     }
 
-    /// Writes a checkpoint of `params` after `losses.len()` epochs (atomically) to the checkpoint
+    /// The first lines: the network, the data, the settings, a resume.
+    fn announce(&self) {
+        let (hyper, model, data) = (&self.hyper, &self.model, &self.data);
+        say!(
+            "perturb: {} network, {} parameters, {} sample{}, {} epochs, lr {}, eps {}",
+            report::describe_model(model),
+            model.num_params(),
+            data.len(),
+            if data.len() == 1 { "" } else { "s" },
+            hyper.epochs,
+            report::compact(hyper.lr),
+            report::compact(hyper.eps)
+        );
+        if hyper.estimator != Estimator::Forward || hyper.step != StepMode::Nominal {
+            say!("estimator: {}", describe_estimator(hyper));
+        }
+        let s = &self.settings;
+        if s.loss != Loss::Mse || !s.batching.is_full(data.len()) || s.optimizer != Optimizer::Sgd {
+            say!(
+                "loss {}, {}, optimizer {}",
+                s.loss.name(),
+                match s.batching.is_full(data.len()) {
+                    true => "full batch".to_string(),
+                    false => format!("batches of {}", s.batching.size),
+                },
+                s.optimizer.name()
+            );
+        }
+        if !self.start.losses.is_empty() {
+            say!(
+                "resuming after epoch {} of {}",
+                self.start.losses.len(),
+                hyper.epochs
+            );
+        }
+    }
+
+    /// Trains through the library's [`Training`], printing each epoch and writing a checkpoint
+    /// every `--checkpoint-every` epochs. Returns what training produced and the first failed
+    /// periodic checkpoint write, if any.
+    fn run(&self, args: &TrainArgs) -> Result<(Finished, Option<Error>)> {
+        let s = &self.settings;
+        let device = match s.device {
+            DeviceKind::Gpu => Device::Gpu(args.adapter.options()),
+            DeviceKind::Cpu => Device::Cpu(s.precision),
+        };
+        let looping = match s.loop_mode {
+            LoopKind::Host => Loop::Host,
+            LoopKind::Resident => Loop::Resident(args.epochs_per_submit),
+        };
+        let (epochs, every) = (self.hyper.epochs, args.checkpoint_every);
+        let mut save_error = None;
+        let mut training = Training::new(self.model.clone(), self.data.clone());
+        if let Some(val) = &self.val {
+            training = training.validation(val.clone());
+        }
+        let done = training
+            .device(device)
+            .method(s.method)
+            .loss(s.loss)
+            .batching(s.batching)
+            .looping(looping)
+            .runs(vec![self.start.clone()])
+            .stop_on(interrupt::flag())
+            .allow_divergence(args.allow_divergence)
+            .on_ready(|d| {
+                let precision = match s.precision {
+                    Precision::F32 => "float32",
+                    Precision::F64 => "float64",
+                };
+                let resident = if looping == Loop::Host {
+                    ""
+                } else {
+                    ", resident loop"
+                };
+                say!(
+                    "device: {} — {} ({}), {precision}, {} method{resident}\n",
+                    d.kind,
+                    d.adapter,
+                    d.backend,
+                    s.method.name()
+                );
+            })
+            .on_epoch(|e| {
+                output::epoch(
+                    e.epoch,
+                    epochs,
+                    e.loss,
+                    &epoch_extra(e.val, e.train_accuracy),
+                );
+                if every > 0 && e.epoch % every == 0 && save_error.is_none() {
+                    let mut at = self.start.clone();
+                    at.params = e.params.to_vec();
+                    at.losses = e.losses.to_vec();
+                    at.step_losses = e.step_losses.to_vec();
+                    at.state = e.state.clone();
+                    save_error = self.save_checkpoint(&at).err();
+                }
+            })
+            .run_all()?;
+        Ok((done, save_error))
+    }
+
+    /// After a run: the outcome (a divergence or a stop saves and fails), then the console
+    /// summary, the saved model, the report and the plot.
+    fn finish(
+        &self,
+        args: &TrainArgs,
+        run: Run,
+        device: DeviceInfo,
+        seconds: f64,
+        watched: Watched,
+    ) -> Result<()> {
+        let trained = self.model.with_params(run.params.clone())?;
+        let mut report = self.report(&trained, &run, device, seconds)?;
+        report.val = self.val.as_ref().map(|_| ValHistory {
+            loss: watched.val.iter().map(|v| v.loss).collect(),
+            accuracy: watched.val.iter().filter_map(|v| v.accuracy).collect(),
+        });
+        report.train_accuracy = watched.train_accuracy;
+        let outcome = run.outcome.clone().unwrap_or_default();
+        if outcome != Outcome::Finished {
+            let saved = self.save_checkpoint(&run)?;
+            if let Some(path) = &args.report {
+                report.save(path)?;
+            }
+            return Err(ended_early(outcome, run.losses.len(), saved));
+        }
+        if args.checkpoint.is_some() || args.resume.is_some() {
+            if let Some(path) = self.save_checkpoint(&run)? {
+                say!("wrote the checkpoint to {}", path.display());
+            }
+        }
+        let ran = run.losses.len() - self.start.losses.len();
+        let per = seconds / ran.max(1) as f64;
+        let per = match per >= 0.1 {
+            true => format!("{per:.2} s"),
+            false => format!("{:.1} µs", 1e6 * per),
+        };
+        say!("trained in {seconds:.3} s ({per} per epoch)\n");
+        say!("{}", report::format_params(&trained, 8).trim_end());
+        say!("\npredictions for the training inputs:");
+        say!(
+            "{}",
+            report::format_predictions(&self.data.x, &self.data.y, &report.predictions, 10)
+                .trim_end()
+        );
+        if let Some(path) = &args.save {
+            crate::files::save_model(&trained, path)?;
+            say!("saved the trained model to {}", path.display());
+        }
+        if let Some(path) = &args.report {
+            report.save(path)?;
+            say!("wrote the report to {}", path.display());
+        }
+        output::finish(&args.output, &report)
+    }
+
+    /// The report of a run: losses, the trained model, its predictions in the run's precision.
+    fn report(
+        &self,
+        trained: &Model,
+        run: &Run,
+        device: DeviceInfo,
+        seconds: f64,
+    ) -> Result<Report> {
+        let (hyper, data) = (&self.hyper, &self.data);
+        let predictions = match self.settings.precision {
+            Precision::F32 => CpuEvaluator::<f32>::new(trained, data)?.predict(&trained.params),
+            Precision::F64 => CpuEvaluator::<f64>::new(trained, data)?.predict(&trained.params),
+        };
+        Ok(Report {
+            losses: run.losses.clone(),
+            step_losses: run.step_losses.clone(),
+            val: None,
+            train_accuracy: Vec::new(),
+            model: trained.to_file(),
+            predictions,
+            device,
+            seconds,
+            settings: Settings {
+                epochs: hyper.epochs,
+                lr: hyper.lr,
+                eps: hyper.eps,
+                precision: self.settings.precision.name().into(),
+                samples: data.len(),
+                estimator: describe_estimator(hyper),
+                loss: self.settings.loss.name().into(),
+                batch_size: match self.settings.batching.is_full(data.len()) {
+                    true => data.len(),
+                    false => self.settings.batching.size,
+                },
+                optimizer: self.settings.optimizer,
+            },
+        })
+    }
+
+    /// Writes a checkpoint of `run` as it stands (atomically) to the checkpoint
     /// path, or to [`FALLBACK_CHECKPOINT`] when there is none (only runs that end early save
     /// without one). Returns where it went.
-    fn save_checkpoint(&self, params: &[f32], losses: &[f64]) -> Result<Option<PathBuf>> {
+    fn save_checkpoint(&self, run: &Run) -> Result<Option<PathBuf>> {
         let path = self
             .checkpoint
             .clone()
             .unwrap_or_else(|| PathBuf::from(FALLBACK_CHECKPOINT));
         let ck = Checkpoint {
-            model: self.model.with_params(params.to_vec())?,
-            epochs_done: losses.len(),
-            losses: losses.to_vec(),
+            model: self.model.with_params(run.params.clone())?,
+            epochs_done: run.losses.len(),
+            losses: run.losses.clone(),
+            step_losses: run.step_losses.clone(),
+            state: run.state.clone(),
             settings: self.settings.clone(),
         };
         ck.save_atomic(&path)?;
         Ok(Some(path))
+    }
+}
+
+/// The settings of a resumed run: the checkpoint's, checked against the flags given again (which
+/// must agree with it, except `--epochs`), on the data read now.
+fn resumed_settings(
+    c: &Checkpoint,
+    flags: &RunSettings,
+    given: &dyn Fn(&str) -> bool,
+) -> Result<RunSettings> {
+    let pick = |id: &str| given(id).then_some(());
+    let e = &flags.estimator;
+    let again = GivenFlags {
+        epochs: pick("epochs").map(|_| flags.epochs),
+        lr: pick("lr").map(|_| flags.lr),
+        eps: pick("eps").map(|_| flags.eps),
+        seed: pick("seed").and(flags.seed),
+        precision: pick("precision").map(|_| flags.precision),
+        method: pick("method").map(|_| flags.method),
+        device: pick("device").map(|_| flags.device),
+        loop_mode: pick("loop_mode").map(|_| flags.loop_mode),
+        // The data trained on now, given again or not, must be the checkpoint's.
+        data: flags.data.clone(),
+        estimator: pick("estimator").map(|_| e.estimator),
+        step: pick("step").map(|_| e.step),
+        samples: pick("samples").map(|_| e.samples),
+        direction: pick("direction").map(|_| e.direction),
+        loss: pick("loss").map(|_| flags.loss),
+        batch_size: pick("batch_size").map(|_| flags.batching.size),
+        shuffle: pick("no_shuffle").map(|_| flags.batching.shuffle),
+        optimizer: ["optimizer", "momentum", "beta1", "beta2", "adam_eps"]
+            .iter()
+            .any(|id| given(id))
+            .then_some(flags.optimizer),
+        take: pick("take").map(|_| flags.take),
+        val_split: pick("val_split").map(|_| flags.val_split),
+    };
+    c.check_resume(&again)?;
+    Ok(RunSettings {
+        epochs: again.epochs.unwrap_or(c.settings.epochs),
+        data: flags.data.clone(),
+        ..c.settings.clone()
+    })
+}
+
+/// Refuses combinations of settings that cannot run together.
+fn check_combination(args: &TrainArgs, s: &RunSettings, estimator: Estimator) -> Result<()> {
+    let resident = s.loop_mode == LoopKind::Resident;
+    let refuse = |given: &[(Setting, &str)], what: &str, fix: Fix| {
+        Err(Error::refused(given, what, Some(fix)))
+    };
+    if s.precision == Precision::F64 && s.device == DeviceKind::Gpu {
+        return refuse(
+            &[(Setting::Precision, "f64")],
+            "runs on the CPU only (the GPU computes in float32)",
+            Fix::Use(Setting::Device, "cpu"),
+        );
+    }
+    if resident && s.device != DeviceKind::Gpu {
+        return refuse(
+            &[(Setting::Loop, "resident")],
+            "runs the update on the GPU",
+            Fix::Use(Setting::Device, "gpu"),
+        );
+    }
+    if matches!(estimator, Estimator::Spsa { .. }) && s.method == Method::Reuse {
+        return refuse(
+            &[(Setting::Estimator, "spsa"), (Setting::Method, "reuse")],
+            "SPSA moves every parameter at once, so there is nothing to reuse",
+            Fix::Use(Setting::Method, "naive"),
+        );
+    }
+    if args.checkpoint_every > 0 && resident {
+        return refuse(
+            &[(Setting::CheckpointEvery, ""), (Setting::Loop, "resident")],
+            "periodic checkpoints need the parameters on the host",
+            Fix::Use(Setting::Loop, "host"),
+        );
+    }
+    if args.allow_divergence && resident {
+        return refuse(
+            &[(Setting::AllowDivergence, ""), (Setting::Loop, "resident")],
+            "continuing past a divergence needs the host loop",
+            Fix::Use(Setting::Loop, "host"),
+        );
+    }
+    Ok(())
+}
+
+/// The error of a run that diverged or was stopped, saying where it was saved.
+fn ended_early(outcome: Outcome, epochs: usize, saved: Option<PathBuf>) -> Error {
+    match outcome {
+        Outcome::Diverged { epoch, what } => Error::Diverged {
+            epoch,
+            what: match saved {
+                Some(p) => format!(
+                    "{what}; the last finite parameters (after epoch {epochs}) are saved in {}",
+                    p.display()
+                ),
+                None => what,
+            },
+        },
+        _ => Error::Interrupted {
+            epoch: epochs,
+            checkpoint: saved,
+        },
     }
 }
 
@@ -543,37 +658,78 @@ pub(crate) fn vanished_warning(v: &Vanished, eps: f64) -> Option<String> {
     ))
 }
 
-/// Writes a checkpoint of (parameters, losses so far); returns where.
-type SaveFn<'a> = dyn Fn(&[f32], &[f64]) -> Result<Option<PathBuf>> + 'a;
-
-/// The host loop of one run: trains `run` in place (so a failure leaves it at its last completed
-/// epoch), writing a checkpoint every `every` epochs through `save`.
-fn drive<E: Evaluator>(
-    ev: &mut E,
-    run: &mut Run,
-    control: Control<'_>,
-    every: usize,
-    save: &SaveFn<'_>,
-    precision: &str,
-    method: Method,
-) -> (DeviceInfo, Result<()>) {
-    let device = ev.device();
-    say!(
-        "device: {} — {} ({}), {precision}, {} method\n",
-        device.kind,
-        device.adapter,
-        device.backend,
-        method.name()
-    );
-    let epochs = run.hyper.epochs;
-    let mut losses = run.losses.clone();
-    let mut save_error = None;
-    let result = train::train_runs(ev, std::slice::from_mut(run), control, |e| {
-        output::epoch(e.epoch, epochs, e.loss);
-        losses.push(e.loss);
-        if every > 0 && e.epoch % every == 0 && save_error.is_none() {
-            save_error = save(e.params, &losses).err();
-        }
-    });
-    (device, result.and(save_error.map_or(Ok(()), Err)))
+/// The update rule the flags ask for.
+fn optimizer(args: &TrainArgs) -> Optimizer {
+    match args.optimizer {
+        OptimizerArg::Sgd => Optimizer::Sgd,
+        OptimizerArg::Momentum => Optimizer::Momentum {
+            momentum: args.momentum,
+        },
+        OptimizerArg::Adam => Optimizer::Adam {
+            beta1: args.beta1,
+            beta2: args.beta2,
+            eps: args.adam_eps,
+        },
+    }
 }
+
+/// What the session measured after each epoch besides the loss.
+struct Watched {
+    val: Vec<Evaluation>,
+    train_accuracy: Vec<f64>,
+}
+
+/// `  train acc 81.20%  val loss 0.51234567  val acc 80.10%` after an epoch's loss (or nothing).
+fn epoch_extra(val: Option<&Evaluation>, train_accuracy: Option<f64>) -> String {
+    let mut out = String::new();
+    if let Some(a) = train_accuracy {
+        out += &format!("  train acc {:.2}%", 100.0 * a);
+    }
+    if let Some(v) = val {
+        out += &format!("  val loss {}", report::format_loss(v.loss));
+        if let Some(a) = v.accuracy {
+            out += &format!("  val acc {:.2}%", 100.0 * a);
+        }
+    }
+    out
+}
+
+/// Splits off the validation data: `--val-data` as loaded (its first `--take` samples too), or a
+/// seeded `--val-split` fraction of the training data (rows drawn by [`batches::epoch_order`]
+/// in a domain no epoch uses, both parts kept in file order).
+fn validation(
+    args: &TrainArgs,
+    data: Dataset,
+    model: &Model,
+    loss: Loss,
+    seed: u64,
+    split: Option<f64>,
+) -> Result<(Dataset, Option<Dataset>)> {
+    if let Some(path) = &args.val_data {
+        let (val, _) = super::load_data(path, model, loss, args.net.take)?;
+        return Ok((data, Some(val)));
+    }
+    let Some(f) = split else {
+        return Ok((data, None));
+    };
+    let n = data.len();
+    let held = (f * n as f64).round() as usize;
+    if !(f > 0.0 && f < 1.0) || held == 0 || held == n {
+        return Err(Error::invalid(
+            Setting::ValSplit,
+            format!("must leave samples on both sides: {f} of {n} samples holds out {held}"),
+        ));
+    }
+    let order = crate::batches::epoch_order(n, seed, VAL_SPLIT_EPOCH, true);
+    let mut train: Vec<u32> = order[..n - held].to_vec();
+    let mut val: Vec<u32> = order[n - held..].to_vec();
+    train.sort_unstable();
+    val.sort_unstable();
+    Ok((
+        crate::train::gather(&data, &train),
+        Some(crate::train::gather(&data, &val)),
+    ))
+}
+
+/// The "epoch" whose order draws the `--val-split` rows: one no training run reaches.
+const VAL_SPLIT_EPOCH: u64 = u64::MAX;

@@ -136,15 +136,34 @@ impl Buffers {
                 ),
             }
         })?;
-        if method == Method::Reuse {
-            let xt: Vec<f32> = data.x.t().iter().copied().collect();
-            for run in 0..s.runs {
-                let at = 4 * (run * s.cache_per_run + 2 * s.total_units * s.b) as u64;
-                ctx.queue
-                    .write_buffer(&bufs.cache, at, bytemuck::cast_slice(&xt));
-            }
-        }
+        bufs.write_inputs_t(ctx, data, plan, method);
         Ok(bufs)
+    }
+
+    /// For the reuse method: the inputs transposed (`[input][sample]`) into each run's cache.
+    fn write_inputs_t(&self, ctx: &GpuContext, data: &Dataset, plan: &Plan, method: Method) {
+        if method != Method::Reuse {
+            return;
+        }
+        let s = &plan.sizes;
+        let xt: Vec<f32> = data.x.t().iter().copied().collect();
+        for run in 0..s.runs {
+            let at = 4 * (run * s.cache_per_run + 2 * s.total_units * s.b) as u64;
+            ctx.queue
+                .write_buffer(&self.cache, at, bytemuck::cast_slice(&xt));
+        }
+    }
+
+    /// Replaces the data with `data` of the same shape (a mini-batch): inputs, targets and the
+    /// reuse cache's transposed inputs; the next submission sees them.
+    pub(super) fn write_data(&self, ctx: &GpuContext, data: &Dataset, plan: &Plan, method: Method) {
+        let xs: Vec<f32> = data.x.iter().copied().collect();
+        let ys: Vec<f32> = data.y.iter().copied().collect();
+        ctx.queue
+            .write_buffer(&self.xs, 0, bytemuck::cast_slice(&xs));
+        ctx.queue
+            .write_buffer(&self.ys, 0, bytemuck::cast_slice(&ys));
+        self.write_inputs_t(ctx, data, plan, method);
     }
 
     /// The storage buffers of bindings 1 to 8, in binding order.

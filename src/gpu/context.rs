@@ -1,6 +1,7 @@
 //! Instance, adapter choice, device with the adapter's limits, and wgpu errors as typed errors.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Setting};
+use crate::settings::DeviceInfo;
 use std::sync::{Arc, Mutex};
 
 /// How to pick an adapter.
@@ -46,9 +47,10 @@ impl AdapterOptions {
                 "metal" | "mtl" => wgpu::Backends::METAL,
                 "dx12" | "d3d12" => wgpu::Backends::DX12,
                 _ => {
-                    return Err(Error::Config(format!(
-                        "unknown backend {name:?} in --backend / WGPU_BACKEND {list:?} (expected vulkan, gl, metal or dx12)"
-                    )))
+                    return Err(Error::invalid(
+                        Setting::Backend,
+                        format!("{list:?} has the unknown backend {name:?} (expected vulkan, gl, metal or dx12)"),
+                    ))
                 }
             };
         }
@@ -220,7 +222,7 @@ impl GpuContext {
                     Error::NoAdapter { found } if found.is_empty() && opts.backend.is_some() => {
                         Error::NoAdapter {
                             found: format!(
-                                " on backend {} (--backend / WGPU_BACKEND)",
+                                " on backend {}",
                                 opts.backend.as_deref().unwrap_or_default()
                             ),
                         }
@@ -271,7 +273,16 @@ impl GpuContext {
         self.info.name.to_lowercase().contains("llvmpipe")
     }
 
-    /// The backend's lowercase name.
+    /// The adapter as reports name it.
+    pub fn device_info(&self) -> DeviceInfo {
+        DeviceInfo {
+            kind: "gpu".into(),
+            adapter: self.info.name.clone(),
+            backend: self.backend(),
+        }
+    }
+
+    /// The wgpu backend's name (`"vulkan"`, `"gl"`, …).
     pub fn backend(&self) -> String {
         format!("{:?}", self.info.backend).to_lowercase()
     }

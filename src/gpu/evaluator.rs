@@ -10,9 +10,10 @@ use super::plan::{AdapterFacts, ChunkUniform, GpuOptions, Plan, ReuseKernel};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::estimate::{Probe, Shape};
-use crate::evaluator::{check_probe, Evaluator};
+use crate::evaluator::{check_batch, check_probe, Evaluator, History};
 use crate::model::Model;
-use crate::settings::{DeviceInfo, Method};
+use crate::settings::{DeviceInfo, Hyper, Method};
+use std::sync::atomic::AtomicBool;
 
 /// Evaluates nudged losses on the GPU. Pipelines, bind group and buffers are built once; each
 /// host-driven step uploads the parameters, runs the dispatches and reads P + 1 floats back.
@@ -27,6 +28,8 @@ pub struct GpuEvaluator {
     /// The uniforms as last written (chunks, then the `update` slot), to skip unchanged writes.
     pub(super) written: Vec<ChunkUniform>,
     pub(super) method: Method,
+    /// Inputs and targets per sample (a mini-batch must have the same).
+    pub(super) io: (usize, usize),
     pub(super) num_params: usize,
     pub(super) runs: usize,
     pub(super) shape: Shape,
@@ -58,7 +61,7 @@ impl GpuEvaluator {
             build_pipelines(
                 &ctx.device,
                 model,
-                plan.closed,
+                (plan.closed, opts.loss),
                 &plan.loop_counts,
                 &bufs.uniforms,
                 bufs.bound(),
@@ -75,6 +78,7 @@ impl GpuEvaluator {
             uniform_stride,
             written: Vec::new(),
             method: opts.method,
+            io: (data.x.ncols(), data.y.ncols()),
             num_params: model.num_params(),
             runs: opts.runs,
             shape: opts.shape,
@@ -335,10 +339,33 @@ impl Evaluator for GpuEvaluator {
     }
 
     fn device(&self) -> DeviceInfo {
-        DeviceInfo {
-            kind: "gpu".into(),
-            adapter: self.ctx.info.name.clone(),
-            backend: self.ctx.backend(),
-        }
+        self.ctx.device_info()
+    }
+
+    fn batch_len(&self) -> usize {
+        self.plan.sizes.b
+    }
+
+    fn set_batch(&mut self, data: &Dataset) -> Result<()> {
+        check_batch(data, self.plan.sizes.b, self.io.0, self.io.1)?;
+        self.bufs
+            .write_data(&self.ctx, data, &self.plan, self.method);
+        Ok(())
+    }
+
+    fn kernel_note(&self) -> Option<String> {
+        self.reuse_kernel()
+            .map(|k| format!("{k:?} kernel").to_lowercase())
+    }
+
+    fn resident_loop(
+        &mut self,
+        init: &[f32],
+        hyper: &Hyper,
+        epochs_per_submit: usize,
+        stop: Option<&AtomicBool>,
+        on_epoch: &mut dyn FnMut(usize, f64),
+    ) -> Result<History> {
+        self.train_resident(init, hyper, epochs_per_submit, stop, on_epoch)
     }
 }

@@ -15,7 +15,7 @@
 //! the kernel then writes its id where the evaluator looks, and the step fails with
 //! [`crate::Error::LoopCap`] instead of returning a plausible loss.
 
-use crate::model::Model;
+use crate::model::{Loss, Model};
 use crate::precision::REDUCE_LANES;
 
 /// llvmpipe's loop counter per invocation (`LP_MAX_TGSI_LOOP_ITERATIONS` in Mesa's gallivm): a
@@ -49,6 +49,16 @@ pub const TILE_S: u32 = 4;
 /// Invocations of the one `fused_epochs` workgroup (`FUSED_WG`).
 pub const FUSED_WG: u32 = 16;
 
+/// The `LOSS` override constant every pipeline is specialised with (`LOSS_MSE`, `LOSS_XENT` in
+/// `shaders/common.wgsl`): the other loss's code is then dead and compiled out, so llvmpipe never
+/// runs it and the squared-error kernels are the ones measured before cross-entropy existed.
+pub fn loss_code(loss: Loss) -> u32 {
+    match loss {
+        Loss::Mse => 0,
+        Loss::CrossEntropy => 1,
+    }
+}
+
 /// One kernel (entry point, and for `reuse_seq` the part it is specialised for).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KernelId {
@@ -66,7 +76,7 @@ pub enum KernelId {
     ReduceLosses,
     /// `reduce_seq`: the same sum, one invocation per slot.
     ReduceSeq,
-    /// `reuse_prepare`: the closed-form output sums.
+    /// `reuse_prepare`: the closed-form output sums, or cross-entropy's series terms.
     ReusePrepare,
     /// `reuse_dsse`: one invocation per (parameter, sample) of the last two layers.
     ReuseDsse,
@@ -181,10 +191,14 @@ pub struct LoopPlan<'a> {
     pub model: &'a Model,
     /// Samples per evaluation.
     pub batch: usize,
-    /// Reuse with the closed-form output layer ([`crate::model::Model::closed_form_output`]).
+    /// Reuse with the closed-form output layer ([`crate::model::Model::closed_form_output`]): MSE's
+    /// closed form or cross-entropy's series (whose kernels count the exact difference's loops,
+    /// the costliest path: the series has none).
     pub closed: bool,
     /// `fused_epochs`: epochs per dispatch.
     pub epochs: u64,
+    /// The loss the kernels compute (its per-sample tail has its own loops).
+    pub loss: Loss,
 }
 
 /// Passes of a loop of `n` iterations whose body holds `inner` loops (anywhere within it): its
@@ -206,25 +220,47 @@ pub fn loop_passes(kernel: KernelId, plan: &LoopPlan) -> u64 {
     let model = plan.model;
     let b = plan.batch as u64;
     match kernel {
-        KernelId::NudgedSse | KernelId::SpsaSse | KernelId::ForwardStore => forward_sample(model),
+        KernelId::NudgedSse | KernelId::SpsaSse | KernelId::ForwardStore => {
+            forward_sample(model, plan.loss)
+        }
         KernelId::ForwardTile => forward_tile(model),
-        KernelId::ForwardLoss => lp(model.outputs() as u64, 0),
+        KernelId::ForwardLoss => sample_loss(model, plan.loss),
         KernelId::ReduceLosses => lp(b.div_ceil(REDUCE_LANES as u64), 0) + tree_sum(),
         KernelId::ReduceSeq => reduce_row(b),
-        KernelId::ReusePrepare => 2 * lp(model.outputs() as u64, 0),
+        KernelId::ReusePrepare => reuse_prepare(model, plan.loss),
         KernelId::ReuseDsse => reuse_dsse(plan),
         KernelId::ReuseFused => reuse_fused(plan),
         KernelId::ReuseSeq(part) => reuse_seq(plan, part),
-        KernelId::ReuseDeep => reuse_deep(model),
+        KernelId::ReuseDeep => reuse_deep(model, plan.loss),
         KernelId::Update => 0,
         KernelId::FusedEpochs => fused_epochs(model, b, plan.epochs),
     }
 }
 
+/// One sample's loss from its outputs: the squared error's loop over the outputs, or
+/// cross-entropy's three (`xent_acts`, `xent_logits`: the running maximum from output 1, the sum
+/// of exponentials, the soft terms).
+fn sample_loss(model: &Model, loss: Loss) -> u64 {
+    let k = model.outputs() as u64;
+    match loss {
+        Loss::Mse => lp(k, 0),
+        Loss::CrossEntropy => lp(k.saturating_sub(1), 0) + 2 * lp(k, 0),
+    }
+}
+
+/// Loops in [`sample_loss`]'s code, each of which runs a pass with lanes off at the exit of a loop
+/// around it.
+fn sample_loss_loops(loss: Loss) -> u64 {
+    match loss {
+        Loss::Mse => 1,
+        Loss::CrossEntropy => 3,
+    }
+}
+
 /// `forward_sample`: the layer loop (holding the unit loop and the two input loops of its
 /// `l == 0` branch), per layer invocation 0's units, each with the input loop of its branch and
-/// the other branch's run with lanes off; then invocation 0's loop over the outputs.
-fn forward_sample(model: &Model) -> u64 {
+/// the other branch's run with lanes off; then invocation 0's loss over the outputs.
+fn forward_sample(model: &Model, loss: Loss) -> u64 {
     let layers: u64 = model
         .layers()
         .iter()
@@ -233,7 +269,7 @@ fn forward_sample(model: &Model) -> u64 {
             lp(units, 2) + units * (lp(l.inputs as u64, 0) + off(1))
         })
         .sum();
-    lp(model.layers().len() as u64, 3) + layers + lp(model.outputs() as u64, 0)
+    lp(model.layers().len() as u64, 3) + layers + sample_loss(model, loss)
 }
 
 /// `forward_tile`: the input loop of its widest layer; Mesa unrolls the constant tile loops but
@@ -241,6 +277,17 @@ fn forward_sample(model: &Model) -> u64 {
 fn forward_tile(model: &Model) -> u64 {
     let widest = model.layers().iter().map(|l| l.inputs as u64).max();
     lp(widest.unwrap_or(0), 0) + lp(TILE_S as u64, 0)
+}
+
+/// `reuse_prepare`: for MSE the loop of `ab`, then (in the s = 0 branch, which the costliest group
+/// takes) the loop of `bb`; for cross-entropy `prepare_xent`'s running maximum from output 1, the
+/// sum of exponentials, the two moment loops, then (s = 0) the spread's loop from output 1.
+fn reuse_prepare(model: &Model, loss: Loss) -> u64 {
+    let k = model.outputs() as u64;
+    match loss {
+        Loss::Mse => 2 * lp(k, 0),
+        Loss::CrossEntropy => 2 * lp(k.saturating_sub(1), 0) + 3 * lp(k, 0),
+    }
 }
 
 /// `tree_sum`: the stride-halving loop over `REDUCE_LANES` lanes.
@@ -256,12 +303,14 @@ fn reduce_row(b: u64) -> u64 {
 }
 
 /// The passes of `reuse_target`'s loop for a parameter of layer `l`, and of `reuse_shallow`
-/// for one sample: its one loop (`output_change`) runs for a hidden unit without the closed
-/// form, else with lanes off.
+/// for one sample: for MSE its one loop (`output_change`) runs for a hidden unit without the
+/// closed form, else with lanes off; cross-entropy's `xent_logits` runs for every parameter.
 fn shallow(plan: &LoopPlan, l: usize) -> (u64, u64) {
     let n = plan.model.layers().len();
     let full = l + 1 < n && !plan.closed;
-    let change = if full {
+    let change = if plan.loss == Loss::CrossEntropy {
+        sample_loss(plan.model, plan.loss)
+    } else if full {
         output_change(plan.model)
     } else {
         off(1)
@@ -298,14 +347,16 @@ fn reuse_fused(plan: &LoopPlan) -> u64 {
     shallow_layers(plan.model)
         .map(|l| {
             let (target, change) = shallow(plan, l);
-            target + lp(per_lane, 1) + per_lane * change + tree_sum()
+            let inner = sample_loss_loops(plan.loss);
+            target + lp(per_lane, inner) + per_lane * change + tree_sum()
         })
         .max()
         .unwrap_or(0)
 }
 
 /// `reuse_seq` for `part`: the tree's lanes (`reduce_row`'s loops) and, for hidden parts without
-/// the closed form, `output_change` for each of the R weights per sample. Mesa unrolls the loops
+/// the closed form, `output_change` (cross-entropy: `xent_logits`, every part) for each of the R
+/// weights per sample. Mesa unrolls the loops
 /// over R except the one around `output_change` (it keeps loops that hold a loop, but for one
 /// iteration), so for R ≥ 2 that loop runs too; each loop also runs once with lanes off at the
 /// exit of the loops around it.
@@ -314,11 +365,16 @@ fn reuse_seq(plan: &LoopPlan, part: u32) -> u64 {
     let b = plan.batch as u64;
     let width = b.max(1).next_power_of_two().min(REDUCE_LANES as u64);
     let r = seq_repeat_of(model, part) as u64;
-    // The loops in one sample's body, and their passes.
+    // The loops in one sample's body, and their passes: MSE's output_change, or cross-entropy's
+    // xent_logits in every part.
+    let (loops, change) = match plan.loss {
+        Loss::CrossEntropy => (3, sample_loss(model, plan.loss)),
+        Loss::Mse => (1, output_change(model)),
+    };
     let (inner, per_sample) = match r {
-        _ if part >= PART_OUTPUT_WEIGHTS || plan.closed => (0, 0),
-        1 => (1, output_change(model)),
-        r => (2, lp(r, 1) + r * output_change(model)),
+        _ if plan.loss == Loss::Mse && (part >= PART_OUTPUT_WEIGHTS || plan.closed) => (0, 0),
+        1 => (loops, change),
+        r => (loops + 1, lp(r, loops) + r * change),
     };
     lp(width, 1 + inner) + b + width * (1 + inner) + b * per_sample
 }
@@ -326,8 +382,8 @@ fn reuse_seq(plan: &LoopPlan, part: u32) -> u64 {
 /// `reuse_deep`: a workgroup per (parameter, sample) of a layer before the last two. The layer
 /// loop holds three loops (the nudged layer's units, a later layer's units and their inputs); per
 /// layer the branch that applies runs and the others run with lanes off; then invocation 0's
-/// output loop. The costliest target layer is taken.
-fn reuse_deep(model: &Model) -> u64 {
+/// loss over the outputs. The costliest target layer is taken.
+fn reuse_deep(model: &Model, loss: Loss) -> u64 {
     let layers = model.layers();
     let n = layers.len();
     (0..n.saturating_sub(2))
@@ -346,7 +402,7 @@ fn reuse_deep(model: &Model) -> u64 {
                     }
                 })
                 .sum();
-            lp(t as u64, 0) + lp(n as u64, 3) + per_layer + lp(model.outputs() as u64, 0)
+            lp(t as u64, 0) + lp(n as u64, 3) + per_layer + sample_loss(model, loss)
         })
         .max()
         .unwrap_or(0)

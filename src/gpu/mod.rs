@@ -12,8 +12,8 @@ mod resident;
 pub use context::{list_adapters, AdapterOptions, AdapterSummary, GpuContext};
 pub use evaluator::GpuEvaluator;
 pub use kernels::{
-    loop_passes, KernelId, LoopPlan, FUSED_WG, GUARD_PASSES, KERNEL_PASS_BUDGET, LLVMPIPE_LOOP_CAP,
-    SEQ_MAX_R, SEQ_PARTS, SEQ_WG, TILE_S, TILE_U, WG_SIZE,
+    loop_passes, loss_code, KernelId, LoopPlan, FUSED_WG, GUARD_PASSES, KERNEL_PASS_BUDGET,
+    LLVMPIPE_LOOP_CAP, SEQ_MAX_R, SEQ_PARTS, SEQ_WG, TILE_S, TILE_U, WG_SIZE,
 };
 pub use plan::{
     AdapterFacts, ChunkUniform, GpuOptions, ReuseKernel, FUSED_MAX_WIDTH, LAYER_WORDS, MAX_WIDTH,

@@ -1,9 +1,11 @@
 //! The shader module, its bind group layout and bind group, and a pipeline for each kernel the
 //! plan dispatches (and no other).
 
-use super::kernels::{seq_part_inputs, seq_part_is_weights, seq_part_layer, seq_repeat, KernelId};
+use super::kernels::{
+    loss_code, seq_part_inputs, seq_part_is_weights, seq_part_layer, seq_repeat, KernelId,
+};
 use super::plan::ChunkUniform;
-use crate::model::Model;
+use crate::model::{Loss, Model};
 
 /// The pipelines of the kernels a plan dispatches, and only those.
 #[derive(Debug)]
@@ -19,13 +21,13 @@ impl Pipelines {
     }
 }
 
-/// The shader module, bind group layout and pipelines of the planned `kernels` (each `reuse_seq`
-/// part specialised by its override constants), and the bind group over `uniforms` and the
-/// storage buffers `bound` (bindings 1 to 8 in `shaders/common.wgsl`'s order).
+/// The shader module, bind group layout and pipelines of the planned `kernels` (each specialised
+/// for `loss`, each `reuse_seq` part by its own override constants too), and the bind group over
+/// `uniforms` and the storage buffers `bound` (bindings 1 to 8 in `shaders/common.wgsl`'s order).
 pub(super) fn build_pipelines(
     device: &wgpu::Device,
     model: &Model,
-    closed: bool,
+    (closed, loss): (bool, Loss),
     kernels: &[(KernelId, u64)],
     uniforms: &wgpu::Buffer,
     bound: [&wgpu::Buffer; 8],
@@ -67,7 +69,9 @@ pub(super) fn build_pipelines(
         bind_group_layouts: &[Some(&layout)],
         immediate_size: 0,
     });
+    let loss = ("LOSS", loss_code(loss) as f64);
     let specialised = |name: &str, constants: &[(&str, f64)]| {
+        let constants: Vec<(&str, f64)> = constants.iter().copied().chain([loss]).collect();
         device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(name),
             layout: Some(&pipeline_layout),
@@ -77,7 +81,7 @@ pub(super) fn build_pipelines(
             // workgroup (a shader loop on GL) would dominate small evaluations.
             compilation_options: wgpu::PipelineCompilationOptions {
                 zero_initialize_workgroup_memory: false,
-                constants,
+                constants: &constants,
             },
             cache: None,
         })

@@ -14,9 +14,9 @@ use super::kernels::{
     GUARD_PASSES, KERNEL_PASS_BUDGET, LLVMPIPE_LOOP_CAP, SEQ_WG, TILE_S, TILE_U, WG_SIZE,
 };
 use crate::data::Dataset;
-use crate::error::{Error, Result};
+use crate::error::{Error, Fix, Result, Setting};
 use crate::estimate::{Shape, MAX_OFFSETS, MAX_SPSA_SAMPLES};
-use crate::model::Model;
+use crate::model::{Loss, Model};
 use crate::precision::inv_count;
 use crate::settings::Method;
 
@@ -64,7 +64,8 @@ pub struct ChunkUniform {
     pub eps: f32,
     /// Learning rate (resident loop).
     pub lr: f32,
-    /// 1 / (B · outputs), rounded to float32 on the host.
+    /// 1 / [`Loss::mean_count`] (B · outputs for MSE, B for cross-entropy), rounded to float32 on
+    /// the host.
     pub inv_count: f32,
     /// Always 0.0 (a runtime zero the shader compiler cannot fold away).
     pub zero: f32,
@@ -82,10 +83,12 @@ pub struct ChunkUniform {
     pub step: u32,
     /// SPSA: [`crate::rng::Direction::code`].
     pub dist: u32,
-    /// Reuse with an identity output layer: where the closed-form sums start in a run's cache
-    /// (0: not used).
+    /// Reuse with an identity output layer: where the closed-form sums (MSE) or the series terms
+    /// (cross-entropy) start in a run's cache (0: not used).
     pub ab_off: u32,
     /// The kernel ([`KernelId::code`]) whose tripwire also runs `burn` loop passes (0: none).
+    /// While one is set the cross-entropy series is off, so every item takes the exact difference:
+    /// the costliest path, the one [`crate::gpu::loop_passes`] counts.
     pub burn_kernel: u32,
     /// Extra loop passes for `burn_kernel`, to measure its headroom under llvmpipe's cap.
     pub burn: u32,
@@ -137,6 +140,8 @@ pub struct GpuOptions {
     pub runs: usize,
     /// What every probe evaluates (see [`crate::estimate::Shape`]).
     pub shape: Shape,
+    /// The loss (the CPU evaluator reads it too).
+    pub loss: Loss,
 }
 
 impl Default for GpuOptions {
@@ -147,6 +152,7 @@ impl Default for GpuOptions {
             reuse_kernel: None,
             runs: 1,
             shape: Shape::Coordinates(1),
+            loss: Loss::Mse,
         }
     }
 }
@@ -157,8 +163,9 @@ pub(super) fn grid(n: u64, max_dim: u32) -> (u32, u32) {
     (x as u32, n.div_ceil(x) as u32)
 }
 
-/// Epochs one `fused_epochs` dispatch can run for this model (0 when it does not apply): naive
-/// method, one chunk, layers at most [`FUSED_MAX_WIDTH`] wide, at most `FUSED_MAX_ITEMS` (slot,
+/// Epochs one `fused_epochs` dispatch can run for this model (0 when it does not apply): MSE (its
+/// per-thread forward pass has no cross-entropy tail; the resident loop then runs the step's
+/// dispatches and `update`, which compute either loss), naive method, one chunk, layers at most [`FUSED_MAX_WIDTH`] wide, at most `FUSED_MAX_ITEMS` (slot,
 /// sample) items, and the most epochs whose [`loop_passes`] stay within [`KERNEL_PASS_BUDGET`].
 fn fused_epochs_per_dispatch(
     model: &Model,
@@ -168,6 +175,7 @@ fn fused_epochs_per_dispatch(
 ) -> u64 {
     let items = (model.num_params() as u64 + 1) * samples as u64;
     if opts.method != Method::Naive
+        || opts.loss != Loss::Mse
         || opts.runs != 1
         || opts.shape != Shape::Coordinates(1)
         || chunks != 1
@@ -185,6 +193,7 @@ fn fused_epochs_per_dispatch(
             batch: samples,
             closed: false,
             epochs,
+            loss: opts.loss,
         };
         loop_passes(KernelId::FusedEpochs, &plan) <= KERNEL_PASS_BUDGET
     };
@@ -280,7 +289,8 @@ pub(super) struct Sizes {
     pub(super) b: usize,
     /// Sum of all layer widths.
     pub(super) total_units: usize,
-    /// Last hidden layer's width when the output layer is summed in closed form, else 0.
+    /// Last hidden layer's width when the output layer is summed in closed form (MSE) or by the
+    /// series (cross-entropy), else 0.
     pub(super) hidden: usize,
     /// Losses (or deltas) of one run: 1 + the probe's values.
     pub(super) out_per_run: usize,
@@ -309,17 +319,24 @@ impl Sizes {
         let (runs, p, b) = (opts.runs, model.num_params(), data.len());
         let reuse = opts.method == Method::Reuse;
         let total_units = model.num_units();
+        let mse = opts.loss == Loss::Mse;
         let hidden = if reuse { model.closed_form_units() } else { 0 };
         // Reuse cache: z and a of every unit, then the inputs transposed to [input][sample] so that
-        // neighbouring invocations (neighbouring samples) read neighbouring words.
-        // Closed-form output sums (identity output layer): ab [hidden][sample], then bb [hidden].
+        // neighbouring invocations (neighbouring samples) read neighbouring words. Then for MSE
+        // the closed-form output sums (identity output layer): ab [hidden][sample], then bb
+        // [hidden]; for cross-entropy each sample's loss (`loss_row` in shaders/common.wgsl),
+        // then (identity output layer) the series terms [4 hidden][sample] and the spreads
+        // [hidden] (src/cpu/reuse.rs `xent_series`).
+        let kept = if mse { 0 } else { b };
         let ab_off = if hidden > 0 {
-            (2 * total_units + model.inputs()) * b
+            (2 * total_units + model.inputs()) * b + kept
         } else {
             0
         };
+        let per_unit = if mse { b + 1 } else { 4 * b + 1 };
+        let kept = kept + hidden * per_unit;
         let cache_per_run = if reuse {
-            (2 * total_units + model.inputs()) * b + hidden * (b + 1)
+            (2 * total_units + model.inputs()) * b + kept
         } else {
             0
         };
@@ -338,10 +355,13 @@ impl Sizes {
             ),
         ] {
             if bytes > max_binding {
-                return Err(Error::TooLarge(format!(
-                    "{what} need {bytes} bytes in one storage buffer; {} allows {max_binding}",
-                    facts.name
-                )));
+                return Err(Error::TooLarge {
+                    what: what.into(),
+                    needed: bytes,
+                    limit: max_binding,
+                    unit: "bytes in one storage buffer",
+                    adapter: facts.name.clone(),
+                });
             }
         }
         if b > u32::MAX as usize / 2
@@ -349,9 +369,14 @@ impl Sizes {
             || out_floats > u32::MAX as u64 / 2
             || cache_floats > u32::MAX as usize / 2
         {
-            return Err(Error::TooLarge(format!(
-                "{runs} run(s) of {p} parameters × {b} samples overflow 32-bit indices"
-            )));
+            let needed = [b as u64, (runs * p) as u64, out_floats, cache_floats as u64];
+            return Err(Error::TooLarge {
+                what: format!("{runs} run(s) of {p} parameters × {b} samples"),
+                needed: needed.into_iter().max().unwrap_or_default(),
+                limit: u32::MAX as u64 / 2,
+                unit: "array elements",
+                adapter: "32-bit indexing".into(),
+            });
         }
         Ok(Sizes {
             runs,
@@ -421,7 +446,8 @@ impl Policy {
 /// the buffer sizes.
 #[derive(Clone, Debug)]
 pub(super) struct Plan {
-    /// The reuse method sums the output layer in closed form.
+    /// The reuse method sums the output layer in closed form (MSE) or by the series
+    /// (cross-entropy).
     pub(super) closed: bool,
     pub(super) sizes: Sizes,
     pub(super) policy: Policy,
@@ -446,28 +472,38 @@ impl Plan {
         opts: &GpuOptions,
     ) -> Result<Plan> {
         check_options(opts)?;
+        opts.loss.check(model)?;
         let widest = model.max_width();
         if widest > MAX_WIDTH {
-            return Err(Error::TooLarge(format!(
-                "a layer has {widest} units; the GPU kernels keep at most {MAX_WIDTH} per layer in workgroup memory (use --device cpu)"
-            )));
+            return Err(Error::TooLarge {
+                what: "the widest layer".into(),
+                needed: widest as u64,
+                limit: MAX_WIDTH as u64,
+                unit: "units in workgroup memory",
+                adapter: "the GPU kernels".into(),
+            });
         }
+        // The squared error's closed form, or cross-entropy's series.
         let closed = opts.method == Method::Reuse && model.closed_form_output();
         let loop_plan = LoopPlan {
             model,
             batch: data.len(),
             closed,
             epochs: 0,
+            loss: opts.loss,
         };
         let mut sizes = Sizes::new(facts, model, data, opts)?;
         let (b, p) = (sizes.b, sizes.p);
         let sample_bytes = 4 * b as u64;
         let by_bytes = facts.max_binding.min(SSE_BUDGET_BYTES) / sample_bytes;
         if by_bytes == 0 {
-            return Err(Error::TooLarge(format!(
-                "{b} samples do not fit one dispatch on {} ({sample_bytes} bytes per evaluation, {} allowed)",
-                facts.name, facts.max_binding
-            )));
+            return Err(Error::TooLarge {
+                what: format!("one evaluation of {b} samples"),
+                needed: sample_bytes,
+                limit: facts.max_binding,
+                unit: "bytes in one dispatch",
+                adapter: facts.name.clone(),
+            });
         }
         let policy = Policy::choose(facts, model, opts, &loop_plan);
         let base = ChunkUniform {
@@ -477,7 +513,7 @@ impl Plan {
             total_units: sizes.total_units as u32,
             num_params: p as u32,
             method: (opts.method == Method::Reuse) as u32,
-            inv_count: inv_count(b * model.outputs()),
+            inv_count: inv_count(opts.loss.mean_count(b, model.outputs())),
             ab_off: sizes.ab_off as u32,
             trip_at: sizes.out_floats as u32,
             ..Default::default()
@@ -552,9 +588,10 @@ fn check_options(opts: &GpuOptions) -> Result<()> {
         Shape::Coordinates(count) if (1..=MAX_OFFSETS).contains(&count) => {}
         Shape::Directions(q) if (1..=MAX_SPSA_SAMPLES).contains(&q) => {
             if opts.method != Method::Naive {
-                return Err(Error::Config(
-                    "SPSA moves every parameter, so nothing can be reused: use --method naive"
-                        .into(),
+                return Err(Error::refused(
+                    &[(Setting::Estimator, "spsa"), (Setting::Method, "reuse")],
+                    "SPSA moves every parameter, so nothing can be reused",
+                    Some(Fix::Use(Setting::Method, "naive")),
                 ));
             }
         }

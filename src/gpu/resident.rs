@@ -5,7 +5,7 @@
 use super::evaluator::GpuEvaluator;
 use super::kernels::KernelId;
 use super::plan::{ChunkUniform, RESIDENT_MAX_BATCH};
-use crate::error::{Error, Result};
+use crate::error::{Error, Fix, Result, Setting};
 use crate::estimate::{Estimator, Shape, StepMode};
 use crate::evaluator::History;
 use crate::settings::{Hyper, Outcome};
@@ -38,8 +38,10 @@ impl GpuEvaluator {
             || hyper.step != StepMode::Nominal
             || self.shape != Shape::Coordinates(1)
         {
-            return Err(Error::Config(
-                "--loop resident runs the book's forward difference over the nominal eps; use --loop host for other estimators".into(),
+            return Err(Error::refused(
+                &[(Setting::Loop, "resident")],
+                "runs the book's forward difference over the nominal eps only",
+                Some(Fix::Use(Setting::Loop, "host")),
             ));
         }
         if init.len() != self.num_params {

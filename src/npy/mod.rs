@@ -9,15 +9,18 @@
 //!
 //! Data: an `.npz` with `x` `[samples][inputs]` and `y` `[samples][outputs]` (a 1-D array is one
 //! column), any float, integer or bool dtype; or one `.npy` holding `[samples][inputs + outputs]`,
-//! inputs then targets per row like the CSV; or two `.npy` files given as `x.npy,y.npy`.
+//! inputs then targets per row like the CSV; or two `.npy` files given as `x.npy,y.npy`. For
+//! cross-entropy the targets are `outputs` probabilities or, by their width, one column of class
+//! labels (an integer `y` of shape `[samples]` or `[samples][1]`; whole-number floats are taken
+//! too), stored one-hot ([`crate::data::Targets`]). For MSE targets are taken as they are.
 
 mod format;
 
 pub use format::{encode_f32, encode_f64, encode_strings, parse, read_npz, Array, Values};
 
-use crate::data::Dataset;
+use crate::data::{expected_widths, Dataset, Targets};
 use crate::error::{Error, Result};
-use crate::model::{Activation, Layer, Model};
+use crate::model::{Activation, Layer, Loss, Model};
 use ndarray::Array2;
 use std::path::Path;
 
@@ -228,32 +231,30 @@ pub fn save_npz(path: &Path, members: &[(String, Vec<u8>)]) -> Result<()> {
 }
 
 /// Reads data for `model` from an `.npz` (`x`, `y`), one `.npy` (inputs then targets per row), or
-/// `x.npy,y.npy` (layout in the module documentation).
-pub fn load_data(path: &Path, model: &Model) -> Result<Dataset> {
+/// `x.npy,y.npy` (layout in the module documentation), the targets as `loss` takes them.
+pub fn load_data(path: &Path, model: &Model, loss: Loss) -> Result<Dataset> {
     let origin = path.display().to_string();
-    let err = |message: String| Error::Data {
-        origin: origin.clone(),
-        message,
-    };
     if is_npz(path) {
-        let bytes = format::read_bounded(path).map_err(|e| Error::io(path, e))?;
-        return data_from_npz(&bytes, &origin);
+        return data_from_npz(&read_file(path)?, model, loss, &origin);
     }
     let text = path.to_string_lossy();
     if let Some((xp, yp)) = text.split_once(',').filter(|_| is_npy_pair(path)) {
-        let read = |p: &str| -> Result<Array2<f32>> {
-            let path = Path::new(p);
-            if !is_npy(path) {
-                return Err(err(format!("{p}: a pair of data files must both be .npy")));
-            }
-            let bytes = format::read_bounded(path).map_err(|e| Error::io(path, e))?;
-            let a = parse(&bytes).map_err(|e| err(format!("{p}: {e}")))?;
-            matrix(p, &a).map_err(err)
-        };
-        return dataset(read(xp)?, read(yp)?).map_err(err);
+        let x = read_pair_part(Path::new(xp), path)?;
+        let y = read_pair_part(Path::new(yp), path)?;
+        return data_from_pair((&x, xp), (&y, yp), model, loss);
     }
-    let bytes = format::read_bounded(path).map_err(|e| Error::io(path, e))?;
-    data_from_npy(&bytes, model, &origin)
+    data_from_npy(&read_file(path)?, model, loss, &origin)
+}
+
+/// Reads one file of an `x.npy,y.npy` pair, refusing a part that is not `.npy` (naming the pair).
+pub(crate) fn read_pair_part(part: &Path, pair: &Path) -> Result<Vec<u8>> {
+    if !is_npy(part) {
+        return Err(Error::Data {
+            origin: pair.display().to_string(),
+            message: format!("{}: a pair of data files must both be .npy", part.display()),
+        });
+    }
+    read_file(part)
 }
 
 /// Reads a NumPy file whole, within the reader's size bound.
@@ -263,7 +264,7 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
 
 /// Reads data from the bytes of an `.npz` file holding `x` and `y`, as [`load_data`] does after
 /// reading the file; errors are [`Error::Data`] naming `origin`.
-pub fn data_from_npz(bytes: &[u8], origin: &str) -> Result<Dataset> {
+pub fn data_from_npz(bytes: &[u8], model: &Model, loss: Loss, origin: &str) -> Result<Dataset> {
     let err = |message: String| Error::Data {
         origin: origin.to_string(),
         message,
@@ -279,29 +280,88 @@ pub fn data_from_npz(bytes: &[u8], origin: &str) -> Result<Dataset> {
     };
     let x = matrix("x", get("x")?).map_err(err)?;
     let y = matrix("y", get("y")?).map_err(err)?;
+    let y = targets("y", y, model, loss).map_err(err)?;
+    dataset(x, y).map_err(err)
+}
+
+/// Reads data from the bytes of the two files of an `x.npy,y.npy` pair (`xp`, `yp`: their names),
+/// as [`load_data`] does after reading them; errors are [`Error::Data`] naming the pair and the
+/// file at fault.
+pub fn data_from_pair(
+    (x, xp): (&[u8], &str),
+    (y, yp): (&[u8], &str),
+    model: &Model,
+    loss: Loss,
+) -> Result<Dataset> {
+    let err = |message: String| Error::Data {
+        origin: format!("{xp},{yp}"),
+        message,
+    };
+    let read = |p: &str, bytes: &[u8]| -> Result<Array2<f32>> {
+        let a = parse(bytes).map_err(|e| err(format!("{p}: {e}")))?;
+        matrix(p, &a).map_err(err)
+    };
+    let x = read(xp, x)?;
+    let y = targets("y", read(yp, y)?, model, loss).map_err(|m| err(format!("{yp}: {m}")))?;
     dataset(x, y).map_err(err)
 }
 
 /// Reads data for `model` from the bytes of one `.npy` file (inputs then targets per row), as
 /// [`load_data`] does after reading the file; errors are [`Error::Data`] naming `origin`.
-pub fn data_from_npy(bytes: &[u8], model: &Model, origin: &str) -> Result<Dataset> {
+pub fn data_from_npy(bytes: &[u8], model: &Model, loss: Loss, origin: &str) -> Result<Dataset> {
     let err = |message: String| Error::Data {
         origin: origin.to_string(),
         message,
     };
     let a = parse(bytes).map_err(err)?;
     let xy = matrix("the array", &a).map_err(err)?;
-    let (inputs, outputs) = (model.inputs(), model.outputs());
-    if xy.ncols() != inputs + outputs {
+    let inputs = model.inputs();
+    let forms = Targets::accepted(loss, model.outputs());
+    let Some(form) = forms
+        .iter()
+        .copied()
+        .find(|t| inputs.saturating_add(t.columns()) == xy.ncols())
+    else {
         return Err(err(format!(
-            "{} columns, expected {} ({inputs} inputs + {outputs} targets)",
+            "{} columns, expected {}",
             xy.ncols(),
-            inputs + outputs
+            expected_widths(inputs, &forms)
         )));
-    }
+    };
     let x = xy.slice(ndarray::s![.., ..inputs]).to_owned();
-    let y = xy.slice(ndarray::s![.., inputs..]).to_owned();
+    let y = form
+        .rows(xy.slice(ndarray::s![.., inputs..]))
+        .map_err(err)?;
     dataset(x, y).map_err(err)
+}
+
+/// The stored targets of a target array `name` for `loss`: as they are for MSE (the widths are
+/// checked against the model later), labels or probabilities by their width for cross-entropy.
+/// Errors are messages without the origin.
+fn targets(
+    name: &str,
+    y: Array2<f32>,
+    model: &Model,
+    loss: Loss,
+) -> std::result::Result<Array2<f32>, String> {
+    let outputs = model.outputs();
+    match loss {
+        Loss::Mse => Ok(y),
+        Loss::CrossEntropy => {
+            let Some(form) = Targets::for_columns(loss, outputs, y.ncols()) else {
+                let each: Vec<String> = Targets::accepted(loss, outputs)
+                    .iter()
+                    .map(|t| t.describe())
+                    .collect();
+                return Err(format!(
+                    "{name} has {} columns; cross-entropy takes {} per sample",
+                    y.ncols(),
+                    each.join(" or ")
+                ));
+            };
+            form.rows(y.view()).map_err(|m| format!("{name} {m}"))
+        }
+    }
 }
 
 /// A 2-D (or 1-D, as one column) numeric array as float32, refusing non-finite values.

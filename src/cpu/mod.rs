@@ -3,7 +3,11 @@
 //! Order of every sum (the contract with the kernels in `shaders/`):
 //! - unit u of a layer: `acc = 0; acc += x[i] * W[i][u]` for i = 0, 1, …; then `acc += b[u]`;
 //! - squared error of a sample: `sse = 0; sse += (pred[o] - y[o])²` for o = 0, 1, …;
-//! - loss: [`reduce_sse`] over samples (strided lanes, then a binary tree), times 1/(B·outputs).
+//! - cross-entropy of a sample: [`crate::xent::softmax_xent_soft`] of the output layer's logits
+//!   against the targets read as probabilities (`p_o = y[o]`), in its order (max, sum of
+//!   exponentials, ln, soft terms, each over o ascending);
+//! - loss: [`reduce_sse`] over samples (strided lanes, then a binary tree), times
+//!   1/[`Loss::mean_count`] (1/(B·outputs) for MSE, 1/B for cross-entropy).
 //!
 //! The reuse method (see [`Method::Reuse`]) keeps every layer's pre-activations `z` and outputs `a`
 //! of the unperturbed pass and, for a nudge of parameter k in layer l, unit u (input i):
@@ -16,19 +20,39 @@
 //! - on the last layer, `dsse += (a' − a)·((a' − y) + (a − y))` per output in order;
 //! - `delta_k` = [`reduce_sse`] of the samples' `dsse`, times 1/(B·outputs).
 //!
+//! With cross-entropy the nudge changes the logits (one logit `a'` for an output-layer parameter;
+//! `z[v] + δ·W[u][v]` for every output v when a unit of the last hidden layer changes by δ; a full
+//! pass of the later layers otherwise), and a sample's change is `xent(new logits) − xent_s`,
+//! `xent_s` being its loss kept by the unperturbed pass: O(outputs) per (parameter, sample).
+//! For a unit of the last hidden layer before an identity output layer, the change is instead the
+//! cumulant series `δ·(c1 + δ·(c2 + δ·(c3 + δ·c4)))` of [`crate::xent::series_change`], O(1), with
+//! `c` per (unit, sample) from `series_terms` once per step (see `xent_series`), wherever
+//! [`crate::xent::series_applies`] (`|δ|·spread[u]` at most `series_max_x`, which bounds the
+//! truncation below 1/32 of a float32 epsilon); other items take the exact difference.
+//! `delta_k` is the sum of the samples' changes times 1/B.
+//!
 //! Evaluations are split over threads; each keeps its own arithmetic order, so results do not
 //! depend on the thread count.
 
 use crate::data::Dataset;
 use crate::error::Result;
 use crate::estimate::Probe;
-use crate::evaluator::{check_probe, Evaluator};
-use crate::model::{LayerSpan, Model};
+use crate::evaluator::{check_batch, check_probe, Evaluator};
+use crate::model::{LayerSpan, Loss, Model};
 use crate::precision::Real;
 use crate::settings::{DeviceInfo, Method};
+use crate::xent::{series_applies, series_change, series_terms, softmax_probs, weight_spread};
 use std::marker::PhantomData;
 
 pub use crate::precision::REDUCE_LANES;
+pub use reduce::reduce_sse;
+
+mod forward;
+mod reduce;
+mod reuse;
+
+use forward::*;
+use reuse::*;
 
 /// Below this many multiply-adds per step the evaluator stays on one thread (spawning costs more).
 const PARALLEL_MIN_WORK: usize = 1 << 18;
@@ -48,15 +72,20 @@ struct Bufs<R> {
     sse: Vec<R>,
 }
 
-/// The unperturbed pass kept by the reuse method: `z` and `a` as `[unit][sample]`; with an identity
-/// output layer also `ab[u][s] = Σ_v W[u][v]·2(a_v − y_v)` and `bb[u] = Σ_v W[u][v]²` over the
-/// output layer's weights (see [`output_terms`]).
+/// The unperturbed pass kept by the reuse method: `z` and `a` as `[unit][sample]`; for MSE with an
+/// identity output layer also `ab[u][s] = Σ_v W[u][v]·2(a_v − y_v)` and `bb[u] = Σ_v W[u][v]²`
+/// over the output layer's weights (see [`output_terms`]); for cross-entropy each sample's loss
+/// and, with an identity output layer, the series coefficients `series[(4u + i)·B + s]` (`c_{i+1}`
+/// of unit u, sample s) and each unit's weight spread (see [`xent_series`]).
 #[derive(Clone, Debug)]
 struct Cache<R> {
     z: Vec<R>,
     a: Vec<R>,
     ab: Vec<R>,
     bb: Vec<R>,
+    losses: Vec<R>,
+    series: Vec<R>,
+    spread: Vec<R>,
 }
 
 impl<R> Default for Cache<R> {
@@ -66,6 +95,9 @@ impl<R> Default for Cache<R> {
             a: Vec::new(),
             ab: Vec::new(),
             bb: Vec::new(),
+            losses: Vec::new(),
+            series: Vec::new(),
+            spread: Vec::new(),
         }
     }
 }
@@ -79,6 +111,7 @@ pub struct CpuEvaluator<R: Real = f32> {
     samples: usize,
     num_params: usize,
     method: Method,
+    loss: Loss,
     threads: usize,
     scratch: Vec<Scratch<R>>,
     cache: Cache<R>,
@@ -91,9 +124,15 @@ impl<R: Real> CpuEvaluator<R> {
         Self::with_method(model, data, Method::Naive)
     }
 
-    /// An evaluator using `method`.
+    /// An evaluator using `method` for the MSE loss.
     pub fn with_method(model: &Model, data: &Dataset, method: Method) -> Result<Self> {
+        Self::with_options(model, data, method, Loss::Mse)
+    }
+
+    /// An evaluator using `method` for `loss`.
+    pub fn with_options(model: &Model, data: &Dataset, method: Method, loss: Loss) -> Result<Self> {
         data.check_fits(model, "data")?;
+        loss.check(model)?;
         let layers = model.layer_spans();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut ev = CpuEvaluator {
@@ -103,6 +142,7 @@ impl<R: Real> CpuEvaluator<R> {
             samples: data.len(),
             num_params: model.num_params(),
             method,
+            loss,
             threads: 1,
             scratch: Vec::new(),
             cache: Cache::default(),
@@ -110,12 +150,20 @@ impl<R: Real> CpuEvaluator<R> {
         };
         if method == Method::Reuse {
             let cells = model.num_units() * data.len();
-            let hidden = model.closed_form_units();
+            // The squared error's closed form, or cross-entropy's losses and series terms.
+            let units = model.closed_form_units();
+            let (hidden, kept, series) = match loss {
+                Loss::Mse => (units, 0, 0),
+                Loss::CrossEntropy => (0, data.len(), units),
+            };
             ev.cache = Cache {
                 z: vec![R::ZERO; cells],
                 a: vec![R::ZERO; cells],
                 ab: vec![R::ZERO; hidden * data.len()],
                 bb: vec![R::ZERO; hidden],
+                losses: vec![R::ZERO; kept],
+                series: vec![R::ZERO; 4 * series * data.len()],
+                spread: vec![R::ZERO; series],
             };
         }
         ev.set_threads(threads);
@@ -139,7 +187,12 @@ impl<R: Real> CpuEvaluator<R> {
         ];
     }
 
-    /// The method this evaluator uses.
+    /// The loss this evaluator computes.
+    pub fn loss_kind(&self) -> Loss {
+        self.loss
+    }
+
+    /// The method.
     pub fn method(&self) -> Method {
         self.method
     }
@@ -157,7 +210,8 @@ impl<R: Real> CpuEvaluator<R> {
     /// The loss at `params`.
     pub fn loss(&mut self, params: &[f32]) -> R {
         let s = &mut self.scratch[0].bufs;
-        loss_at(&self.layers, &self.x, &self.y, self.samples, params, s)
+        let data = (&self.x[..], &self.y[..], self.samples);
+        loss_at(&self.layers, data, self.loss, params, s)
     }
 
     /// The network's outputs for every training input, `[samples][outputs]`, as float64.
@@ -188,10 +242,11 @@ impl<R: Real> CpuEvaluator<R> {
             s.params.extend_from_slice(params);
         }
         let threads = self.threads_for(self.num_params * self.macs_per_pass());
-        let (layers, x, y, samples) = (&self.layers, &self.x, &self.y, self.samples);
+        let (layers, loss) = (&self.layers, self.loss);
+        let data = (&self.x[..], &self.y[..], self.samples);
         let each = |k: usize, s: &mut Scratch<R>| {
             s.params[k] = params[k] + eps;
-            let lk = loss_at(layers, x, y, samples, &s.params, &mut s.bufs);
+            let lk = loss_at(layers, data, loss, &s.params, &mut s.bufs);
             s.params[k] = params[k];
             lk - base
         };
@@ -207,6 +262,7 @@ impl<R: Real> CpuEvaluator<R> {
             x: &self.x,
             y: &self.y,
             samples: self.samples,
+            loss: self.loss,
             cache: &self.cache,
             params,
             eps,
@@ -222,10 +278,11 @@ impl<R: Real> CpuEvaluator<R> {
             s.params.resize(params.len(), 0.0);
         }
         let threads = self.threads_for(out.len() * self.macs_per_pass());
-        let (layers, x, y, samples) = (&self.layers, &self.x, &self.y, self.samples);
+        let (layers, loss) = (&self.layers, self.loss);
+        let data = (&self.x[..], &self.y[..], self.samples);
         let each = |i: usize, s: &mut Scratch<R>| {
             probe.perturbed(params, i, &mut s.params);
-            loss_at(layers, x, y, samples, &s.params, &mut s.bufs) - base
+            loss_at(layers, data, loss, &s.params, &mut s.bufs) - base
         };
         for_each_param(threads, &mut self.scratch, out, &each);
     }
@@ -277,12 +334,18 @@ impl<R: Real> CpuEvaluator<R> {
                     cache.a[cell] = a;
                 },
             );
-            bufs.sse[s] = sse(pred, &self.y[s * outputs..(s + 1) * outputs]);
+            bufs.sse[s] = sample_loss(self.loss, pred, &self.y[s * outputs..(s + 1) * outputs]);
+            if let Some(kept) = cache.losses.get_mut(s) {
+                *kept = bufs.sse[s];
+            }
         }
         if !cache.bb.is_empty() {
             output_terms(&self.layers, &self.y, b, params, cache);
         }
-        R::mean(reduce_sse(&bufs.sse), b * outputs)
+        if !cache.spread.is_empty() {
+            xent_series(&self.layers, &self.y, b, params, cache);
+        }
+        R::mean(reduce_sse(&bufs.sse), self.loss.mean_count(b, outputs))
     }
 }
 
@@ -309,259 +372,6 @@ fn for_each_param<R: Real>(
             scope.spawn(move || run(c * per, out, s));
         }
     });
-}
-
-/// `out[u] = Σ_i in[i]·W[i][u]` in order of i, `in` being `x` for the first layer.
-fn dense<R: Real>(layer: &LayerSpan, input: Option<&[R]>, x: &[f32], p: &[f32], out: &mut [R]) {
-    out.fill(R::ZERO);
-    // i-outer, u-inner: each unit still accumulates over i in order, as the shader does.
-    for i in 0..layer.inputs {
-        let xi = match input {
-            None => R::from_f32(x[i]),
-            Some(h) => h[i],
-        };
-        let row = &p[layer.w_off + i * layer.outputs..][..layer.outputs];
-        for (o, &w) in out.iter_mut().zip(row) {
-            *o = *o + xi * R::from_f32(w);
-        }
-    }
-}
-
-fn forward<'a, R: Real>(
-    layers: &[LayerSpan],
-    x: &[f32],
-    p: &[f32],
-    a: &'a mut Vec<R>,
-    b: &'a mut Vec<R>,
-) -> &'a [R] {
-    forward_each(layers, x, p, a, b, |_, _, _, _| {})
-}
-
-/// The forward pass of one sample; `seen(layer, unit, z, a)` sees every pre-activation and output.
-fn forward_each<'a, R: Real>(
-    layers: &[LayerSpan],
-    x: &[f32],
-    p: &[f32],
-    a: &'a mut Vec<R>,
-    b: &'a mut Vec<R>,
-    mut seen: impl FnMut(&LayerSpan, usize, R, R),
-) -> &'a [R] {
-    let (mut cur, mut next) = (a, b);
-    for (l, layer) in layers.iter().enumerate() {
-        let out = &mut next[..layer.outputs];
-        let input = if l == 0 {
-            None
-        } else {
-            Some(&cur[..layer.inputs])
-        };
-        dense(layer, input, x, p, out);
-        let bias = &p[layer.b_off..][..layer.outputs];
-        for (u, (o, &bv)) in out.iter_mut().zip(bias).enumerate() {
-            let z = *o + R::from_f32(bv);
-            *o = z.activate(layer.activation);
-            seen(layer, u, z, *o);
-        }
-        std::mem::swap(&mut cur, &mut next);
-    }
-    let width = layers.last().map_or(0, |l| l.outputs);
-    &cur[..width]
-}
-
-fn sse<R: Real>(pred: &[R], target: &[f32]) -> R {
-    let mut total = R::ZERO;
-    for (&p, &t) in pred.iter().zip(target) {
-        let d = p - R::from_f32(t);
-        total = total + d * d;
-    }
-    total
-}
-
-/// Change of one output's squared error, `(a' − a)·((a' − y) + (a − y))`.
-fn dsse_term<R: Real>(new: R, old: R, y: R) -> R {
-    (new - old) * ((new - y) + (old - y))
-}
-
-fn loss_at<R: Real>(
-    layers: &[LayerSpan],
-    x: &[f32],
-    y: &[f32],
-    samples: usize,
-    params: &[f32],
-    s: &mut Bufs<R>,
-) -> R {
-    let inputs = layers[0].inputs;
-    let outputs = layers[layers.len() - 1].outputs;
-    for i in 0..samples {
-        let pred = forward(
-            layers,
-            &x[i * inputs..(i + 1) * inputs],
-            params,
-            &mut s.a,
-            &mut s.b,
-        );
-        s.sse[i] = sse(pred, &y[i * outputs..(i + 1) * outputs]);
-    }
-    R::mean(reduce_sse(&s.sse), samples * outputs)
-}
-
-/// Everything one reuse-method delta needs, shared read-only by the threads.
-struct ReusePlan<'a, R> {
-    layers: &'a [LayerSpan],
-    x: &'a [f32],
-    y: &'a [f32],
-    samples: usize,
-    cache: &'a Cache<R>,
-    params: &'a [f32],
-    eps: f32,
-}
-
-impl<R: Real> ReusePlan<'_, R> {
-    /// `L(params + eps·e_k) − L(params)` from the cache, in the order described in the module docs.
-    fn delta(&self, k: usize, bufs: &mut Bufs<R>) -> R {
-        let (layers, b) = (self.layers, self.samples);
-        let l = layers
-            .iter()
-            .rposition(|layer| layer.w_off <= k)
-            .expect("k in range");
-        let layer = layers[l];
-        let (input, u) = if k >= layer.b_off {
-            (None, k - layer.b_off)
-        } else {
-            let j = k - layer.w_off;
-            (Some(j / layer.outputs), j % layer.outputs)
-        };
-        let last = layers.len() - 1;
-        let outputs = layers[last].outputs;
-        let w = self.params[k];
-        let d = R::from_f32(w + self.eps) - R::from_f32(w);
-        let cell = |layer: &LayerSpan, unit: usize, s: usize| (layer.unit_off + unit) * b + s;
-        for s in 0..b {
-            let c = cell(&layer, u, s);
-            let z = match input {
-                None => self.cache.z[c] + d,
-                Some(i) => {
-                    let xi = if l == 0 {
-                        R::from_f32(self.x[s * layer.inputs + i])
-                    } else {
-                        self.cache.a[cell(&layers[l - 1], i, s)]
-                    };
-                    self.cache.z[c] + xi * d
-                }
-            };
-            let a_new = z.activate(layer.activation);
-            let a_old = self.cache.a[c];
-            let y = &self.y[s * outputs..(s + 1) * outputs];
-            if l == last {
-                bufs.sse[s] = dsse_term(a_new, a_old, R::from_f32(y[u]));
-                continue;
-            }
-            let delta = a_new - a_old;
-            if l + 1 == last && !self.cache.bb.is_empty() {
-                bufs.sse[s] = delta * (self.cache.ab[u * b + s] + delta * self.cache.bb[u]);
-                continue;
-            }
-            let next = layers[l + 1];
-            let row = &self.params[next.w_off + u * next.outputs..][..next.outputs];
-            let mut dsse = R::ZERO;
-            for (v, &wv) in row.iter().enumerate() {
-                let c2 = cell(&next, v, s);
-                let a2 = (self.cache.z[c2] + delta * R::from_f32(wv)).activate(next.activation);
-                if l + 1 == last {
-                    dsse = dsse + dsse_term(a2, self.cache.a[c2], R::from_f32(y[v]));
-                } else {
-                    bufs.a[v] = a2;
-                }
-            }
-            if l + 1 < last {
-                let (mut cur, mut nxt) = (&mut bufs.a, &mut bufs.b);
-                for deep in &layers[l + 2..] {
-                    let out = &mut nxt[..deep.outputs];
-                    dense(deep, Some(&cur[..deep.inputs]), &[], self.params, out);
-                    let bias = &self.params[deep.b_off..][..deep.outputs];
-                    for (o, &bv) in out.iter_mut().zip(bias) {
-                        *o = (*o + R::from_f32(bv)).activate(deep.activation);
-                    }
-                    std::mem::swap(&mut cur, &mut nxt);
-                }
-                let out_layer = &layers[last];
-                for (o, &a_new) in cur[..outputs].iter().enumerate() {
-                    dsse = dsse
-                        + dsse_term(
-                            a_new,
-                            self.cache.a[cell(out_layer, o, s)],
-                            R::from_f32(y[o]),
-                        );
-                }
-            }
-            bufs.sse[s] = dsse;
-        }
-        R::mean(reduce_sse(&bufs.sse), b * outputs)
-    }
-}
-
-/// The closed form of the output layer for the reuse method when it is the identity: a change δ of
-/// hidden unit u changes output v by `t_v = δ·W[u][v]`, and the squared error by
-/// `Σ_v t_v·(2(a_v − y_v) + t_v) = δ·ab[u][s] + δ²·bb[u]`, so a nudge costs O(1) per sample instead
-/// of O(outputs). Sums run over v in order: `ab = Σ W[u][v]·(e + e)` with `e = a_v − y_v`, and
-/// `bb = Σ W[u][v]·W[u][v]` (the `reuse_prepare` kernel does the same).
-fn output_terms<R: Real>(
-    layers: &[LayerSpan],
-    y: &[f32],
-    b: usize,
-    params: &[f32],
-    cache: &mut Cache<R>,
-) {
-    let out = layers[layers.len() - 1];
-    for u in 0..out.inputs {
-        let row = &params[out.w_off + u * out.outputs..][..out.outputs];
-        let mut sq = R::ZERO;
-        for &w in row {
-            sq = sq + R::from_f32(w) * R::from_f32(w);
-        }
-        cache.bb[u] = sq;
-        for s in 0..b {
-            let mut acc = R::ZERO;
-            for (v, &w) in row.iter().enumerate() {
-                let e = cache.a[(out.unit_off + v) * b + s] - R::from_f32(y[s * out.outputs + v]);
-                acc = acc + R::from_f32(w) * (e + e);
-            }
-            cache.ab[u * b + s] = acc;
-        }
-    }
-}
-
-/// Sums per-sample values in the shader's order: lane t (of [`REDUCE_LANES`]) adds samples
-/// t, t + 256, t + 512, … in turn, then lanes are combined pairwise, halving the stride each round.
-/// Lanes beyond the next power of two of the sample count hold zeros and adding them is exact, so
-/// the tree here starts at that width.
-pub fn reduce_sse<R: Real>(sse: &[R]) -> R {
-    let width = sse.len().next_power_of_two().min(REDUCE_LANES);
-    // Small sample counts (the book has one) skip clearing a 256-lane array every call.
-    if width <= 16 {
-        let mut lanes = [R::ZERO; 16];
-        return reduce_lanes(sse, &mut lanes[..width]);
-    }
-    let mut lanes = [R::ZERO; REDUCE_LANES];
-    reduce_lanes(sse, &mut lanes[..width])
-}
-
-fn reduce_lanes<R: Real>(sse: &[R], lanes: &mut [R]) -> R {
-    let width = lanes.len();
-    for (t, lane) in lanes.iter_mut().enumerate() {
-        let mut acc = R::ZERO;
-        for &v in sse.iter().skip(t).step_by(REDUCE_LANES) {
-            acc = acc + v;
-        }
-        *lane = acc;
-    }
-    let mut stride = width / 2;
-    while stride > 0 {
-        for t in 0..stride {
-            lanes[t] = lanes[t] + lanes[t + stride];
-        }
-        stride /= 2;
-    }
-    lanes[0]
 }
 
 impl<R: Real> Evaluator for CpuEvaluator<R> {
@@ -605,6 +415,20 @@ impl<R: Real> Evaluator for CpuEvaluator<R> {
 
     fn device(&self) -> DeviceInfo {
         DeviceInfo::cpu(self.threads)
+    }
+
+    fn batch_len(&self) -> usize {
+        self.samples
+    }
+
+    fn set_batch(&mut self, data: &Dataset) -> Result<()> {
+        let (inputs, outputs) = (self.x.len() / self.samples, self.y.len() / self.samples);
+        check_batch(data, self.samples, inputs, outputs)?;
+        self.x.clear();
+        self.x.extend(data.x.iter().copied());
+        self.y.clear();
+        self.y.extend(data.y.iter().copied());
+        Ok(())
     }
 }
 

@@ -1,0 +1,38 @@
+//! The loss reduction: the twin of `shaders/reduce.wgsl` (`reduce_losses`, `reduce_seq`): strided
+//! lanes, then a binary tree, in the order both sides share.
+
+use super::*;
+
+/// Sums per-sample values in the shader's order: lane t (of [`REDUCE_LANES`]) adds samples
+/// t, t + 256, t + 512, … in turn, then lanes are combined pairwise, halving the stride each round.
+/// Lanes beyond the next power of two of the sample count hold zeros and adding them is exact, so
+/// the tree here starts at that width.
+pub fn reduce_sse<R: Real>(sse: &[R]) -> R {
+    let width = sse.len().next_power_of_two().min(REDUCE_LANES);
+    // Small sample counts (the book has one) skip clearing a 256-lane array every call.
+    if width <= 16 {
+        let mut lanes = [R::ZERO; 16];
+        return reduce_lanes(sse, &mut lanes[..width]);
+    }
+    let mut lanes = [R::ZERO; REDUCE_LANES];
+    reduce_lanes(sse, &mut lanes[..width])
+}
+
+fn reduce_lanes<R: Real>(sse: &[R], lanes: &mut [R]) -> R {
+    let width = lanes.len();
+    for (t, lane) in lanes.iter_mut().enumerate() {
+        let mut acc = R::ZERO;
+        for &v in sse.iter().skip(t).step_by(REDUCE_LANES) {
+            acc = acc + v;
+        }
+        *lane = acc;
+    }
+    let mut stride = width / 2;
+    while stride > 0 {
+        for t in 0..stride {
+            lanes[t] = lanes[t] + lanes[t + stride];
+        }
+        stride /= 2;
+    }
+    lanes[0]
+}

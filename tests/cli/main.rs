@@ -1,0 +1,19 @@
+//! The command line: the book's numbers, reports and saved models, and a one-line error with a
+//! non-zero exit (never a panic) for every kind of bad input.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod support;
+
+mod bad_files;
+mod bad_options;
+mod bench;
+mod check;
+mod devices;
+mod divergence;
+mod eval;
+mod output;
+mod plots;
+mod resume;
+mod sweep;
+mod train;
