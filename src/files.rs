@@ -46,7 +46,7 @@ pub fn save_model(model: &Model, path: &Path) -> Result<()> {
         )));
     }
     let text = serde_json::to_string_pretty(&model.to_file()).expect("model serialises");
-    std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
+    crate::fileio::write_atomic(path, (text + "\n").as_bytes())
 }
 
 /// Reads data for `model`, the targets as `loss` takes them ([`crate::data::Targets`]):

@@ -188,17 +188,18 @@ impl Chart {
         }
         let series = self.plottable()?;
         register_font();
-        let fail = |e: String| Error::io(path, std::io::Error::other(e));
-        match format {
+        let fail = |e: String| std::io::Error::other(e);
+        // Drawn into a temporary file that replaces `path` atomically, like every output.
+        crate::fileio::write_atomic_via(path, |tmp| match format {
             Format::Png => {
-                let root = BitMapBackend::new(path, self.size).into_drawing_area();
+                let root = BitMapBackend::new(tmp, self.size).into_drawing_area();
                 self.draw(&root, &series).map_err(|e| fail(e.to_string()))
             }
             Format::Svg => {
-                let root = SVGBackend::new(path, self.size).into_drawing_area();
+                let root = SVGBackend::new(tmp, self.size).into_drawing_area();
                 self.draw(&root, &series).map_err(|e| fail(e.to_string()))
             }
-        }
+        })
     }
 
     fn draw<DB: DrawingBackend>(

@@ -14,8 +14,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
-// `println!` that ends the process quietly when stdout is closed (`perturb train | head`) instead
-// of panicking, and prints nothing under `perturb train --quiet` or `--json` (see `output`).
+// `println!` that stops printing when stdout is closed or full (`perturb train | head`) instead of
+// panicking or ending the run, and prints nothing under `perturb train --quiet` or `--json` (see
+// `output`).
 macro_rules! say {
     ($($t:tt)*) => {{
         if !$crate::cli::output::silenced() {
@@ -29,6 +30,7 @@ mod bench;
 mod check;
 mod devices;
 mod eval;
+pub mod outputs;
 pub mod exit;
 pub mod interrupt;
 pub mod output;

@@ -2,6 +2,7 @@
 
 use super::interrupt;
 use super::output::{self, OutputArgs};
+use super::outputs::{kept_note, with_notes, Lock, Outputs, Want};
 use super::{
     AdapterArgs, DeviceArg, EstimatorArgs, LoopArg, LossArg, MethodArg, NetArgs, OptimizerArg,
     PrecisionArg,
@@ -21,7 +22,7 @@ use crate::settings::{Batching, DeviceInfo, DeviceKind, Hyper, LoopKind, Method,
 use crate::train::{Run, Vanished};
 use clap::Args;
 use std::num::NonZeroUsize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// `perturb train` options.
 #[derive(Debug, Args)]
@@ -126,7 +127,9 @@ pub struct TrainArgs {
 /// the command line (a resumed run takes the others from its checkpoint).
 pub fn train(args: &TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
     output::begin(&args.output)?;
-    let setup = Setup::new(args, given)?;
+    let mut setup = Setup::new(args, given)?;
+    // Held until the run returns: no second run writes this checkpoint meanwhile.
+    let (targets, _lock) = claim_outputs(args, &mut setup)?;
     setup.announce();
     interrupt::install()?;
     let (done, saved) = setup.run(args)?;
@@ -135,7 +138,7 @@ pub fn train(args: &TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
         eprintln!("perturb: {w}");
     }
     // A failed device keeps the epochs it completed: save them, then report the failure.
-    if let Some(e) = done.fault.or(saved) {
+    if let Some(e) = done.fault {
         return Err(match setup.save_checkpoint(&run) {
             Ok(Some(path)) => saved_note(e, &path, run.losses.len()),
             _ => e,
@@ -145,7 +148,13 @@ pub fn train(args: &TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
         val: done.val,
         train_accuracy: done.train_accuracy,
     };
-    setup.finish(args, run, done.device, done.seconds, watched)
+    let ran = Ran {
+        device: done.device,
+        seconds: done.seconds,
+        watched,
+        broken: saved,
+    };
+    setup.finish(args, &targets, run, ran)
 }
 
 /// Where a checkpoint goes when no --checkpoint is given and the run has to stop early.
@@ -377,45 +386,47 @@ impl Setup {
                     at.losses = e.losses.to_vec();
                     at.step_losses = e.step_losses.to_vec();
                     at.state = e.state.clone();
-                    save_error = self.save_checkpoint(&at).err();
+                    if let Err(err) = self.save_checkpoint(&at) {
+                        checkpoint_failed(&err, e.epoch);
+                        save_error = Some(err);
+                    }
                 }
             })
             .run_all()?;
         Ok((done, save_error))
     }
 
-    /// After a run: the outcome (a divergence or a stop saves and fails), then the console
-    /// summary, the saved model, the report and the plot.
-    fn finish(
-        &self,
-        args: &TrainArgs,
-        run: Run,
-        device: DeviceInfo,
-        seconds: f64,
-        watched: Watched,
-    ) -> Result<()> {
+    /// After a run: the outcome (a divergence, a stop or a failed periodic checkpoint saves what
+    /// it can and fails), then the console summary and every output, each written whether or not
+    /// another failed.
+    fn finish(&self, args: &TrainArgs, targets: &Targets, run: Run, ran: Ran) -> Result<()> {
         let trained = self.model.with_params(run.params.clone())?;
-        let mut report = self.report(&trained, &run, device, seconds)?;
+        let mut report = self.report(&trained, &run, ran.device, ran.seconds)?;
         report.val = self.val.as_ref().map(|_| ValHistory {
-            loss: watched.val.iter().map(|v| v.loss).collect(),
-            accuracy: watched.val.iter().filter_map(|v| v.accuracy).collect(),
+            loss: ran.watched.val.iter().map(|v| v.loss).collect(),
+            accuracy: ran.watched.val.iter().filter_map(|v| v.accuracy).collect(),
         });
-        report.train_accuracy = watched.train_accuracy;
+        report.train_accuracy = ran.watched.train_accuracy;
         let outcome = run.outcome.clone().unwrap_or_default();
-        if outcome != Outcome::Finished {
-            let saved = self.save_checkpoint(&run)?;
-            if let Some(path) = &args.report {
-                report.save(path)?;
-            }
-            return Err(ended_early(outcome, run.losses.len(), saved));
+        if outcome != Outcome::Finished || ran.broken.is_some() {
+            return Err(self.stopped_early(targets, &run, &report, outcome, ran.broken));
         }
-        if args.checkpoint.is_some() || args.resume.is_some() {
-            if let Some(path) = self.save_checkpoint(&run)? {
-                say!("wrote the checkpoint to {}", path.display());
+        let mut failed = Vec::new();
+        let asked = args.checkpoint.is_some() || args.resume.is_some();
+        let mut kept = None;
+        if asked {
+            match self.save_checkpoint(&run) {
+                Ok(Some(path)) => {
+                    say!("wrote the checkpoint to {}", path.display());
+                    kept = Some(path);
+                }
+                Ok(None) => {}
+                Err(e) => failed.push(e),
             }
         }
-        let ran = run.losses.len() - self.start.losses.len();
-        let per = seconds / ran.max(1) as f64;
+        let ran_epochs = run.losses.len() - self.start.losses.len();
+        let seconds = ran.seconds;
+        let per = seconds / ran_epochs.max(1) as f64;
         let per = match per >= 0.1 {
             true => format!("{per:.2} s"),
             false => format!("{:.1} µs", 1e6 * per),
@@ -428,15 +439,81 @@ impl Setup {
             report::format_predictions(&self.data.x, &self.data.y, &report.predictions, 10)
                 .trim_end()
         );
-        if let Some(path) = &args.save {
-            crate::files::save_model(&trained, path)?;
-            say!("saved the trained model to {}", path.display());
+        if let Some(path) = &targets.save {
+            match crate::files::save_model(&trained, path) {
+                Ok(()) => say!("saved the trained model to {}", path.display()),
+                Err(e) => failed.push(e),
+            }
         }
-        if let Some(path) = &args.report {
-            report.save(path)?;
-            say!("wrote the report to {}", path.display());
+        if let Some(path) = &targets.report {
+            match report.save(path) {
+                Ok(()) => say!("wrote the report to {}", path.display()),
+                Err(e) => failed.push(e),
+            }
         }
-        output::finish(&args.output, &report)
+        if let Some(path) = &targets.plot {
+            match output::plot(&args.output, path, &report.losses) {
+                Ok(()) => say!("wrote the loss plot to {}", path.display()),
+                Err(e) => failed.push(e),
+            }
+        }
+        if let Err(e) = output::finish(&report) {
+            failed.push(e);
+        }
+        if failed.is_empty() {
+            return Ok(());
+        }
+        // The trained model outlives any failed output: in the checkpoint, else the fallback.
+        let (kept, more) = match kept {
+            Some(path) => (Some(path), Vec::new()),
+            None => self.keep(targets, &run, asked),
+        };
+        failed.extend(more);
+        Err(with_notes(failed, &kept_note("the trained model", kept)))
+    }
+
+    /// A run that stopped before its last epoch (a stop request, a divergence, or a periodic
+    /// checkpoint that could not be written: `broken`): the run so far goes to the checkpoint (or
+    /// the fallback), the report is written, and the error says why it stopped and where it is.
+    fn stopped_early(
+        &self,
+        targets: &Targets,
+        run: &Run,
+        report: &Report,
+        outcome: Outcome,
+        broken: Option<Error>,
+    ) -> Error {
+        let (saved, mut failed) = self.keep(targets, run, broken.is_some());
+        if let Some(path) = &targets.report {
+            if let Err(e) = report.save(path) {
+                failed.push(e);
+            }
+        }
+        let epochs = run.losses.len();
+        if let Some(e) = broken {
+            failed.insert(0, e);
+            let what = format!("the run so far ({epochs} epochs)");
+            return with_notes(failed, &kept_note(&what, saved));
+        }
+        // The stop or the divergence is the error; a failed output is said on its own line first.
+        for e in &failed {
+            eprintln!("perturb: could not write {}", super::exit::message(e));
+        }
+        ended_early(outcome, epochs, saved)
+    }
+
+    /// Saves `run` where it can: the checkpoint, unless a write of it already failed (`tried`), else
+    /// the fallback. Returns where it went, and the writes that failed.
+    fn keep(&self, targets: &Targets, run: &Run, tried: bool) -> (Option<PathBuf>, Vec<Error>) {
+        let mut failed = Vec::new();
+        let first = self.checkpoint.as_ref().filter(|_| !tried);
+        for path in first.into_iter().chain(&targets.fallback) {
+            match self.save_checkpoint_to(run, path) {
+                Ok(()) => return (Some(path.clone()), failed),
+                Err(e) => failed.push(e),
+            }
+        }
+        (None, failed)
     }
 
     /// The report of a run: losses, the trained model, its predictions in the run's precision.
@@ -486,6 +563,12 @@ impl Setup {
             .checkpoint
             .clone()
             .unwrap_or_else(|| PathBuf::from(FALLBACK_CHECKPOINT));
+        self.save_checkpoint_to(run, &path)?;
+        Ok(Some(path))
+    }
+
+    /// Writes a checkpoint of `run` as it stands to `path`, atomically.
+    fn save_checkpoint_to(&self, run: &Run, path: &Path) -> Result<()> {
         let ck = Checkpoint {
             model: self.model.with_params(run.params.clone())?,
             epochs_done: run.losses.len(),
@@ -494,8 +577,7 @@ impl Setup {
             state: run.state.clone(),
             settings: self.settings.clone(),
         };
-        ck.save_atomic(&path)?;
-        Ok(Some(path))
+        ck.save_atomic(path)
     }
 }
 
@@ -733,3 +815,92 @@ fn validation(
 
 /// The "epoch" whose order draws the `--val-split` rows: one no training run reaches.
 const VAL_SPLIT_EPOCH: u64 = u64::MAX;
+
+/// What a run produced besides its parameters and losses.
+struct Ran {
+    device: DeviceInfo,
+    seconds: f64,
+    watched: Watched,
+    /// The periodic checkpoint write that failed and stopped the run, if one did.
+    broken: Option<Error>,
+}
+
+/// Where the outputs are written (symbolic links resolved), checked before the run.
+struct Targets {
+    save: Option<PathBuf>,
+    report: Option<PathBuf>,
+    plot: Option<PathBuf>,
+    /// [`FALLBACK_CHECKPOINT`], where a run saves itself when its checkpoint cannot be written (or
+    /// it has none); `None` when that file is another output or an input.
+    fallback: Option<PathBuf>,
+}
+
+/// Flag of the checkpoint among the outputs (given, resumed, or next to `--save`).
+const CHECKPOINT: &str = "--checkpoint";
+/// Name of the fallback checkpoint among the outputs.
+const FALLBACK: &str = "the fallback checkpoint";
+
+/// Checks every output against the inputs and each other, and every output directory for
+/// writing, before anything runs ([`Outputs::check`]); points the checkpoint at its file and takes
+/// its lock.
+fn claim_outputs(args: &TrainArgs, setup: &mut Setup) -> Result<(Targets, Option<Lock>)> {
+    let inputs: Vec<(&'static str, &Path)> = [
+        ("--data", &args.net.data),
+        ("--val-data", &args.val_data),
+        ("--model", &args.net.model),
+        ("--resume", &args.resume),
+    ]
+    .into_iter()
+    .filter_map(|(flag, p)| Some((flag, p.as_deref()?)))
+    .collect();
+    let fallback = PathBuf::from(FALLBACK_CHECKPOINT);
+    let named = [
+        ("--report", args.report.as_deref()),
+        ("--save", args.save.as_deref()),
+        ("--plot", args.output.plot.as_deref()),
+        (CHECKPOINT, setup.checkpoint.as_deref()),
+    ];
+    let mut wants: Vec<Want> = named
+        .into_iter()
+        .filter_map(|(flag, path)| {
+            Some(Want {
+                flag,
+                path: path?,
+                probe: true,
+                last_resort: false,
+            })
+        })
+        .collect();
+    // Only written when something failed: not probed, and given up (not refused) when it is
+    // another output or an input while a checkpoint of the run's own exists.
+    wants.push(Want {
+        flag: FALLBACK,
+        path: &fallback,
+        probe: false,
+        last_resort: setup.checkpoint.is_some(),
+    });
+    let outputs = Outputs::check(&inputs, &wants, &[(CHECKPOINT, "--resume")])?;
+    let owned = |flag| outputs.target(flag).map(Path::to_path_buf);
+    setup.checkpoint = owned(CHECKPOINT);
+    let lock = setup.checkpoint.as_deref().map(Lock::take).transpose()?;
+    Ok((
+        Targets {
+            save: owned("--save"),
+            report: owned("--report"),
+            plot: owned("--plot"),
+            fallback: owned(FALLBACK),
+        },
+        lock,
+    ))
+}
+
+/// Says on stderr, when it happens, that a periodic checkpoint could not be written, and asks the
+/// run to stop after this epoch (it then saves what it can, and fails with that error).
+fn checkpoint_failed(e: &Error, epoch: usize) {
+    output::abandon();
+    eprintln!(
+        "perturb: {}; stopping the run after epoch {epoch}",
+        super::exit::message(e)
+    );
+    interrupt::request();
+}
