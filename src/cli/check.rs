@@ -57,6 +57,13 @@ pub fn check(args: &CheckArgs) -> Result<()> {
     if let Some(path) = &args.plot {
         plot::Format::from_path(path)?;
     }
+    let outs = super::outputs::check_plain(
+        &[
+            ("--data", args.net.data.as_deref()),
+            ("--model", args.net.model.as_deref()),
+        ],
+        &[("--json", args.json.as_deref()), ("--plot", args.plot.as_deref())],
+    )?;
     let model = args.net.model(args.seed)?;
     let data = args.net.data(&model, crate::model::Loss::Mse)?;
     let spsa = (args.samples > 0).then(|| {
@@ -99,7 +106,7 @@ pub fn check(args: &CheckArgs) -> Result<()> {
         }
     );
     say!("{}", table(&report));
-    if let Some(path) = &args.plot {
+    if let Some(path) = outs.target("--plot") {
         let series = COORDINATE_ESTIMATORS
             .iter()
             .map(|(e, s)| Series {
@@ -122,9 +129,9 @@ pub fn check(args: &CheckArgs) -> Result<()> {
         .render(path)?;
         say!("drew {}", path.display());
     }
-    if let Some(path) = &args.json {
+    if let Some(path) = outs.target("--json") {
         let text = serde_json::to_string_pretty(&report).expect("report serialises");
-        std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))?;
+        crate::fileio::write_atomic(path, (text + "\n").as_bytes())?;
         say!("wrote {}", path.display());
     }
     Ok(())

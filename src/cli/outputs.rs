@@ -110,6 +110,30 @@ impl Outputs {
     }
 }
 
+/// Checks the outputs of a command that is not a training run (`sweep`, `check`, `bench`,
+/// `predict`) as [`Outputs::check`] does, every output directory probed; absent flags are skipped.
+pub fn check_plain(
+    inputs: &[(&'static str, Option<&Path>)],
+    outputs: &[(&'static str, Option<&Path>)],
+) -> Result<Outputs> {
+    let inputs: Vec<(&'static str, &Path)> = inputs
+        .iter()
+        .filter_map(|&(flag, p)| Some((flag, p?)))
+        .collect();
+    let wants: Vec<Want> = outputs
+        .iter()
+        .filter_map(|&(flag, path)| {
+            Some(Want {
+                flag,
+                path: path?,
+                probe: true,
+                last_resort: false,
+            })
+        })
+        .collect();
+    Outputs::check(&inputs, &wants, &[])
+}
+
 /// The input files behind `inputs`: each that exists, and the parts of a pair (`x.npy,y.npy`,
 /// `IMAGES,LABELS`) that does not exist as one name.
 fn input_files(inputs: &[(&'static str, &Path)]) -> Vec<(&'static str, PathBuf)> {

@@ -112,6 +112,16 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
     if let Some(path) = &args.plot {
         plot::Format::from_path(path)?;
     }
+    let outs = super::outputs::check_plain(
+        &[
+            ("--data", args.net.data.as_deref()),
+            ("--model", args.net.model.as_deref()),
+        ],
+        &[
+            ("--report", args.report.as_deref()),
+            ("--plot", args.plot.as_deref()),
+        ],
+    )?;
     let (model, runs) = sweep_runs(args)?;
     let data = args.net.data(&model, args.loss.into())?;
     say!(
@@ -148,7 +158,7 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
         done.device.backend
     );
     print_table(&rows);
-    if let Some(path) = &args.plot {
+    if let Some(path) = outs.target("--plot") {
         let curves: Vec<(String, Vec<f64>)> = rows
             .iter()
             .map(|r| {
@@ -165,7 +175,7 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
         say!("drew {}", path.display());
     }
     let diverged = rows.iter().filter(|r| r.outcome == "diverged").count();
-    if let Some(path) = &args.report {
+    if let Some(path) = outs.target("--report") {
         let report = SweepReport {
             device: done.device,
             estimator: describe_estimator(&done.runs[0].hyper),
@@ -173,7 +183,7 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
             runs: rows,
         };
         let text = serde_json::to_string_pretty(&report).expect("report serialises");
-        std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))?;
+        crate::fileio::write_atomic(path, (text + "\n").as_bytes())?;
         say!("wrote {}", path.display());
     }
     if diverged > 0 {

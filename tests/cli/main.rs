@@ -13,6 +13,7 @@ mod devices;
 mod divergence;
 mod eval;
 mod output;
+mod outputs_safety;
 mod plots;
 mod resume;
 mod sweep;
