@@ -66,10 +66,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 ///
 /// A symbolic link at `path` is replaced, not followed: callers that write through links resolve
 /// them first (the command line does, `cli::outputs`).
-pub fn write_atomic_via(
-    path: &Path,
-    write: impl FnOnce(&Path) -> io::Result<()>,
-) -> Result<()> {
+pub fn write_atomic_via(path: &Path, write: impl FnOnce(&Path) -> io::Result<()>) -> Result<()> {
     let name = path.file_name().ok_or_else(|| {
         Error::io(
             path,
@@ -216,6 +213,45 @@ mod tests {
         write_atomic(&path, b"old").unwrap();
         write_atomic(&path, b"new").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["f.txt"], "left behind: {names:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn temporary_names_are_told_apart_by_file_and_owner() {
+        let name = format!("{TEMP_PREFIX}123-4.c.json");
+        assert_eq!(temp_owner(&name, "c.json"), Some(123));
+        assert_eq!(temp_owner(&name, "b.c.json"), None);
+        assert_eq!(
+            temp_owner(&format!("{TEMP_PREFIX}123-4.xc.json"), "c.json"),
+            None
+        );
+        assert_eq!(
+            temp_owner(&format!("{TEMP_PREFIX}x-4.c.json"), "c.json"),
+            None
+        );
+        assert_eq!(temp_owner("c.json", "c.json"), None);
+    }
+
+    #[test]
+    fn a_failed_write_names_the_file_and_leaves_it_whole() {
+        let dir = std::env::temp_dir().join(format!("perturb-fileio-fail-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f.txt");
+        write_atomic(&path, b"old").unwrap();
+        let e = write_atomic_via(&path, |tmp| {
+            std::fs::write(tmp, b"half")?;
+            Err(io::Error::other("disk full"))
+        })
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(text.starts_with(&path.display().to_string()), "{text}");
+        assert!(!text.contains(TEMP_PREFIX), "{text}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
         let names: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name())

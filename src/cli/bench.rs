@@ -96,7 +96,10 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     }
     let outs = super::outputs::check_plain(
         &[],
-        &[("--json", args.json.as_deref()), ("--plot", args.plot.as_deref())],
+        &[
+            ("--json", args.json.as_deref()),
+            ("--plot", args.plot.as_deref()),
+        ],
     )?;
     if !modes.iter().any(|m| m == "host") {
         return Err(Error::Config(

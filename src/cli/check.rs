@@ -62,7 +62,10 @@ pub fn check(args: &CheckArgs) -> Result<()> {
             ("--data", args.net.data.as_deref()),
             ("--model", args.net.model.as_deref()),
         ],
-        &[("--json", args.json.as_deref()), ("--plot", args.plot.as_deref())],
+        &[
+            ("--json", args.json.as_deref()),
+            ("--plot", args.plot.as_deref()),
+        ],
     )?;
     let model = args.net.model(args.seed)?;
     let data = args.net.data(&model, crate::model::Loss::Mse)?;

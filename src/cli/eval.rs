@@ -155,4 +155,3 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
         }
     }
 }
-

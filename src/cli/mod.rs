@@ -30,10 +30,10 @@ mod bench;
 mod check;
 mod devices;
 mod eval;
-pub mod outputs;
 pub mod exit;
 pub mod interrupt;
 pub mod output;
+pub mod outputs;
 mod sweep;
 mod train;
 

@@ -78,7 +78,18 @@ fn assert_status(o: &Output, code: i32, what: &str) {
 fn outputs_that_are_an_input_are_refused_and_the_input_kept() {
     let (d, data) = scratch("input");
     let model = d.join("m.json");
-    let o = perturb_in(&d, &["train", "--device", "cpu", "--epochs", "2", "--save", s(&model)]);
+    let o = perturb_in(
+        &d,
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--epochs",
+            "2",
+            "--save",
+            s(&model),
+        ],
+    );
     assert_status(&o, 0, "writing the model");
     let model_text = std::fs::read_to_string(&model).unwrap();
     // The same file by another spelling and through a link too.
@@ -116,7 +127,17 @@ fn two_outputs_on_one_file_are_refused() {
     let c = d.join("c.json");
     let o = perturb_in(
         &d,
-        &["train", "--device", "cpu", "--data", &data, "--checkpoint", s(&c), "--report", s(&c)],
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--data",
+            &data,
+            "--checkpoint",
+            s(&c),
+            "--report",
+            s(&c),
+        ],
     );
     assert_status(&o, EXIT_CONFIG, "--checkpoint c --report c");
     let err = stderr(&o);
@@ -136,7 +157,10 @@ fn an_output_that_is_not_a_regular_file_is_refused_and_kept() {
         ("--checkpoint", &fifo, "a FIFO"),
         ("--report", &sub, "a directory"),
     ] {
-        let o = perturb_in(&d, &["train", "--device", "cpu", "--data", &data, flag, s(out)]);
+        let o = perturb_in(
+            &d,
+            &["train", "--device", "cpu", "--data", &data, flag, s(out)],
+        );
         assert_status(&o, EXIT_FILE, &format!("{flag} {}", out.display()));
         let err = stderr(&o);
         assert!(err.contains(s(out)) && err.contains(kind), "{err}");
@@ -149,14 +173,37 @@ fn an_output_that_is_not_a_regular_file_is_refused_and_kept() {
 #[test]
 fn a_symlinked_output_is_written_through_to_its_target() {
     let (d, data) = scratch("symlink");
-    let real = write(&d, "real.json", "old");
-    let link = d.join("link.json");
+    let (real, real_ck) = (write(&d, "real.json", "old"), write(&d, "real.ck", "old"));
+    let (link, link_ck) = (d.join("link.json"), d.join("link.ck"));
     std::os::unix::fs::symlink(&real, &link).unwrap();
-    let o = perturb_in(&d, &["train", "--device", "cpu", "--data", &data, "--report", s(&link)]);
-    assert_status(&o, 0, "--report through a link");
-    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
-    let text = std::fs::read_to_string(&real).unwrap();
-    assert!(text.contains("\"losses\""), "the target holds the report: {text}");
+    std::os::unix::fs::symlink(&real_ck, &link_ck).unwrap();
+    let o = perturb_in(
+        &d,
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--data",
+            &data,
+            "--report",
+            s(&link),
+            "--checkpoint",
+            s(&link_ck),
+        ],
+    );
+    assert_status(&o, 0, "--report and --checkpoint through links");
+    for (link, real, key) in [
+        (&link, &real, "\"losses\""),
+        (&link_ck, &real_ck, "\"epochs_done\""),
+    ] {
+        let t = std::fs::symlink_metadata(link).unwrap().file_type();
+        assert!(t.is_symlink(), "{} was replaced", link.display());
+        let text = std::fs::read_to_string(real).unwrap();
+        assert!(
+            text.contains(key),
+            "{real} does not hold the output: {text}"
+        );
+    }
 }
 
 #[test]
@@ -167,7 +214,17 @@ fn an_unwritable_output_directory_is_refused_before_training() {
     let bad = format!("{data}/sub/m.json");
     let o = perturb_in(
         &d,
-        &["train", "--device", "cpu", "--data", &data, "--report", s(&report), "--save", &bad],
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--data",
+            &data,
+            "--report",
+            s(&report),
+            "--save",
+            &bad,
+        ],
     );
     assert_status(&o, EXIT_FILE, "--save under a file");
     assert!(stderr(&o).contains(&bad), "{}", stderr(&o));
@@ -185,8 +242,19 @@ fn a_failed_output_keeps_the_others_and_the_model_in_a_checkpoint() {
         &d,
         LIMIT_KIB,
         &[
-            "train", "--device", "cpu", "--data", &data, "--epochs", "10", "--plot", s(&plot),
-            "--save", s(&model), "--report", s(&report),
+            "train",
+            "--device",
+            "cpu",
+            "--data",
+            &data,
+            "--epochs",
+            "10",
+            "--plot",
+            s(&plot),
+            "--save",
+            s(&model),
+            "--report",
+            s(&report),
         ],
     );
     assert_status(&o, EXIT_FILE, "a plot past the size limit");
@@ -197,13 +265,20 @@ fn a_failed_output_keeps_the_others_and_the_model_in_a_checkpoint() {
         err.contains(&format!("the trained model is saved in {}", ck.display())),
         "{err}"
     );
-    assert!(!err.contains("perturb-tmp"), "names a temporary file: {err}");
+    assert!(
+        !err.contains("perturb-tmp"),
+        "names a temporary file: {err}"
+    );
     assert!(model.exists() && report.exists(), "the others are written");
     assert!(!plot.exists(), "no partial plot");
     let c: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&ck).unwrap()).unwrap();
     assert_eq!(c["epochs_done"], 10);
-    assert!(!names(&d).iter().any(|n| n.contains("perturb-tmp")), "{:?}", names(&d));
+    assert!(
+        !names(&d).iter().any(|n| n.contains("perturb-tmp")),
+        "{:?}",
+        names(&d)
+    );
 }
 
 #[test]
@@ -215,12 +290,18 @@ fn a_failed_write_leaves_the_old_file_whole() {
     let o = perturb_limited(
         &d,
         8,
-        &["train", "--device", "cpu", "--data", &data, "--epochs", "3000", "--report", &report],
+        &[
+            "train", "--device", "cpu", "--data", &data, "--epochs", "3000", "--report", &report,
+        ],
     );
     assert_status(&o, EXIT_FILE, "a report past the size limit");
     assert!(stderr(&o).contains(&report), "{}", stderr(&o));
     assert_eq!(std::fs::read_to_string(&report).unwrap(), old);
-    assert!(!names(&d).iter().any(|n| n.contains("perturb-tmp")), "{:?}", names(&d));
+    assert!(
+        !names(&d).iter().any(|n| n.contains("perturb-tmp")),
+        "{:?}",
+        names(&d)
+    );
 }
 
 #[test]
@@ -233,26 +314,49 @@ fn a_failing_periodic_checkpoint_stops_the_run_when_it_happens() {
         &d,
         4,
         &[
-            "train", "--device", "cpu", "--data", &data, "--epochs", &EPOCHS.to_string(),
-            "--checkpoint", s(&ck), "--checkpoint-every", "1", "--quiet",
+            "train",
+            "--device",
+            "cpu",
+            "--data",
+            &data,
+            "--epochs",
+            &EPOCHS.to_string(),
+            "--checkpoint",
+            s(&ck),
+            "--checkpoint-every",
+            "1",
+            "--quiet",
         ],
     );
     assert_status(&o, EXIT_FILE, "a checkpoint past the size limit");
     let err = stderr(&o);
-    assert!(!err.contains("perturb-tmp"), "names a temporary file: {err}");
+    assert!(
+        !err.contains("perturb-tmp"),
+        "names a temporary file: {err}"
+    );
     let stopped = err
         .lines()
         .find(|l| l.contains(s(&ck)) && l.contains("stopping the run after epoch"))
         .unwrap_or_else(|| panic!("no report when it happened: {err}"));
     let epoch: usize = stopped.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(epoch < 10_000, "stopped at epoch {epoch} of {EPOCHS}: {err}");
+    assert!(
+        epoch < 10_000,
+        "stopped at epoch {epoch} of {EPOCHS}: {err}"
+    );
     let last = err.lines().last().unwrap();
-    assert!(last.starts_with("perturb: error: ") && last.contains(s(&ck)), "{err}");
+    assert!(
+        last.starts_with("perturb: error: ") && last.contains(s(&ck)),
+        "{err}"
+    );
     // The last checkpoint that fitted is whole.
     let c: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&ck).unwrap()).unwrap();
     assert_eq!(c["epochs_done"].as_u64(), Some(epoch as u64 - 1));
-    assert!(!names(&d).iter().any(|n| n.contains("perturb-tmp")), "{:?}", names(&d));
+    assert!(
+        !names(&d).iter().any(|n| n.contains("perturb-tmp")),
+        "{:?}",
+        names(&d)
+    );
 }
 
 /// The id of a process that has ended.
@@ -273,12 +377,32 @@ fn temporary_files_of_dead_writers_are_removed_by_the_next_write() {
     for n in [&dead, &live, &other] {
         write(&d, n, "partial");
     }
-    let o = perturb_in(&d, &["train", "--device", "cpu", "--data", &data, "--checkpoint", s(&ck)]);
+    let o = perturb_in(
+        &d,
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--data",
+            &data,
+            "--checkpoint",
+            s(&ck),
+        ],
+    );
     assert_status(&o, 0, "a run with a checkpoint");
     let left = names(&d);
-    assert!(!left.contains(&dead), "a dead writer's file stays: {left:?}");
-    assert!(left.contains(&live), "a live writer's file was removed: {left:?}");
-    assert!(left.contains(&other), "another file's was removed: {left:?}");
+    assert!(
+        !left.contains(&dead),
+        "a dead writer's file stays: {left:?}"
+    );
+    assert!(
+        left.contains(&live),
+        "a live writer's file was removed: {left:?}"
+    );
+    assert!(
+        left.contains(&other),
+        "another file's was removed: {left:?}"
+    );
 }
 
 /// Spawns `perturb train ARGS` in `cwd` with stdout sent to `out`.
@@ -298,7 +422,14 @@ fn train_with_stdout(cwd: &Path, out: Stdio, args: &[&str]) -> Output {
 #[test]
 fn a_full_or_closed_stdout_stops_printing_not_saving() {
     let (d, data) = scratch("stdout");
-    let full = || Stdio::from(std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap());
+    let full = || {
+        Stdio::from(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        )
+    };
     let closed = || {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
@@ -313,8 +444,16 @@ fn a_full_or_closed_stdout_stops_printing_not_saving() {
             &d,
             out,
             &[
-                "--device", "cpu", "--data", &data, "--save", s(&model), "--report", s(&report),
-                "--plot", s(&plot),
+                "--device",
+                "cpu",
+                "--data",
+                &data,
+                "--save",
+                s(&model),
+                "--report",
+                s(&report),
+                "--plot",
+                s(&plot),
             ],
         );
         assert_status(&o, 0, what);
@@ -332,11 +471,29 @@ fn a_full_or_closed_stdout_stops_printing_not_saving() {
     let o = train_with_stdout(
         &d,
         full(),
-        &["--device", "cpu", "--data", &data, "--json", "--report", s(&report)],
+        &[
+            "--device",
+            "cpu",
+            "--data",
+            &data,
+            "--json",
+            "--report",
+            s(&report),
+        ],
     );
     assert_status(&o, EXIT_FILE, "--json to /dev/full");
     assert!(stderr(&o).contains("--json"), "{}", stderr(&o));
     assert!(report.exists());
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped, a failed assertion included.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Waits until `path` exists.
@@ -353,19 +510,38 @@ fn one_run_per_checkpoint_and_a_dead_runs_lock_is_taken_over() {
     let (d, data) = scratch("lock");
     let ck = d.join("c.json");
     let lock = d.join("c.json.lock");
-    let mut first = Command::new(env!("CARGO_BIN_EXE_perturb"))
-        .args(["train", "--device", "cpu", "--data", &data, "--epochs", "100000000"])
+    let first = Command::new(env!("CARGO_BIN_EXE_perturb"))
+        .args([
+            "train",
+            "--device",
+            "cpu",
+            "--data",
+            &data,
+            "--epochs",
+            "100000000",
+        ])
         .args(["--checkpoint", s(&ck), "--quiet"])
         .current_dir(&d)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for(&lock);
-    let o = perturb_in(&d, &["train", "--device", "cpu", "--data", &data, "--checkpoint", s(&ck)]);
     let pid = first.id();
-    first.kill().unwrap();
-    first.wait().unwrap();
+    let first = KillOnDrop(first);
+    wait_for(&lock);
+    let o = perturb_in(
+        &d,
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--data",
+            &data,
+            "--checkpoint",
+            s(&ck),
+        ],
+    );
+    drop(first);
     assert_status(&o, EXIT_FILE, "a second run on a held checkpoint");
     let err = stderr(&o);
     assert!(
@@ -374,7 +550,18 @@ fn one_run_per_checkpoint_and_a_dead_runs_lock_is_taken_over() {
     );
     // Killed, the first run left its lock file; the next run takes it over and removes it at the end.
     assert!(lock.exists(), "a killed run leaves its lock file");
-    let o = perturb_in(&d, &["train", "--device", "cpu", "--data", &data, "--checkpoint", s(&ck)]);
+    let o = perturb_in(
+        &d,
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--data",
+            &data,
+            "--checkpoint",
+            s(&ck),
+        ],
+    );
     assert_status(&o, 0, "a run after a dead one");
     let err = stderr(&o);
     assert!(
