@@ -6,7 +6,7 @@ use super::{
     AdapterArgs, DeviceArg, EstimatorArgs, LoopArg, LossArg, MethodArg, NetArgs, OptimizerArg,
     PrecisionArg,
 };
-use crate::checkpoint::{Checkpoint, GivenFlags, RunSettings};
+use crate::checkpoint::{Checkpoint, GivenFlags, History, RunSettings};
 use crate::cpu::CpuEvaluator;
 use crate::data::Dataset;
 use crate::error::{Error, Fix, Result, Setting};
@@ -134,18 +134,20 @@ pub fn train(args: &TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
     if let Some(w) = vanished_warning(&run.vanished, setup.hyper.eps) {
         eprintln!("perturb: {w}");
     }
+    // The resumed epochs' measurements, then this run's.
+    let mut history = setup.history.clone();
+    for v in &done.val {
+        record(&mut history, Some(v), None);
+    }
+    history.train_accuracy.extend(&done.train_accuracy);
     // A failed device keeps the epochs it completed: save them, then report the failure.
     if let Some(e) = done.fault.or(saved) {
-        return Err(match setup.save_checkpoint(&run) {
+        return Err(match setup.save_checkpoint(&run, &history) {
             Ok(Some(path)) => saved_note(e, &path, run.losses.len()),
             _ => e,
         });
     }
-    let watched = Watched {
-        val: done.val,
-        train_accuracy: done.train_accuracy,
-    };
-    setup.finish(args, run, done.device, done.seconds, watched)
+    setup.finish(args, run, done.device, done.seconds, history)
 }
 
 /// Where a checkpoint goes when no --checkpoint is given and the run has to stop early.
@@ -164,6 +166,8 @@ struct Setup {
     settings: RunSettings,
     /// `--checkpoint`, else the resumed file, else next to `--save`.
     checkpoint: Option<PathBuf>,
+    /// The resumed checkpoint's measurements after each of its epochs (empty for a fresh run).
+    history: History,
 }
 
 impl Setup {
@@ -250,6 +254,9 @@ impl Setup {
         check_combination(args, &settings, estimator)?;
         let (data, val) = validation(args, data, &model, loss, hyper.seed, val_split)?;
         let mut start = Run::new(hyper, model.params.clone()).with_optimizer(settings.optimizer);
+        let history = resumed
+            .as_ref()
+            .map_or_else(History::default, |c| c.history.clone());
         if let Some(c) = resumed {
             start.losses = c.losses;
             start.step_losses = c.step_losses;
@@ -278,6 +285,7 @@ impl Setup {
             start,
             settings,
             checkpoint,
+            history,
         })
     }
 
@@ -333,6 +341,7 @@ impl Setup {
         };
         let (epochs, every) = (self.hyper.epochs, args.checkpoint_every);
         let mut save_error = None;
+        let mut history = self.history.clone();
         let mut training = Training::new(self.model.clone(), self.data.clone());
         if let Some(val) = &self.val {
             training = training.validation(val.clone());
@@ -371,13 +380,14 @@ impl Setup {
                     e.loss,
                     &epoch_extra(e.val, e.train_accuracy),
                 );
+                record(&mut history, e.val, e.train_accuracy);
                 if every > 0 && e.epoch % every == 0 && save_error.is_none() {
                     let mut at = self.start.clone();
                     at.params = e.params.to_vec();
                     at.losses = e.losses.to_vec();
                     at.step_losses = e.step_losses.to_vec();
                     at.state = e.state.clone();
-                    save_error = self.save_checkpoint(&at).err();
+                    save_error = self.save_checkpoint(&at, &history).err();
                 }
             })
             .run_all()?;
@@ -392,25 +402,25 @@ impl Setup {
         run: Run,
         device: DeviceInfo,
         seconds: f64,
-        watched: Watched,
+        history: History,
     ) -> Result<()> {
         let trained = self.model.with_params(run.params.clone())?;
         let mut report = self.report(&trained, &run, device, seconds)?;
         report.val = self.val.as_ref().map(|_| ValHistory {
-            loss: watched.val.iter().map(|v| v.loss).collect(),
-            accuracy: watched.val.iter().filter_map(|v| v.accuracy).collect(),
+            loss: history.val_loss.clone(),
+            accuracy: history.val_accuracy.clone(),
         });
-        report.train_accuracy = watched.train_accuracy;
+        report.train_accuracy = history.train_accuracy.clone();
         let outcome = run.outcome.clone().unwrap_or_default();
         if outcome != Outcome::Finished {
-            let saved = self.save_checkpoint(&run)?;
+            let saved = self.save_checkpoint(&run, &history)?;
             if let Some(path) = &args.report {
                 report.save(path)?;
             }
             return Err(ended_early(outcome, run.losses.len(), saved));
         }
         if args.checkpoint.is_some() || args.resume.is_some() {
-            if let Some(path) = self.save_checkpoint(&run)? {
+            if let Some(path) = self.save_checkpoint(&run, &history)? {
                 say!("wrote the checkpoint to {}", path.display());
             }
         }
@@ -481,7 +491,7 @@ impl Setup {
     /// Writes a checkpoint of `run` as it stands (atomically) to the checkpoint
     /// path, or to [`FALLBACK_CHECKPOINT`] when there is none (only runs that end early save
     /// without one). Returns where it went.
-    fn save_checkpoint(&self, run: &Run) -> Result<Option<PathBuf>> {
+    fn save_checkpoint(&self, run: &Run, history: &History) -> Result<Option<PathBuf>> {
         let path = self
             .checkpoint
             .clone()
@@ -493,6 +503,7 @@ impl Setup {
             step_losses: run.step_losses.clone(),
             state: run.state.clone(),
             settings: self.settings.clone(),
+            history: history.clone(),
         };
         ck.save_atomic(&path)?;
         Ok(Some(path))
@@ -673,10 +684,13 @@ fn optimizer(args: &TrainArgs) -> Optimizer {
     }
 }
 
-/// What the session measured after each epoch besides the loss.
-struct Watched {
-    val: Vec<Evaluation>,
-    train_accuracy: Vec<f64>,
+/// Appends one epoch's measurements to `history`.
+fn record(history: &mut History, val: Option<&Evaluation>, train_accuracy: Option<f64>) {
+    if let Some(v) = val {
+        history.val_loss.push(v.loss);
+        history.val_accuracy.extend(v.accuracy);
+    }
+    history.train_accuracy.extend(train_accuracy);
 }
 
 /// `  train acc 81.20%  val loss 0.51234567  val acc 80.10%` after an epoch's loss (or nothing).
