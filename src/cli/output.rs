@@ -170,7 +170,18 @@ pub fn abandon() {
 pub fn finish(args: &OutputArgs, report: &Report) -> Result<()> {
     abandon();
     if let Some(path) = &args.plot {
-        plot::loss_curve(&report.losses, args.log_y).render(path)?;
+        let (val_loss, val_accuracy) = report
+            .val
+            .as_ref()
+            .map_or((&[][..], &[][..]), |v| (&v.loss[..], &v.accuracy[..]));
+        let charts = plot::training_charts(
+            &report.losses,
+            val_loss,
+            &report.train_accuracy,
+            val_accuracy,
+            args.log_y,
+        );
+        plot::render_stacked(&charts, path)?;
         say!("wrote the loss plot to {}", path.display());
     }
     let mode = state().mode;
