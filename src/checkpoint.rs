@@ -60,6 +60,49 @@ pub struct Checkpoint {
     pub state: OptState,
     /// Every setting that shapes the trajectory.
     pub settings: RunSettings,
+    /// What was measured after each completed epoch besides its loss (version 2).
+    pub history: History,
+}
+
+/// Validation loss and accuracy and training accuracy after each completed epoch, so that a
+/// resumed run reports every epoch's, not only its own. Each list is empty when not measured
+/// (no validation data, no class labels), and may be shorter than the losses when the file was
+/// written by a build that did not record them (version 2 files without `"history"`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct History {
+    /// Validation loss after each epoch.
+    pub val_loss: Vec<f64>,
+    /// Validation accuracy after each epoch (class labels only).
+    pub val_accuracy: Vec<f64>,
+    /// Training accuracy after each epoch (class labels only).
+    pub train_accuracy: Vec<f64>,
+}
+
+impl History {
+    /// Nothing recorded.
+    pub fn is_empty(&self) -> bool {
+        self.val_loss.is_empty() && self.val_accuracy.is_empty() && self.train_accuracy.is_empty()
+    }
+
+    fn lists(&self) -> [(&'static str, &Vec<f64>); 3] {
+        [
+            ("val_loss", &self.val_loss),
+            ("val_accuracy", &self.val_accuracy),
+            ("train_accuracy", &self.train_accuracy),
+        ]
+    }
+}
+
+/// [`History`] as the file spells it: each list written only when it has entries.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireHistory {
+    #[serde(default, skip_serializing_if = "losses::Losses::is_empty")]
+    val_loss: losses::Losses,
+    #[serde(default, skip_serializing_if = "losses::Losses::is_empty")]
+    val_accuracy: losses::Losses,
+    #[serde(default, skip_serializing_if = "losses::Losses::is_empty")]
+    train_accuracy: losses::Losses,
 }
 
 /// The settings of a run that a resumed run must share to continue the same trajectory.
@@ -345,6 +388,15 @@ impl Checkpoint {
                 self.epochs_done
             ));
         }
+        for (name, list) in self.history.lists() {
+            if list.len() > self.epochs_done {
+                return Err(format!(
+                    "history.{name} has {} entries for {} completed epochs",
+                    list.len(),
+                    self.epochs_done
+                ));
+            }
+        }
         // `Model::params` is public: check it still fits the layers and is finite.
         self.model
             .with_params(self.model.params.clone())
@@ -357,7 +409,9 @@ impl Checkpoint {
 
     /// The checkpoint as its file's JSON text (one line and a newline).
     pub fn to_json(&self) -> String {
-        let v1 = self.settings.fits_version_1();
+        // Version 1 has no history: a run that measured something is written as version 2.
+        let v1 = self.settings.fits_version_1() && self.history.is_empty();
+        let h = &self.history;
         let wire = Wire {
             format: FORMAT.into(),
             version: if v1 { 1 } else { VERSION },
@@ -366,6 +420,11 @@ impl Checkpoint {
             losses: losses::Losses(self.losses.clone()),
             step_losses: (!v1).then(|| losses::Losses(self.step_losses.clone())),
             optimizer_state: (!v1).then(|| self.state.clone()),
+            history: (!h.is_empty()).then(|| WireHistory {
+                val_loss: losses::Losses(h.val_loss.clone()),
+                val_accuracy: losses::Losses(h.val_accuracy.clone()),
+                train_accuracy: losses::Losses(h.train_accuracy.clone()),
+            }),
             model: self.model.to_file(),
         };
         serde_json::to_string(&wire).expect("checkpoint serialises") + "\n"
@@ -411,6 +470,11 @@ impl Checkpoint {
             losses: wire.losses.0,
             state: wire.optimizer_state.unwrap_or_default(),
             settings,
+            history: wire.history.map_or_else(History::default, |h| History {
+                val_loss: h.val_loss.0,
+                val_accuracy: h.val_accuracy.0,
+                train_accuracy: h.train_accuracy.0,
+            }),
         };
         checkpoint.validate().map_err(err)?;
         Ok(checkpoint)
@@ -532,6 +596,8 @@ struct Wire {
     step_losses: Option<losses::Losses>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     optimizer_state: Option<OptState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    history: Option<WireHistory>,
     model: ModelFile,
 }
 

@@ -72,6 +72,7 @@ fn random_checkpoint(seed: u64, epochs_done: usize) -> Checkpoint {
         losses,
         state: OptState::default(),
         settings: settings(),
+        history: Default::default(),
     }
 }
 
@@ -282,6 +283,7 @@ fn sigkill_writer_child() {
                 epochs: 1_000_000,
                 ..settings()
             },
+            history: Default::default(),
         };
         c.save_atomic(Path::new(&path)).unwrap();
     }

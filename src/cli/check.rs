@@ -1,6 +1,6 @@
 //! `perturb check`.
 
-use super::{AdapterArgs, DeviceArg, DirectionArg, NetArgs, PrecisionArg};
+use super::{AdapterArgs, DeviceArg, DirectionArg, LossArg, NetArgs, PrecisionArg};
 use crate::check::{self, CheckReport, COORDINATE_ESTIMATORS, SWEEP_EPS};
 use crate::error::{Error, Fix, Result, Setting};
 use crate::estimate::Estimator;
@@ -17,6 +17,10 @@ pub struct CheckArgs {
     /// Network and data (the parameters checked are the model's).
     #[command(flatten)]
     pub net: NetArgs,
+    /// The loss backprop and the estimators differentiate (cross-entropy: an identity output layer,
+    /// data rows ending in a class label or one probability per output).
+    #[arg(long, value_enum, default_value_t = LossArg::Mse)]
+    pub loss: LossArg,
     /// Seed of the random network (--layers) and of the SPSA directions.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -68,7 +72,9 @@ pub fn check(args: &CheckArgs) -> Result<()> {
         ],
     )?;
     let model = args.net.model(args.seed)?;
-    let data = args.net.data(&model, crate::model::Loss::Mse)?;
+    let loss = args.loss.into();
+    crate::model::Loss::check(loss, &model)?;
+    let data = args.net.data(&model, loss)?;
     let spsa = (args.samples > 0).then(|| {
         let direction = match args.direction {
             DirectionArg::Rademacher => Direction::Rademacher,
@@ -88,13 +94,21 @@ pub fn check(args: &CheckArgs) -> Result<()> {
         DeviceArg::Cpu => Device::Cpu(args.precision.into()),
     };
     // One device for every estimator's evaluator (they run one after another).
-    let report = check::run_on(&Backend::open(&device)?, &model, &data, args.eps, spsa)?;
+    let report = check::run_on(
+        &Backend::open(&device)?,
+        &model,
+        &data,
+        loss,
+        args.eps,
+        spsa,
+    )?;
     say!(
-        "perturb check: {} network, {} parameters, {} sample{}; loss {:.8} (backprop in float64)",
+        "perturb check: {} network, {} parameters, {} sample{}; {} loss {:.8} (backprop in float64)",
         report::describe_model(&model),
         model.num_params(),
         data.len(),
         if data.len() == 1 { "" } else { "s" },
+        loss.name(),
         report.loss
     );
     say!(

@@ -189,9 +189,21 @@ pub fn abandon() {
     }
 }
 
-/// Draws the `--plot` chart of `losses` to `path` (written atomically).
-pub fn plot(args: &OutputArgs, path: &std::path::Path, losses: &[f64]) -> Result<()> {
-    plot::loss_curve(losses, args.log_y).render(path)
+/// Draws the `--plot` charts of `report` to `path` (written atomically): train and validation
+/// loss and, for class labels, train and validation accuracy in a second panel.
+pub fn plot(args: &OutputArgs, path: &std::path::Path, report: &Report) -> Result<()> {
+    let (val_loss, val_accuracy) = report
+        .val
+        .as_ref()
+        .map_or((&[][..], &[][..]), |v| (&v.loss[..], &v.accuracy[..]));
+    let charts = plot::training_charts(
+        &report.losses,
+        val_loss,
+        &report.train_accuracy,
+        val_accuracy,
+        args.log_y,
+    );
+    plot::render_stacked(&charts, path)
 }
 
 /// After the run and its files: prints the `--json` report or the `--quiet` summary line. Under

@@ -43,6 +43,14 @@ pub struct SweepArgs {
     /// The loss: mse (the book's) or cross-entropy (softmax over an identity output layer).
     #[arg(long, value_enum, default_value_t = LossArg::Mse)]
     pub loss: LossArg,
+    /// Samples per step [default: every sample]. Every run steps through the same batches, one
+    /// evaluation per step for all: each epoch's order is drawn from the FIRST seed of --seed, so
+    /// the runs of that seed equal the same run of `perturb train` bit for bit.
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+    /// Keep file order in every epoch instead of a fresh seeded order per epoch.
+    #[arg(long)]
+    pub no_shuffle: bool,
     /// Where the perturbed losses are computed.
     #[arg(long, value_enum, default_value_t = DeviceArg::Gpu)]
     pub device: DeviceArg,
@@ -138,11 +146,19 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
         DeviceArg::Gpu => Device::Gpu(args.adapter.options()),
         DeviceArg::Cpu => Device::Cpu(args.precision.into()),
     };
+    if args.batch_size == Some(0) {
+        return Err(Error::invalid(Setting::BatchSize, "must be at least 1"));
+    }
+    let batching = crate::settings::Batching {
+        size: args.batch_size.unwrap_or(0),
+        shuffle: !args.no_shuffle,
+    };
     let start = Instant::now();
     let done = Training::new(model, data)
         .device(device)
         .method(args.method.into())
         .loss(args.loss.into())
+        .batching(batching)
         .runs(runs)
         .allow_divergence(args.allow_divergence)
         .run_all()?;

@@ -7,7 +7,7 @@ use super::{
     AdapterArgs, DeviceArg, EstimatorArgs, LoopArg, LossArg, MethodArg, NetArgs, OptimizerArg,
     PrecisionArg,
 };
-use crate::checkpoint::{Checkpoint, GivenFlags, RunSettings};
+use crate::checkpoint::{Checkpoint, GivenFlags, History, RunSettings};
 use crate::cpu::CpuEvaluator;
 use crate::data::Dataset;
 use crate::error::{Error, Fix, Result, Setting};
@@ -137,21 +137,23 @@ pub fn train(args: &TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
     if let Some(w) = vanished_warning(&run.vanished, setup.hyper.eps) {
         eprintln!("perturb: {w}");
     }
+    // The resumed epochs' measurements, then this run's.
+    let mut history = setup.history.clone();
+    for v in &done.val {
+        record(&mut history, Some(v), None);
+    }
+    history.train_accuracy.extend(&done.train_accuracy);
     // A failed device keeps the epochs it completed: save them, then report the failure.
     if let Some(e) = done.fault {
-        return Err(match setup.save_checkpoint(&run) {
+        return Err(match setup.save_checkpoint(&run, &history) {
             Ok(Some(path)) => saved_note(e, &path, run.losses.len()),
             _ => e,
         });
     }
-    let watched = Watched {
-        val: done.val,
-        train_accuracy: done.train_accuracy,
-    };
     let ran = Ran {
         device: done.device,
         seconds: done.seconds,
-        watched,
+        history,
         broken: saved,
     };
     setup.finish(args, &targets, run, ran)
@@ -173,6 +175,8 @@ struct Setup {
     settings: RunSettings,
     /// `--checkpoint`, else the resumed file, else next to `--save`.
     checkpoint: Option<PathBuf>,
+    /// The resumed checkpoint's measurements after each of its epochs (empty for a fresh run).
+    history: History,
 }
 
 impl Setup {
@@ -259,6 +263,9 @@ impl Setup {
         check_combination(args, &settings, estimator)?;
         let (data, val) = validation(args, data, &model, loss, hyper.seed, val_split)?;
         let mut start = Run::new(hyper, model.params.clone()).with_optimizer(settings.optimizer);
+        let history = resumed
+            .as_ref()
+            .map_or_else(History::default, |c| c.history.clone());
         if let Some(c) = resumed {
             start.losses = c.losses;
             start.step_losses = c.step_losses;
@@ -287,6 +294,7 @@ impl Setup {
             start,
             settings,
             checkpoint,
+            history,
         })
     }
 
@@ -342,6 +350,7 @@ impl Setup {
         };
         let (epochs, every) = (self.hyper.epochs, args.checkpoint_every);
         let mut save_error = None;
+        let mut history = self.history.clone();
         let mut training = Training::new(self.model.clone(), self.data.clone());
         if let Some(val) = &self.val {
             training = training.validation(val.clone());
@@ -380,13 +389,14 @@ impl Setup {
                     e.loss,
                     &epoch_extra(e.val, e.train_accuracy),
                 );
+                record(&mut history, e.val, e.train_accuracy);
                 if every > 0 && e.epoch % every == 0 && save_error.is_none() {
                     let mut at = self.start.clone();
                     at.params = e.params.to_vec();
                     at.losses = e.losses.to_vec();
                     at.step_losses = e.step_losses.to_vec();
                     at.state = e.state.clone();
-                    if let Err(err) = self.save_checkpoint(&at) {
+                    if let Err(err) = self.save_checkpoint(&at, &history) {
                         checkpoint_failed(&err, e.epoch);
                         save_error = Some(err);
                     }
@@ -403,19 +413,26 @@ impl Setup {
         let trained = self.model.with_params(run.params.clone())?;
         let mut report = self.report(&trained, &run, ran.device, ran.seconds)?;
         report.val = self.val.as_ref().map(|_| ValHistory {
-            loss: ran.watched.val.iter().map(|v| v.loss).collect(),
-            accuracy: ran.watched.val.iter().filter_map(|v| v.accuracy).collect(),
+            loss: ran.history.val_loss.clone(),
+            accuracy: ran.history.val_accuracy.clone(),
         });
-        report.train_accuracy = ran.watched.train_accuracy;
+        report.train_accuracy = ran.history.train_accuracy.clone();
         let outcome = run.outcome.clone().unwrap_or_default();
         if outcome != Outcome::Finished || ran.broken.is_some() {
-            return Err(self.stopped_early(targets, &run, &report, outcome, ran.broken));
+            return Err(self.stopped_early(
+                targets,
+                &run,
+                &ran.history,
+                &report,
+                outcome,
+                ran.broken,
+            ));
         }
         let mut failed = Vec::new();
         let asked = args.checkpoint.is_some() || args.resume.is_some();
         let mut kept = None;
         if asked {
-            match self.save_checkpoint(&run) {
+            match self.save_checkpoint(&run, &ran.history) {
                 Ok(Some(path)) => {
                     say!("wrote the checkpoint to {}", path.display());
                     kept = Some(path);
@@ -452,7 +469,7 @@ impl Setup {
             }
         }
         if let Some(path) = &targets.plot {
-            match output::plot(&args.output, path, &report.losses) {
+            match output::plot(&args.output, path, &report) {
                 Ok(()) => say!("wrote the loss plot to {}", path.display()),
                 Err(e) => failed.push(e),
             }
@@ -466,7 +483,7 @@ impl Setup {
         // The trained model outlives any failed output: in the checkpoint, else the fallback.
         let (kept, more) = match kept {
             Some(path) => (Some(path), Vec::new()),
-            None => self.keep(targets, &run, asked),
+            None => self.keep(targets, &run, &ran.history, asked),
         };
         failed.extend(more);
         Err(with_notes(failed, &kept_note("the trained model", kept)))
@@ -479,11 +496,12 @@ impl Setup {
         &self,
         targets: &Targets,
         run: &Run,
+        history: &History,
         report: &Report,
         outcome: Outcome,
         broken: Option<Error>,
     ) -> Error {
-        let (saved, mut failed) = self.keep(targets, run, broken.is_some());
+        let (saved, mut failed) = self.keep(targets, run, history, broken.is_some());
         if let Some(path) = &targets.report {
             if let Err(e) = report.save(path) {
                 failed.push(e);
@@ -504,11 +522,17 @@ impl Setup {
 
     /// Saves `run` where it can: the checkpoint, unless a write of it already failed (`tried`), else
     /// the fallback. Returns where it went, and the writes that failed.
-    fn keep(&self, targets: &Targets, run: &Run, tried: bool) -> (Option<PathBuf>, Vec<Error>) {
+    fn keep(
+        &self,
+        targets: &Targets,
+        run: &Run,
+        history: &History,
+        tried: bool,
+    ) -> (Option<PathBuf>, Vec<Error>) {
         let mut failed = Vec::new();
         let first = self.checkpoint.as_ref().filter(|_| !tried);
         for path in first.into_iter().chain(&targets.fallback) {
-            match self.save_checkpoint_to(run, path) {
+            match self.save_checkpoint_to(run, history, path) {
                 Ok(()) => return (Some(path.clone()), failed),
                 Err(e) => failed.push(e),
             }
@@ -558,17 +582,17 @@ impl Setup {
     /// Writes a checkpoint of `run` as it stands (atomically) to the checkpoint
     /// path, or to [`FALLBACK_CHECKPOINT`] when there is none (only runs that end early save
     /// without one). Returns where it went.
-    fn save_checkpoint(&self, run: &Run) -> Result<Option<PathBuf>> {
+    fn save_checkpoint(&self, run: &Run, history: &History) -> Result<Option<PathBuf>> {
         let path = self
             .checkpoint
             .clone()
             .unwrap_or_else(|| PathBuf::from(FALLBACK_CHECKPOINT));
-        self.save_checkpoint_to(run, &path)?;
+        self.save_checkpoint_to(run, history, &path)?;
         Ok(Some(path))
     }
 
     /// Writes a checkpoint of `run` as it stands to `path`, atomically.
-    fn save_checkpoint_to(&self, run: &Run, path: &Path) -> Result<()> {
+    fn save_checkpoint_to(&self, run: &Run, history: &History, path: &Path) -> Result<()> {
         let ck = Checkpoint {
             model: self.model.with_params(run.params.clone())?,
             epochs_done: run.losses.len(),
@@ -576,6 +600,7 @@ impl Setup {
             step_losses: run.step_losses.clone(),
             state: run.state.clone(),
             settings: self.settings.clone(),
+            history: history.clone(),
         };
         ck.save_atomic(path)
     }
@@ -755,10 +780,13 @@ fn optimizer(args: &TrainArgs) -> Optimizer {
     }
 }
 
-/// What the session measured after each epoch besides the loss.
-struct Watched {
-    val: Vec<Evaluation>,
-    train_accuracy: Vec<f64>,
+/// Appends one epoch's measurements to `history`.
+fn record(history: &mut History, val: Option<&Evaluation>, train_accuracy: Option<f64>) {
+    if let Some(v) = val {
+        history.val_loss.push(v.loss);
+        history.val_accuracy.extend(v.accuracy);
+    }
+    history.train_accuracy.extend(train_accuracy);
 }
 
 /// `  train acc 81.20%  val loss 0.51234567  val acc 80.10%` after an epoch's loss (or nothing).
@@ -820,7 +848,8 @@ const VAL_SPLIT_EPOCH: u64 = u64::MAX;
 struct Ran {
     device: DeviceInfo,
     seconds: f64,
-    watched: Watched,
+    /// Validation and accuracy of every epoch, the resumed ones included.
+    history: History,
     /// The periodic checkpoint write that failed and stopped the run, if one did.
     broken: Option<Error>,
 }
