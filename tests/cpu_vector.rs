@@ -44,8 +44,7 @@ fn assert_lanes_equal_scalar<R: Real>(
 ) {
     for eps in EPSILONS {
         let run = |lanes: bool| {
-            let mut ev =
-                CpuEvaluator::<R>::with_options(model, data, Method::Reuse, loss).unwrap();
+            let mut ev = CpuEvaluator::<R>::with_options(model, data, Method::Reuse, loss).unwrap();
             ev.set_threads(threads);
             ev.set_lanes(lanes);
             let mut d = vec![R::ZERO; model.num_params()];

@@ -13,12 +13,7 @@ use crate::model::Activation;
 
 /// `out[s] = act(z[s] + x[s]·d) − a[s]` (a bias: `act(z[s] + d) − a[s]`): the nudged unit's change.
 #[inline(always)]
-fn nudged_lanes<R: Real>(
-    (z, a, xs): (&[R], &[R], Option<&[R]>),
-    d: R,
-    out: &mut [R],
-    act: impl Fn(R) -> R,
-) {
+fn nudged_lanes<R: Real>((z, a, xs): Cols<R>, d: R, out: &mut [R], act: impl Fn(R) -> R) {
     match xs {
         Some(xs) => {
             for (((o, &z), &a), &x) in out.iter_mut().zip(z).zip(a).zip(xs) {
@@ -31,6 +26,52 @@ fn nudged_lanes<R: Real>(
             }
         }
     }
+}
+
+/// Columns of one nudge: the unit's `z` and `a` over samples, and its input over samples (`None`
+/// for a bias).
+type Cols<'a, R> = (&'a [R], &'a [R], Option<&'a [R]>);
+
+/// [`nudged_lanes`] with the activation fixed per loop.
+#[inline(always)]
+fn nudged_any<R: Real>(act: Activation, cols: Cols<R>, d: R, out: &mut [R]) {
+    match act {
+        Activation::Identity => nudged_lanes(cols, d, out, |v| v),
+        Activation::Relu => nudged_lanes(cols, d, out, |v| v.activate(Activation::Relu)),
+        Activation::Sigmoid => nudged_lanes(cols, d, out, |v| v.activate(Activation::Sigmoid)),
+        Activation::Tanh => nudged_lanes(cols, d, out, |v| v.activate(Activation::Tanh)),
+    }
+}
+
+/// [`nudged_any`] compiled for the widest vector unit the CPU has. The x86-64 baseline (SSE2)
+/// has no vector `floor`, so `exp_f32` would call libm per lane; AVX2 / AVX-512 code lets LLVM
+/// vectorise the whole twinned activation. Only these features are enabled, never FMA: every lane
+/// rounds each `+ − ×` as the scalar reference does.
+fn nudged_dispatch<R: Real>(act: Activation, cols: Cols<R>, d: R, out: &mut [R]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            return unsafe { nudged_avx512(act, cols, d, out) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { nudged_avx2(act, cols, d, out) };
+        }
+    }
+    nudged_any(act, cols, d, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn nudged_avx512<R: Real>(act: Activation, cols: Cols<R>, d: R, out: &mut [R]) {
+    nudged_any(act, cols, d, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn nudged_avx2<R: Real>(act: Activation, cols: Cols<R>, d: R, out: &mut [R]) {
+    nudged_any(act, cols, d, out)
 }
 
 impl<R: Real> ReusePlan<'_, R> {
@@ -69,14 +110,7 @@ impl<R: Real> ReusePlan<'_, R> {
             lane,
         } = bufs;
         let delta = &mut lane[..b];
-        match layer.activation {
-            Activation::Identity => nudged_lanes(cols, n.d, delta, |v| v),
-            Activation::Relu => nudged_lanes(cols, n.d, delta, |v| v.activate(Activation::Relu)),
-            Activation::Sigmoid => {
-                nudged_lanes(cols, n.d, delta, |v| v.activate(Activation::Sigmoid))
-            }
-            Activation::Tanh => nudged_lanes(cols, n.d, delta, |v| v.activate(Activation::Tanh)),
-        }
+        nudged_dispatch(layer.activation, cols, n.d, delta);
         let sse = &mut sse[..b];
         let outputs = self.layers[last].outputs;
         Some(match self.loss {
