@@ -169,12 +169,7 @@ struct Setup {
 impl Setup {
     fn new(args: &TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<Setup> {
         let resumed = args.resume.as_deref().map(Checkpoint::load).transpose()?;
-        let data_path = args.net.data.clone().or_else(|| {
-            resumed
-                .as_ref()
-                .and_then(|c| c.settings.data.as_ref())
-                .map(|d| PathBuf::from(&d.path))
-        });
+        let data_path = resume_data_path(args, resumed.as_ref())?;
         let model = match &resumed {
             Some(c) => c.model.clone(),
             None => args.net.model(args.seed.unwrap_or(0))?,
@@ -496,6 +491,32 @@ impl Setup {
         };
         ck.save_atomic(&path)?;
         Ok(Some(path))
+    }
+}
+
+/// The data a run trains on: `--data`, else (on resume) the file the checkpoint recorded, which
+/// [`Checkpoint::check_resume`] then verifies by size and hash. A run on a pipe cannot be read
+/// again from its path, so its resume needs `--data`.
+fn resume_data_path(args: &TrainArgs, resumed: Option<&Checkpoint>) -> Result<Option<PathBuf>> {
+    if args.net.data.is_some() {
+        return Ok(args.net.data.clone());
+    }
+    let Some(c) = resumed else {
+        return Ok(None);
+    };
+    match &c.settings.data {
+        Some(d) if d.stream => Err(Error::invalid(
+            Setting::Data,
+            format!(
+                "the checkpoint trained on a pipe or device ({}, {} bytes, fnv1a64 {}), which cannot be read again: give --data with the same bytes",
+                d.path,
+                d.bytes,
+                d.fnv1a64
+            ),
+        )),
+        Some(d) => Ok(Some(PathBuf::from(&d.path))),
+        // Every data form is recorded, pipes included: no record means the book's sample.
+        None => Ok(None),
     }
 }
 

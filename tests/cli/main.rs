@@ -15,5 +15,6 @@ mod eval;
 mod output;
 mod plots;
 mod resume;
+mod resume_verify;
 mod sweep;
 mod train;
