@@ -398,11 +398,11 @@ impl Setup {
         report.train_accuracy = watched.train_accuracy;
         let outcome = run.outcome.clone().unwrap_or_default();
         if outcome != Outcome::Finished {
-            let saved = self.save_checkpoint(&run)?;
+            let saved = self.save_checkpoint(&run);
             if let Some(path) = &args.report {
                 report.save(path)?;
             }
-            return Err(ended_early(outcome, run.losses.len(), saved));
+            return Err(ended_early(outcome, run.losses.len(), saved)?);
         }
         if args.checkpoint.is_some() || args.resume.is_some() {
             if let Some(path) = self.save_checkpoint(&run)? {
@@ -606,24 +606,30 @@ fn check_combination(args: &TrainArgs, s: &RunSettings, estimator: Estimator) ->
     Ok(())
 }
 
-/// The error of a run that diverged or was stopped, saying where it was saved.
-fn ended_early(outcome: Outcome, epochs: usize, saved: Option<PathBuf>) -> Error {
-    match outcome {
+/// The error of a run that diverged or was stopped, saying where it was saved. A divergence
+/// stays the error (exit 6) when its checkpoint could not be written, and names that failure;
+/// a stopped run whose checkpoint failed reports the failure.
+fn ended_early(outcome: Outcome, epochs: usize, saved: Result<Option<PathBuf>>) -> Result<Error> {
+    Ok(match outcome {
         Outcome::Diverged { epoch, what } => Error::Diverged {
             epoch,
             what: match saved {
-                Some(p) => format!(
+                Ok(Some(p)) => format!(
                     "{what}; the last finite parameters (after epoch {epochs}) are saved in {}",
                     p.display()
                 ),
-                None => what,
+                Ok(None) => what,
+                Err(e) => format!(
+                    "{what}; the checkpoint of the last finite parameters could not be written: {}",
+                    super::exit::message(&e)
+                ),
             },
         },
         _ => Error::Interrupted {
             epoch: epochs,
-            checkpoint: saved,
+            checkpoint: saved?,
         },
-    }
+    })
 }
 
 /// `e` with a note of where the run so far was saved.
@@ -754,3 +760,29 @@ fn validation(
 
 /// The "epoch" whose order draws the `--val-split` rows: one no training run reaches.
 const VAL_SPLIT_EPOCH: u64 = u64::MAX;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_divergence_whose_checkpoint_fails_stays_a_divergence_naming_the_failure() {
+        let failed = Error::io(
+            "/full/ck.json",
+            std::io::Error::other("No space left on device"),
+        );
+        let outcome = Outcome::Diverged {
+            epoch: 2,
+            what: "the loss is inf".into(),
+        };
+        let e = ended_early(outcome, 1, Err(failed)).unwrap();
+        assert!(matches!(e, Error::Diverged { epoch: 2, .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains("the loss is inf")
+                && text.contains("could not be written")
+                && text.contains("/full/ck.json: No space left on device"),
+            "{text}"
+        );
+    }
+}

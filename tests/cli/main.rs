@@ -9,6 +9,7 @@ mod bad_files;
 mod bad_options;
 mod bench;
 mod check;
+mod device_fault;
 mod devices;
 mod divergence;
 mod eval;
