@@ -7,8 +7,14 @@
 //!  "settings": {"epochs": 100, "lr": 0.01, "eps": 0.0001, "seed": null, "precision": "f32",
 //!               "method": "naive", "device": "cpu", "loop": "host", "data": null, "extra": {}},
 //!  "losses": [0.33455008268356323, ...],
-//!  "model": {"layers": [...the model file...]}}
+//!  "model": {"layers": [...the model file...]}, "checksum": "9f3c…"}
 //! ```
+//!
+//! The last field, `checksum`, is FNV-1a (64-bit, 16 hex digits) of the text before it as written
+//! (the object closed after `model`): any edit of the file is refused on load, naming it.
+//! Checkpoints written before checksums existed have none and load unchecked. The data trained
+//! on is recorded by size and FNV-1a of every byte read ([`DataRef`]); a resume re-reads it and
+//! compares.
 //!
 //! Floats round-trip bit for bit: serde_json prints the shortest decimal that reads back as the
 //! same value, and this crate enables its `float_roundtrip` feature so that reading is correctly

@@ -103,10 +103,25 @@ const PIPED: &str = "x1,x2,y\n1,2,0.5\n3,4,0.25\n";
 fn a_run_on_a_pipe_needs_its_data_again_and_checks_it_by_hash() {
     let d = dir("verify-pipe");
     let ck = d.join("ck.json").display().to_string();
-    let base = ["train", "--device", "cpu", "--layers", "2,2,1"];
-    let with = |rest: &[&str]| [&base[..], rest].concat();
+    // The network comes from the checkpoint on resume.
+    let base = ["train", "--device", "cpu"];
+    fn with<'a>(base: &[&'a str], rest: &[&'a str]) -> Vec<&'a str> {
+        [base, rest].concat()
+    }
     let o = perturb_stdin(
-        &with(&["--epochs", "2", "--data", "/dev/stdin", "--checkpoint", &ck]),
+        &with(
+            &base,
+            &[
+                "--layers",
+                "2,2,1",
+                "--epochs",
+                "2",
+                "--data",
+                "/dev/stdin",
+                "--checkpoint",
+                &ck,
+            ],
+        ),
         PIPED,
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -116,12 +131,15 @@ fn a_run_on_a_pipe_needs_its_data_again_and_checks_it_by_hash() {
     assert_eq!(saved["settings"]["data"]["bytes"], PIPED.len(), "{saved}");
     // Without --data the resume cannot read the pipe again: refused, never the book's sample.
     assert_fails(
-        &with(&["--epochs", "4", "--resume", &ck]),
+        &with(&base, &["--epochs", "4", "--resume", &ck]),
         &["--data", "pipe", "give --data"],
     );
     // Other bytes through the pipe are refused by hash.
     let o = perturb_stdin(
-        &with(&["--epochs", "4", "--resume", &ck, "--data", "/dev/stdin"]),
+        &with(
+            &base,
+            &["--epochs", "4", "--resume", &ck, "--data", "/dev/stdin"],
+        ),
         "x1,x2,y\n1,2,0.5\n3,4,0.75\n",
     );
     assert_eq!(o.status.code(), Some(EXIT_CONFIG), "{}", stderr(&o));
@@ -132,7 +150,10 @@ fn a_run_on_a_pipe_needs_its_data_again_and_checks_it_by_hash() {
     );
     // The same bytes resume.
     let o = perturb_stdin(
-        &with(&["--epochs", "4", "--resume", &ck, "--data", "/dev/stdin"]),
+        &with(
+            &base,
+            &["--epochs", "4", "--resume", &ck, "--data", "/dev/stdin"],
+        ),
         PIPED,
     );
     assert!(o.status.success(), "{}", stderr(&o));
