@@ -7,8 +7,14 @@
 //!  "settings": {"epochs": 100, "lr": 0.01, "eps": 0.0001, "seed": null, "precision": "f32",
 //!               "method": "naive", "device": "cpu", "loop": "host", "data": null, "extra": {}},
 //!  "losses": [0.33455008268356323, ...],
-//!  "model": {"layers": [...the model file...]}}
+//!  "model": {"layers": [...the model file...]}, "checksum": "9f3c…"}
 //! ```
+//!
+//! The last field, `checksum`, is FNV-1a (64-bit, 16 hex digits) of the text before it as written
+//! (the object closed after `model`): any edit of the file is refused on load, naming it.
+//! Checkpoints written before checksums existed have none and load unchecked. The data trained
+//! on is recorded by size and FNV-1a of every byte read ([`DataRef`]); a resume re-reads it and
+//! compares.
 //!
 //! Floats round-trip bit for bit: serde_json prints the shortest decimal that reads back as the
 //! same value, and this crate enables its `float_roundtrip` feature so that reading is correctly
@@ -281,20 +287,63 @@ pub struct DataRef {
     pub bytes: u64,
     /// FNV-1a (64-bit) of the contents, 16 lowercase hex digits.
     pub fnv1a64: String,
+    /// Read from a pipe or device, which a resume cannot read again: `--data` must be given.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
 }
 
 impl DataRef {
     /// The reference of `contents` read from `path`.
     pub fn of_bytes(path: &Path, contents: &[u8]) -> DataRef {
-        let hash = contents.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
         DataRef {
             path: path.display().to_string(),
             bytes: contents.len() as u64,
-            fnv1a64: format!("{hash:016x}"),
+            fnv1a64: format!("{:016x}", fnv1a64(contents)),
+            stream: false,
         }
     }
+}
+
+/// FNV-1a, 64-bit: the hash of data references and of the checkpoint's own text.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The end of a checkpoint written with a checksum: `,"checksum":"` 16 hex digits `"}`.
+const CHECKSUM_KEY: &str = ",\"checksum\":\"";
+
+/// Appends the checksum field to `body` (a JSON object's text): FNV-1a of `body` exactly as
+/// written, so that any edit of a byte before it is caught.
+fn with_checksum(body: &str) -> String {
+    let open = body.strip_suffix('}').expect("a JSON object");
+    format!(
+        "{open}{CHECKSUM_KEY}{:016x}\"}}\n",
+        fnv1a64(body.as_bytes())
+    )
+}
+
+/// Checks the checksum of a checkpoint's text when it has one (checkpoints written before
+/// checksums were added load unchecked). The field must be the last, as it is written.
+fn verify_checksum(text: &str, recorded: Option<&str>) -> std::result::Result<(), String> {
+    let Some(recorded) = recorded else {
+        return Ok(());
+    };
+    let trimmed = text.trim_end();
+    let suffix = format!("{CHECKSUM_KEY}{recorded}\"}}");
+    let Some(open) = trimmed.strip_suffix(suffix.as_str()) else {
+        return Err(
+            "the checksum is not the last field as perturb writes it: the file was edited".into(),
+        );
+    };
+    let actual = format!("{:016x}", fnv1a64(format!("{open}}}").as_bytes()));
+    if actual != recorded {
+        return Err(format!(
+            "checksum mismatch (recorded {recorded}, contents hash to {actual}): the file was edited or damaged; refusing to resume from it"
+        ));
+    }
+    Ok(())
 }
 
 /// The settings given again on resume: `None` where one was not given, and the run takes the
@@ -426,8 +475,9 @@ impl Checkpoint {
                 train_accuracy: losses::Losses(h.train_accuracy.clone()),
             }),
             model: self.model.to_file(),
+            checksum: None,
         };
-        serde_json::to_string(&wire).expect("checkpoint serialises") + "\n"
+        with_checksum(&serde_json::to_string(&wire).expect("checkpoint serialises"))
     }
 
     /// Parses and validates a checkpoint's JSON text; `origin` names it in errors.
@@ -441,8 +491,10 @@ impl Checkpoint {
             .map_err(|e| err(format!("not a perturb checkpoint ({e})")))?;
         if header.format.as_deref() != Some(FORMAT) {
             return Err(err(format!(
-                "not a perturb checkpoint (\"format\" is {:?}, expected {FORMAT:?})",
-                header.format
+                "not a perturb checkpoint (\"format\" is {}, expected {FORMAT:?})",
+                header
+                    .format
+                    .map_or("missing".to_string(), |f| format!("{f:?}"))
             )));
         }
         if !matches!(header.version, Some(1..=VERSION)) {
@@ -455,6 +507,7 @@ impl Checkpoint {
         }
         let wire: Wire =
             serde_json::from_str(text).map_err(|e| err(format!("invalid checkpoint: {e}")))?;
+        verify_checksum(text, wire.checksum.as_deref()).map_err(err)?;
         let model = wire.model.into_model(origin).map_err(|e| match e {
             Error::Model { message, .. } => err(format!("model: {message}")),
             other => other,
@@ -599,6 +652,10 @@ struct Wire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     history: Option<WireHistory>,
     model: ModelFile,
+    /// FNV-1a of the text before it (see `with_checksum`); absent in older checkpoints. Kept
+    /// last: fields added above it are covered.
+    #[serde(default, skip_serializing)]
+    checksum: Option<String>,
 }
 
 /// What is read first: only the format and version, ignoring the rest.

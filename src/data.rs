@@ -240,6 +240,14 @@ impl Dataset {
         loss: Loss,
         origin: &str,
     ) -> Result<Dataset> {
+        // Spreadsheets write a UTF-8 byte-order mark; it is no part of the first field.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        if text.contains('\r') && !text.contains('\n') {
+            return Err(data_err(
+                origin,
+                "lines end in a bare carriage return (CR, old Mac line ends); convert them to LF or CRLF".into(),
+            ));
+        }
         let mut forms = Targets::accepted(loss, outputs);
         let first_line = first_content_line(text);
         let mut xs = Vec::new();
@@ -263,7 +271,7 @@ impl Dataset {
                 .copied()
                 .find(|t| inputs.saturating_add(t.columns()) == columns)
             else {
-                let what = if rows == 0 && lineno == first_line && !numeric(line) {
+                let what = if rows == 0 && lineno == first_line && !any_numeric(line) {
                     "header has "
                 } else {
                     ""
@@ -286,9 +294,27 @@ impl Dataset {
             fields.extend(line.split(',').map(str::trim));
             parsed.clear();
             parsed.extend(fields.iter().map(|f| f.parse::<f32>().ok()));
-            // A first line with any non-numeric field is a header of column names.
-            if rows == 0 && lineno == first_line && parsed.iter().any(Option::is_none) {
-                continue;
+            // A first line is a header of column names only when none of its fields is a
+            // number; one mixing both (an empty cell, `0x10`) is neither, and guessing loses a row.
+            if rows == 0 && lineno == first_line {
+                let numbers = parsed.iter().filter(|p| p.is_some()).count();
+                if numbers == 0 {
+                    continue;
+                }
+                if numbers < parsed.len() {
+                    let (c, field) = fields
+                        .iter()
+                        .enumerate()
+                        .find(|(c, _)| parsed[*c].is_none())
+                        .expect("a field is not a number");
+                    return Err(data_err(
+                        &at(),
+                        format!(
+                            "the first line mixes numbers and text (column {} is {field:?}): neither a header of names nor a data row",
+                            c + 1
+                        ),
+                    ));
+                }
             }
             targets.clear();
             for (c, (field, value)) in fields.iter().zip(&parsed).enumerate() {
@@ -403,9 +429,9 @@ fn first_content_line(text: &str) -> usize {
         .map_or(0, |i| i + 1)
 }
 
-/// True when every field of a line parses as a number (a data row, not a header).
-fn numeric(line: &str) -> bool {
-    line.split(',').all(|f| f.trim().parse::<f32>().is_ok())
+/// True when some field of a line parses as a number (so the line is no header).
+fn any_numeric(line: &str) -> bool {
+    line.split(',').any(|f| f.trim().parse::<f32>().is_ok())
 }
 
 fn data_err(origin: &str, message: String) -> Error {
@@ -440,6 +466,36 @@ mod tests {
         assert!(e.to_string().contains("finite"), "{e}");
         let e = Dataset::from_csv("a,b,c\n", 2, 1, Loss::Mse, "t.csv").unwrap_err();
         assert!(e.to_string().contains("no samples"), "{e}");
+    }
+
+    #[test]
+    fn a_bom_is_stripped_and_its_numeric_first_row_kept() {
+        let d =
+            Dataset::from_csv("\u{feff}1,2,3\n4,5,6\n7,8,9\n", 2, 1, Loss::Mse, "t.csv").unwrap();
+        assert_eq!(d.len(), 3, "the BOM row must stay a data row");
+        assert_eq!(d.x.row(0).to_vec(), vec![1.0, 2.0]);
+        let d = Dataset::from_csv("\u{feff}a,b,y\n4,5,6\n", 2, 1, Loss::Mse, "t.csv").unwrap();
+        assert_eq!(d.len(), 1);
+    }
+
+    #[test]
+    fn a_first_line_mixing_numbers_and_text_is_an_error_naming_line_1() {
+        for text in ["0x10,2,3\n4,5,6\n", "1,,3\n4,5,6\n", "x,2,3\n4,5,6\n"] {
+            let e = Dataset::from_csv(text, 2, 1, Loss::Mse, "t.csv").unwrap_err();
+            assert!(
+                e.to_string()
+                    .starts_with("t.csv:1: the first line mixes numbers and text"),
+                "{text:?}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn cr_only_line_ends_are_named() {
+        let e = Dataset::from_csv("1,2,3\r4,5,6\r", 2, 1, Loss::Mse, "t.csv").unwrap_err();
+        assert!(e.to_string().contains("carriage return"), "{e}");
+        let d = Dataset::from_csv("1,2,3\r\n4,5,6\r\n", 2, 1, Loss::Mse, "t.csv").unwrap();
+        assert_eq!(d.len(), 2, "CRLF stays accepted");
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub struct CheckArgs {
     /// Float type of the perturbed losses (f64 needs --device cpu).
     #[arg(long, value_enum, default_value_t = PrecisionArg::F64)]
     pub precision: PrecisionArg,
-    /// SPSA directions for the SPSA row (0: no SPSA row).
+    /// SPSA directions for the SPSA row (at least 1, as `train` takes).
     #[arg(long, default_value_t = 64)]
     pub samples: u32,
     /// Distribution of the SPSA directions.
@@ -75,7 +75,8 @@ pub fn check(args: &CheckArgs) -> Result<()> {
     let loss = args.loss.into();
     crate::model::Loss::check(loss, &model)?;
     let data = args.net.data(&model, loss)?;
-    let spsa = (args.samples > 0).then(|| {
+    // Refused as `train` refuses it rather than silently dropping the SPSA row.
+    let spsa = Some({
         let direction = match args.direction {
             DirectionArg::Rademacher => Direction::Rademacher,
             DirectionArg::Gaussian => Direction::Gaussian,

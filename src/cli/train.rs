@@ -182,12 +182,7 @@ struct Setup {
 impl Setup {
     fn new(args: &TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<Setup> {
         let resumed = args.resume.as_deref().map(Checkpoint::load).transpose()?;
-        let data_path = args.net.data.clone().or_else(|| {
-            resumed
-                .as_ref()
-                .and_then(|c| c.settings.data.as_ref())
-                .map(|d| PathBuf::from(&d.path))
-        });
+        let data_path = resume_data_path(args, resumed.as_ref())?;
         let model = match &resumed {
             Some(c) => c.model.clone(),
             None => args.net.model(args.seed.unwrap_or(0))?,
@@ -513,11 +508,17 @@ impl Setup {
             let what = format!("the run so far ({epochs} epochs)");
             return with_notes(failed, &kept_note(&what, saved));
         }
-        // The stop or the divergence is the error; a failed output is said on its own line first.
+        // The stop or the divergence is the error; it names the checkpoint, or the failed write
+        // when nothing could be saved; any other failed output is said on its own line first.
+        let saved = match saved {
+            Some(path) => Ok(Some(path)),
+            None if failed.is_empty() => Ok(None),
+            None => Err(failed.remove(0)),
+        };
         for e in &failed {
             eprintln!("perturb: could not write {}", super::exit::message(e));
         }
-        ended_early(outcome, epochs, saved)
+        ended_early(outcome, epochs, saved).unwrap_or_else(|e| e)
     }
 
     /// Saves `run` where it can: the checkpoint, unless a write of it already failed (`tried`), else
@@ -603,6 +604,32 @@ impl Setup {
             history: history.clone(),
         };
         ck.save_atomic(path)
+    }
+}
+
+/// The data a run trains on: `--data`, else (on resume) the file the checkpoint recorded, which
+/// [`Checkpoint::check_resume`] then verifies by size and hash. A run on a pipe cannot be read
+/// again from its path, so its resume needs `--data`.
+fn resume_data_path(args: &TrainArgs, resumed: Option<&Checkpoint>) -> Result<Option<PathBuf>> {
+    if args.net.data.is_some() {
+        return Ok(args.net.data.clone());
+    }
+    let Some(c) = resumed else {
+        return Ok(None);
+    };
+    match &c.settings.data {
+        Some(d) if d.stream => Err(Error::invalid(
+            Setting::Data,
+            format!(
+                "the checkpoint trained on a pipe or device ({}, {} bytes, fnv1a64 {}), which cannot be read again: give --data with the same bytes",
+                d.path,
+                d.bytes,
+                d.fnv1a64
+            ),
+        )),
+        Some(d) => Ok(Some(PathBuf::from(&d.path))),
+        // Every data form is recorded, pipes included: no record means the book's sample.
+        None => Ok(None),
     }
 }
 
@@ -692,24 +719,30 @@ fn check_combination(args: &TrainArgs, s: &RunSettings, estimator: Estimator) ->
     Ok(())
 }
 
-/// The error of a run that diverged or was stopped, saying where it was saved.
-fn ended_early(outcome: Outcome, epochs: usize, saved: Option<PathBuf>) -> Error {
-    match outcome {
+/// The error of a run that diverged or was stopped, saying where it was saved. A divergence
+/// stays the error (exit 6) when its checkpoint could not be written, and names that failure;
+/// a stopped run whose checkpoint failed reports the failure.
+fn ended_early(outcome: Outcome, epochs: usize, saved: Result<Option<PathBuf>>) -> Result<Error> {
+    Ok(match outcome {
         Outcome::Diverged { epoch, what } => Error::Diverged {
             epoch,
             what: match saved {
-                Some(p) => format!(
+                Ok(Some(p)) => format!(
                     "{what}; the last finite parameters (after epoch {epochs}) are saved in {}",
                     p.display()
                 ),
-                None => what,
+                Ok(None) => what,
+                Err(e) => format!(
+                    "{what}; the checkpoint of the last finite parameters could not be written: {}",
+                    super::exit::message(&e)
+                ),
             },
         },
         _ => Error::Interrupted {
             epoch: epochs,
-            checkpoint: saved,
+            checkpoint: saved?,
         },
-    }
+    })
 }
 
 /// `e` with a note of where the run so far was saved.
@@ -932,4 +965,30 @@ fn checkpoint_failed(e: &Error, epoch: usize) {
         super::exit::message(e)
     );
     interrupt::request();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_divergence_whose_checkpoint_fails_stays_a_divergence_naming_the_failure() {
+        let failed = Error::io(
+            "/full/ck.json",
+            std::io::Error::other("No space left on device"),
+        );
+        let outcome = Outcome::Diverged {
+            epoch: 2,
+            what: "the loss is inf".into(),
+        };
+        let e = ended_early(outcome, 1, Err(failed)).unwrap();
+        assert!(matches!(e, Error::Diverged { epoch: 2, .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains("the loss is inf")
+                && text.contains("could not be written")
+                && text.contains("/full/ck.json: No space left on device"),
+            "{text}"
+        );
+    }
 }

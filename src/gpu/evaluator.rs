@@ -227,6 +227,9 @@ impl GpuEvaluator {
 
     /// Waits for the queue and copies `bytes` of the readback buffer into `dst`.
     pub(super) fn read_back(&self, dst: &mut [f32]) -> Result<()> {
+        if super::context::injected_fault_due() {
+            self.ctx.device.destroy();
+        }
         let bytes = 4 * dst.len() as u64;
         let slice = self.bufs.readback.slice(..bytes);
         let (tx, rx) = std::sync::mpsc::channel();
