@@ -158,6 +158,27 @@ fn one_hot(class: usize, classes: usize, out: &mut Vec<f32>) {
     out.extend((0..classes).map(|k| if k == class { 1.0 } else { 0.0 }));
 }
 
+/// Whether a CSV file's first line is a header: only when none of its fields is a number. One
+/// mixing both (an empty cell, `0x10`) is neither a header nor a data row, and guessing would
+/// lose a row: an error naming the line (`at`).
+fn is_header(fields: &[&str], parsed: &[Option<f32>], at: &dyn Fn() -> String) -> Result<bool> {
+    let numbers = parsed.iter().filter(|p| p.is_some()).count();
+    if numbers == 0 {
+        return Ok(true);
+    }
+    match parsed.iter().position(Option::is_none) {
+        None => Ok(false),
+        Some(c) => Err(data_err(
+            &at(),
+            format!(
+                "the first line mixes numbers and text (column {} is {:?}): neither a header of names nor a data row",
+                c + 1,
+                fields[c]
+            ),
+        )),
+    }
+}
+
 /// `"3 (2 inputs + 1 targets)"`, the widths a CSV row may have, for messages.
 pub(crate) fn expected_widths(inputs: usize, forms: &[Targets]) -> String {
     let each: Vec<String> = forms
@@ -294,27 +315,8 @@ impl Dataset {
             fields.extend(line.split(',').map(str::trim));
             parsed.clear();
             parsed.extend(fields.iter().map(|f| f.parse::<f32>().ok()));
-            // A first line is a header of column names only when none of its fields is a
-            // number; one mixing both (an empty cell, `0x10`) is neither, and guessing loses a row.
-            if rows == 0 && lineno == first_line {
-                let numbers = parsed.iter().filter(|p| p.is_some()).count();
-                if numbers == 0 {
-                    continue;
-                }
-                if numbers < parsed.len() {
-                    let (c, field) = fields
-                        .iter()
-                        .enumerate()
-                        .find(|(c, _)| parsed[*c].is_none())
-                        .expect("a field is not a number");
-                    return Err(data_err(
-                        &at(),
-                        format!(
-                            "the first line mixes numbers and text (column {} is {field:?}): neither a header of names nor a data row",
-                            c + 1
-                        ),
-                    ));
-                }
+            if rows == 0 && lineno == first_line && is_header(&fields, &parsed, &at)? {
+                continue;
             }
             targets.clear();
             for (c, (field, value)) in fields.iter().zip(&parsed).enumerate() {
