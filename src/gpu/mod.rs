@@ -8,6 +8,7 @@ mod kernels;
 mod pipelines;
 mod plan;
 mod resident;
+mod variants;
 
 pub use context::{list_adapters, AdapterOptions, AdapterSummary, GpuContext};
 pub use evaluator::GpuEvaluator;
@@ -15,6 +16,7 @@ pub use kernels::{
     loop_passes, loss_code, KernelId, LoopPlan, FUSED_WG, GUARD_PASSES, KERNEL_PASS_BUDGET,
     LLVMPIPE_LOOP_CAP, SEQ_MAX_R, SEQ_PARTS, SEQ_WG, TILE_S, TILE_U, WG_SIZE,
 };
+pub use variants::{all_variants, SeqConstants, Target, Translator, Variant, LOSSES};
 pub use plan::{
     AdapterFacts, ChunkUniform, GpuOptions, ReuseKernel, FUSED_MAX_WIDTH, LAYER_WORDS, MAX_WIDTH,
     RESIDENT_MAX_BATCH, SEQ_REDUCE_MAX_BATCH,
