@@ -16,11 +16,11 @@ pub use kernels::{
     loop_passes, loss_code, KernelId, LoopPlan, FUSED_WG, GUARD_PASSES, KERNEL_PASS_BUDGET,
     LLVMPIPE_LOOP_CAP, SEQ_MAX_R, SEQ_PARTS, SEQ_WG, TILE_S, TILE_U, WG_SIZE,
 };
-pub use variants::{all_variants, SeqConstants, Target, Translator, Variant, LOSSES};
 pub use plan::{
     AdapterFacts, ChunkUniform, GpuOptions, ReuseKernel, FUSED_MAX_WIDTH, LAYER_WORDS, MAX_WIDTH,
     RESIDENT_MAX_BATCH, SEQ_REDUCE_MAX_BATCH,
 };
+pub use variants::{all_variants, SeqConstants, Target, Translator, Variant, LOSSES};
 
 /// `shaders/math.wgsl`: the WGSL twin of [`crate::math`].
 pub const MATH_WGSL: &str = include_str!("../../shaders/math.wgsl");

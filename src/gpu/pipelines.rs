@@ -84,12 +84,7 @@ pub(super) fn build_pipelines(
             cache: None,
         })
     };
-    let pipelines = Pipelines(
-        kernels
-            .iter()
-            .map(|&(k, _)| (k, specialised(k)))
-            .collect(),
-    );
+    let pipelines = Pipelines(kernels.iter().map(|&(k, _)| (k, specialised(k))).collect());
     let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some("nudge"),
         layout: &layout,
