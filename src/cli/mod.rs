@@ -1,5 +1,5 @@
-//! The command line: `perturb train`, `devices`, `bench`, `check`, `sweep`, `eval` and `predict`,
-//! one file each (`eval` and `predict` share one).
+//! The command line: `perturb train`, `devices`, `bench`, `check`, `sweep`, `eval`, `predict` and
+//! `shaders`, one file each (`eval` and `predict` share one).
 
 use crate::checkpoint::DataRef;
 use crate::data::Dataset;
@@ -34,6 +34,7 @@ pub mod exit;
 pub mod interrupt;
 pub mod output;
 pub mod outputs;
+mod shaders;
 mod sweep;
 mod train;
 
@@ -41,6 +42,7 @@ pub use bench::{bench, BenchArgs};
 pub use check::{check, CheckArgs};
 pub use devices::devices;
 pub use eval::{eval, predict, EvalArgs, PredictArgs};
+pub use shaders::{shaders, ShadersArgs, TargetArg};
 pub use sweep::{sweep, SweepArgs, SweepReport, SweepRun, MAX_SWEEP_RUNS};
 pub use train::{train, TrainArgs};
 
@@ -70,6 +72,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Print a model's predictions: a class per sample (cross-entropy) or its outputs (mse).
     Predict(PredictArgs),
+    /// Write every pipeline variant's shader as naga translates it for Vulkan, GL, Metal, DX12.
+    Shaders(ShadersArgs),
 }
 
 /// Which adapter to use.
