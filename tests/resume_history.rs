@@ -120,15 +120,12 @@ fn resumed_report_carries_every_epochs_validation_history() {
     }
 }
 
-/// A checkpoint without `"history"` (written before it was recorded) still loads and resumes;
-/// its report then holds only the resumed epochs' validation values.
-#[test]
-fn a_checkpoint_without_history_still_resumes() {
-    let d = scratch("old");
-    let data = labelled_csv(&d);
+/// Trains 2 epochs of the labelled data with a validation split in `d`; returns the checkpoint.
+fn two_epoch_checkpoint(d: &Path) -> PathBuf {
+    let data = labelled_csv(d);
     let ck = d.join("run.checkpoint.json");
     perturb(
-        &d,
+        d,
         &[
             "train",
             "--device",
@@ -150,6 +147,15 @@ fn a_checkpoint_without_history_still_resumes() {
             "--quiet",
         ],
     );
+    ck
+}
+
+/// A checkpoint without `"history"` (written before it was recorded) still loads and resumes;
+/// its report then holds only the resumed epochs' validation values.
+#[test]
+fn a_checkpoint_without_history_still_resumes() {
+    let d = scratch("old");
+    let ck = two_epoch_checkpoint(&d);
     let mut saved = report(&ck);
     assert!(saved["history"].is_object(), "{saved}");
     saved.as_object_mut().unwrap().remove("history");
@@ -183,31 +189,7 @@ fn a_checkpoint_without_history_still_resumes() {
 #[test]
 fn a_history_longer_than_the_epochs_done_is_refused() {
     let d = scratch("long");
-    let data = labelled_csv(&d);
-    let ck = d.join("run.checkpoint.json");
-    perturb(
-        &d,
-        &[
-            "train",
-            "--device",
-            "cpu",
-            "--data",
-            &data,
-            "--layers",
-            "2,4,3",
-            "--activations",
-            "tanh,identity",
-            "--loss",
-            "cross-entropy",
-            "--val-split",
-            "0.25",
-            "--epochs",
-            "2",
-            "--checkpoint",
-            ck.to_str().unwrap(),
-            "--quiet",
-        ],
-    );
+    let ck = two_epoch_checkpoint(&d);
     let mut saved = report(&ck);
     saved["history"]["val_loss"]
         .as_array_mut()
