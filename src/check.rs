@@ -8,18 +8,28 @@ use crate::error::{Error, Result, Setting};
 use crate::estimate::{gradient, Estimator, StepMode};
 use crate::evaluator::Evaluator;
 use crate::gpu::GpuOptions;
-use crate::model::{Activation, Model};
+use crate::model::{Activation, Loss, Model};
 use crate::precision::Real;
 use crate::session::{Backend, Build, Job};
 use serde::Serialize;
 
-/// The loss (float64, the CPU reference's f64 arithmetic) and its gradient by backpropagation.
+/// The mean squared error (float64, the CPU reference's f64 arithmetic) and its gradient by
+/// backpropagation: [`backprop_loss`] with [`Loss::Mse`].
 pub fn backprop(model: &Model, data: &Dataset) -> Result<(f64, Vec<f64>)> {
+    backprop_loss(model, data, Loss::Mse)
+}
+
+/// The loss `loss` in float64 and its gradient by backpropagation. Cross-entropy is the mean over
+/// samples of `Σ_j p_j (logsumexp(z) − z_j)` (a class label is a one-hot `p`), so its gradient at
+/// the logits is `(Σ_j p_j)·softmax(z) − p` over the sample count; it needs an identity output layer
+/// ([`Loss::check`]), as training does.
+pub fn backprop_loss(model: &Model, data: &Dataset, loss_kind: Loss) -> Result<(f64, Vec<f64>)> {
+    loss_kind.check(model)?;
     data.check_fits(model, "data")?;
     let layers = model.layers();
     let p: Vec<f64> = model.params.iter().map(|&v| f64::from(v)).collect();
     let mut grad = vec![0.0f64; p.len()];
-    let count = (data.len() * model.outputs()) as f64;
+    let count = loss_kind.mean_count(data.len(), model.outputs()) as f64;
     let mut loss = 0.0;
     for s in 0..data.len() {
         // Forward, keeping every layer's output (acts[0] is the input).
@@ -39,16 +49,10 @@ pub fn backprop(model: &Model, data: &Dataset) -> Result<(f64, Vec<f64>)> {
             acts.push(out);
         }
         // dL/da of the output layer, then back through each layer.
-        let last = &acts[layers.len()];
-        let mut da: Vec<f64> = last
-            .iter()
-            .zip(data.y.row(s))
-            .map(|(&a, &y)| {
-                let d = a - f64::from(y);
-                loss += d * d;
-                2.0 * d / count
-            })
-            .collect();
+        let target: Vec<f64> = data.y.row(s).iter().map(|&v| f64::from(v)).collect();
+        let (sample_loss, mut da) = output_gradient(loss_kind, &acts[layers.len()], &target);
+        loss += sample_loss;
+        da.iter_mut().for_each(|g| *g /= count);
         for (l, layer) in layers.iter().enumerate().rev() {
             let (w, b) = (model.weight_offset(l), model.bias_offset(l));
             let dz: Vec<f64> = da
@@ -71,6 +75,34 @@ pub fn backprop(model: &Model, data: &Dataset) -> Result<(f64, Vec<f64>)> {
         }
     }
     Ok((loss / count, grad))
+}
+
+/// One sample's loss term (before the mean) and its gradient at the output layer's outputs `a`
+/// (before dividing by the mean's count).
+fn output_gradient(loss: Loss, a: &[f64], target: &[f64]) -> (f64, Vec<f64>) {
+    match loss {
+        Loss::Mse => {
+            let d: Vec<f64> = a.iter().zip(target).map(|(&a, &y)| a - y).collect();
+            (
+                d.iter().map(|d| d * d).sum(),
+                d.iter().map(|d| 2.0 * d).collect(),
+            )
+        }
+        Loss::CrossEntropy => {
+            // Max subtracted so exp never overflows; a are the logits (identity output layer).
+            let m = a.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = a.iter().map(|&z| (z - m).exp()).sum();
+            let lse = m + sum.ln();
+            let mass: f64 = target.iter().sum();
+            let value = a.iter().zip(target).map(|(&z, &p)| p * (lse - z)).sum();
+            let grad = a
+                .iter()
+                .zip(target)
+                .map(|(&z, &p)| mass * (z - lse).exp() - p)
+                .collect();
+            (value, grad)
+        }
+    }
 }
 
 /// The activation's derivative from its output `a` (from z for relu: a > 0 exactly when z > 0).
@@ -228,21 +260,24 @@ pub fn run_on(
     backend: &Backend,
     model: &Model,
     data: &Dataset,
+    loss: Loss,
     eps: f64,
     spsa: Option<(Estimator, u64)>,
 ) -> Result<CheckReport> {
     struct Check<'m> {
         model: &'m Model,
         data: &'m Dataset,
+        loss: Loss,
         eps: f64,
         spsa: Option<(Estimator, u64)>,
     }
     impl Job for Check<'_> {
         type Output = Result<CheckReport>;
         fn run<B: Build>(self, build: &B) -> Result<CheckReport> {
-            run(self.model, self.data, self.eps, self.spsa, |e| {
+            run(self.model, self.data, self.loss, self.eps, self.spsa, |e| {
                 let opts = GpuOptions {
                     shape: e.shape(),
+                    loss: self.loss,
                     ..Default::default()
                 };
                 build.build(self.model, self.data, &opts)
@@ -252,16 +287,19 @@ pub fn run_on(
     backend.with(Check {
         model,
         data,
+        loss,
         eps,
         spsa,
     })
 }
 
 /// Runs the whole check. `evaluator(shape)` builds an evaluator for an estimator's shape (the GPU
-/// plans its dispatches per shape; the CPU ignores it). `spsa` adds that SPSA estimator at `eps`.
+/// plans its dispatches per shape; the CPU ignores it) computing `loss`, the loss backprop
+/// differentiates too. `spsa` adds that SPSA estimator at `eps`.
 pub fn run<E: Evaluator>(
     model: &Model,
     data: &Dataset,
+    loss: Loss,
     eps: f64,
     spsa: Option<(Estimator, u64)>,
     mut evaluator: impl FnMut(Estimator) -> Result<E>,
@@ -272,7 +310,7 @@ pub fn run<E: Evaluator>(
             format!("must be finite and > 0, got {eps}"),
         ));
     }
-    let (loss, reference) = backprop(model, data)?;
+    let (value, reference) = backprop_loss(model, data, loss)?;
     let params = &model.params;
     let mut estimators = Vec::new();
     let mut sweep = Vec::new();
@@ -325,7 +363,7 @@ pub fn run<E: Evaluator>(
         })
         .collect();
     Ok(CheckReport {
-        loss,
+        loss: value,
         backprop: reference,
         estimators,
         sweep,
@@ -338,70 +376,141 @@ pub fn run<E: Evaluator>(
 mod tests {
     use super::*;
 
+    /// Step of the float64 central differences the backprop gradient is held to.
+    const H: f64 = 1e-6;
+    /// Central differences at H err by O(H²) truncation plus O(ulp·|L|/H) rounding, about 1e-10
+    /// here; a wrong term in backprop is of the order of the gradient (1e-2 and up), so it cannot
+    /// pass.
+    const TOLERANCE: f64 = 1e-7;
+
+    /// `loss` as a float64 function of float64 parameters, written independently of `backprop`'s
+    /// forward pass and of the f32 parameters.
+    fn loss_at(model: &Model, data: &Dataset, loss: Loss, p: &[f64]) -> f64 {
+        let mut total = 0.0;
+        for s in 0..data.len() {
+            let mut a: Vec<f64> = data.x.row(s).iter().map(|&v| f64::from(v)).collect();
+            for (l, layer) in model.layers().iter().enumerate() {
+                let (w, b) = (model.weight_offset(l), model.bias_offset(l));
+                a = (0..layer.outputs)
+                    .map(|u| {
+                        let z: f64 = (0..layer.inputs)
+                            .map(|i| a[i] * p[w + i * layer.outputs + u])
+                            .sum::<f64>()
+                            + p[b + u];
+                        z.activate(layer.activation)
+                    })
+                    .collect();
+            }
+            let y = data.y.row(s);
+            total += match loss {
+                Loss::Mse => a
+                    .iter()
+                    .zip(y)
+                    .map(|(o, &t)| (o - f64::from(t)).powi(2))
+                    .sum::<f64>(),
+                // −Σ p log softmax(z), log softmax straight from its definition.
+                Loss::CrossEntropy => {
+                    let norm: f64 = a.iter().map(|z| z.exp()).sum();
+                    -a.iter()
+                        .zip(y)
+                        .map(|(z, &t)| f64::from(t) * (z.exp() / norm).ln())
+                        .sum::<f64>()
+                }
+            };
+        }
+        total / loss.mean_count(data.len(), model.outputs()) as f64
+    }
+
+    /// Panics naming the worst parameter unless `backprop_loss` matches central differences of
+    /// [`loss_at`] within [`TOLERANCE`], and its loss matches [`loss_at`].
+    fn assert_matches_central_differences(model: &Model, data: &Dataset, loss: Loss, what: &str) {
+        let (value, g) = backprop_loss(model, data, loss).unwrap();
+        let p0: Vec<f64> = model.params.iter().map(|&v| f64::from(v)).collect();
+        let direct = loss_at(model, data, loss, &p0);
+        assert!(
+            (value - direct).abs() < TOLERANCE,
+            "{what}: backprop loss {value} vs direct {direct}"
+        );
+        let mut worst = (0, 0.0f64, 0.0f64);
+        for k in 0..p0.len() {
+            let (mut up, mut down) = (p0.clone(), p0.clone());
+            up[k] += H;
+            down[k] -= H;
+            let fd =
+                (loss_at(model, data, loss, &up) - loss_at(model, data, loss, &down)) / (2.0 * H);
+            let err = (fd - g[k]).abs();
+            if err > worst.1 {
+                worst = (k, err, fd);
+            }
+        }
+        let k = worst.0;
+        assert!(
+            worst.1 < TOLERANCE,
+            "{what}: parameter {k}: backprop {} vs central differences {} (error {})",
+            g[k],
+            worst.2,
+            worst.1
+        );
+    }
+
+    fn inputs(samples: usize, width: usize) -> ndarray::Array2<f32> {
+        ndarray::Array2::from_shape_fn((samples, width), |(i, j)| {
+            ((i * 7 + j * 3) % 11) as f32 / 5.0 - 1.0
+        })
+    }
+
+    const ACTIVATIONS: [Activation; 4] = [
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Relu,
+        Activation::Identity,
+    ];
+
     /// Backprop agrees with float64 central differences (an independent computation) on small
     /// random networks of every activation.
     #[test]
     fn backprop_matches_float64_central_differences() {
-        const H: f64 = 1e-6;
-        const TOLERANCE: f64 = 1e-7;
-        let acts = [
-            Activation::Sigmoid,
-            Activation::Tanh,
-            Activation::Relu,
-            Activation::Identity,
-        ];
-        for (seed, &act) in acts.iter().enumerate() {
+        for (seed, &act) in ACTIVATIONS.iter().enumerate() {
             let model =
                 Model::random(&[3, 4, 2], &[act, Activation::Sigmoid], seed as u64).unwrap();
-            let x = ndarray::Array2::from_shape_fn((5, 3), |(i, j)| {
-                ((i * 7 + j * 3) % 11) as f32 / 5.0 - 1.0
-            });
             let y = ndarray::Array2::from_shape_fn((5, 2), |(i, j)| ((i + j) % 3) as f32 / 2.0);
-            let data = Dataset::new(x, y).unwrap();
-            let (_, g) = backprop(&model, &data).unwrap();
-            // Loss as a float64 function of float64 parameters, independent of the f32 params.
-            let loss_at = |p: &[f64]| -> f64 {
-                let mut total = 0.0;
-                for s in 0..data.len() {
-                    let mut a: Vec<f64> = data.x.row(s).iter().map(|&v| f64::from(v)).collect();
-                    for (l, layer) in model.layers().iter().enumerate() {
-                        let (w, b) = (model.weight_offset(l), model.bias_offset(l));
-                        a = (0..layer.outputs)
-                            .map(|u| {
-                                let z: f64 = (0..layer.inputs)
-                                    .map(|i| a[i] * p[w + i * layer.outputs + u])
-                                    .sum::<f64>()
-                                    + p[b + u];
-                                z.activate(layer.activation)
-                            })
-                            .collect();
-                    }
-                    for (o, &y) in a.iter().zip(data.y.row(s)) {
-                        total += (o - f64::from(y)).powi(2);
-                    }
-                }
-                total / (data.len() * model.outputs()) as f64
-            };
-            let p0: Vec<f64> = model.params.iter().map(|&v| f64::from(v)).collect();
-            let mut worst = (0, 0.0f64, 0.0f64);
-            for k in 0..p0.len() {
-                let (mut up, mut down) = (p0.clone(), p0.clone());
-                up[k] += H;
-                down[k] -= H;
-                let fd = (loss_at(&up) - loss_at(&down)) / (2.0 * H);
-                let err = (fd - g[k]).abs();
-                if err > worst.1 {
-                    worst = (k, err, fd);
-                }
-            }
-            let k = worst.0;
-            assert!(
-                worst.1 < TOLERANCE,
-                "{act:?}: parameter {k}: backprop {} vs central differences {} (error {})",
-                g[k],
-                worst.2,
-                worst.1
-            );
+            let data = Dataset::new(inputs(5, 3), y).unwrap();
+            assert_matches_central_differences(&model, &data, Loss::Mse, &format!("mse {act:?}"));
         }
+    }
+
+    /// Cross-entropy backprop agrees with float64 central differences of `−Σ p log softmax`, for
+    /// class labels (one-hot rows) and for soft probability targets, behind every hidden activation.
+    #[test]
+    fn cross_entropy_backprop_matches_float64_central_differences() {
+        for (seed, &act) in ACTIVATIONS.iter().enumerate() {
+            let model =
+                Model::random(&[3, 5, 4], &[act, Activation::Identity], 10 + seed as u64).unwrap();
+            let labels = ndarray::Array2::from_shape_fn((6, 4), |(i, j)| {
+                if (i * 3 + 1) % 4 == j {
+                    1.0
+                } else {
+                    0.0
+                }
+            });
+            let soft = ndarray::Array2::from_shape_fn((6, 4), |(i, j)| {
+                [0.1f32, 0.2, 0.3, 0.4][(i + j) % 4]
+            });
+            for (kind, y) in [("labels", labels), ("probabilities", soft)] {
+                let data = Dataset::new(inputs(6, 3), y).unwrap();
+                let what = format!("cross-entropy {kind} {act:?}");
+                assert_matches_central_differences(&model, &data, Loss::CrossEntropy, &what);
+            }
+        }
+    }
+
+    /// Cross-entropy of a non-identity output layer is refused, as training refuses it.
+    #[test]
+    fn cross_entropy_backprop_refuses_a_non_identity_output_layer() {
+        let model = Model::random(&[3, 4, 2], &[Activation::Tanh, Activation::Sigmoid], 0).unwrap();
+        let y = ndarray::Array2::from_shape_fn((2, 2), |(i, j)| if i == j { 1.0 } else { 0.0 });
+        let data = Dataset::new(inputs(2, 3), y).unwrap();
+        let err = backprop_loss(&model, &data, Loss::CrossEntropy).unwrap_err();
+        assert!(err.to_string().contains("identity"), "{err}");
     }
 }

@@ -7,8 +7,14 @@
 //!  "settings": {"epochs": 100, "lr": 0.01, "eps": 0.0001, "seed": null, "precision": "f32",
 //!               "method": "naive", "device": "cpu", "loop": "host", "data": null, "extra": {}},
 //!  "losses": [0.33455008268356323, ...],
-//!  "model": {"layers": [...the model file...]}}
+//!  "model": {"layers": [...the model file...]}, "checksum": "9f3c…"}
 //! ```
+//!
+//! The last field, `checksum`, is FNV-1a (64-bit, 16 hex digits) of the text before it as written
+//! (the object closed after `model`): any edit of the file is refused on load, naming it.
+//! Checkpoints written before checksums existed have none and load unchecked. The data trained
+//! on is recorded by size and FNV-1a of every byte read ([`DataRef`]); a resume re-reads it and
+//! compares.
 //!
 //! Floats round-trip bit for bit: serde_json prints the shortest decimal that reads back as the
 //! same value, and this crate enables its `float_roundtrip` feature so that reading is correctly
@@ -60,6 +66,49 @@ pub struct Checkpoint {
     pub state: OptState,
     /// Every setting that shapes the trajectory.
     pub settings: RunSettings,
+    /// What was measured after each completed epoch besides its loss (version 2).
+    pub history: History,
+}
+
+/// Validation loss and accuracy and training accuracy after each completed epoch, so that a
+/// resumed run reports every epoch's, not only its own. Each list is empty when not measured
+/// (no validation data, no class labels), and may be shorter than the losses when the file was
+/// written by a build that did not record them (version 2 files without `"history"`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct History {
+    /// Validation loss after each epoch.
+    pub val_loss: Vec<f64>,
+    /// Validation accuracy after each epoch (class labels only).
+    pub val_accuracy: Vec<f64>,
+    /// Training accuracy after each epoch (class labels only).
+    pub train_accuracy: Vec<f64>,
+}
+
+impl History {
+    /// Nothing recorded.
+    pub fn is_empty(&self) -> bool {
+        self.val_loss.is_empty() && self.val_accuracy.is_empty() && self.train_accuracy.is_empty()
+    }
+
+    fn lists(&self) -> [(&'static str, &Vec<f64>); 3] {
+        [
+            ("val_loss", &self.val_loss),
+            ("val_accuracy", &self.val_accuracy),
+            ("train_accuracy", &self.train_accuracy),
+        ]
+    }
+}
+
+/// [`History`] as the file spells it: each list written only when it has entries.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireHistory {
+    #[serde(default, skip_serializing_if = "losses::Losses::is_empty")]
+    val_loss: losses::Losses,
+    #[serde(default, skip_serializing_if = "losses::Losses::is_empty")]
+    val_accuracy: losses::Losses,
+    #[serde(default, skip_serializing_if = "losses::Losses::is_empty")]
+    train_accuracy: losses::Losses,
 }
 
 /// The settings of a run that a resumed run must share to continue the same trajectory.
@@ -238,20 +287,63 @@ pub struct DataRef {
     pub bytes: u64,
     /// FNV-1a (64-bit) of the contents, 16 lowercase hex digits.
     pub fnv1a64: String,
+    /// Read from a pipe or device, which a resume cannot read again: `--data` must be given.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
 }
 
 impl DataRef {
     /// The reference of `contents` read from `path`.
     pub fn of_bytes(path: &Path, contents: &[u8]) -> DataRef {
-        let hash = contents.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
         DataRef {
             path: path.display().to_string(),
             bytes: contents.len() as u64,
-            fnv1a64: format!("{hash:016x}"),
+            fnv1a64: format!("{:016x}", fnv1a64(contents)),
+            stream: false,
         }
     }
+}
+
+/// FNV-1a, 64-bit: the hash of data references and of the checkpoint's own text.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The end of a checkpoint written with a checksum: `,"checksum":"` 16 hex digits `"}`.
+const CHECKSUM_KEY: &str = ",\"checksum\":\"";
+
+/// Appends the checksum field to `body` (a JSON object's text): FNV-1a of `body` exactly as
+/// written, so that any edit of a byte before it is caught.
+fn with_checksum(body: &str) -> String {
+    let open = body.strip_suffix('}').expect("a JSON object");
+    format!(
+        "{open}{CHECKSUM_KEY}{:016x}\"}}\n",
+        fnv1a64(body.as_bytes())
+    )
+}
+
+/// Checks the checksum of a checkpoint's text when it has one (checkpoints written before
+/// checksums were added load unchecked). The field must be the last, as it is written.
+fn verify_checksum(text: &str, recorded: Option<&str>) -> std::result::Result<(), String> {
+    let Some(recorded) = recorded else {
+        return Ok(());
+    };
+    let trimmed = text.trim_end();
+    let suffix = format!("{CHECKSUM_KEY}{recorded}\"}}");
+    let Some(open) = trimmed.strip_suffix(suffix.as_str()) else {
+        return Err(
+            "the checksum is not the last field as perturb writes it: the file was edited".into(),
+        );
+    };
+    let actual = format!("{:016x}", fnv1a64(format!("{open}}}").as_bytes()));
+    if actual != recorded {
+        return Err(format!(
+            "checksum mismatch (recorded {recorded}, contents hash to {actual}): the file was edited or damaged; refusing to resume from it"
+        ));
+    }
+    Ok(())
 }
 
 /// The settings given again on resume: `None` where one was not given, and the run takes the
@@ -345,6 +437,15 @@ impl Checkpoint {
                 self.epochs_done
             ));
         }
+        for (name, list) in self.history.lists() {
+            if list.len() > self.epochs_done {
+                return Err(format!(
+                    "history.{name} has {} entries for {} completed epochs",
+                    list.len(),
+                    self.epochs_done
+                ));
+            }
+        }
         // `Model::params` is public: check it still fits the layers and is finite.
         self.model
             .with_params(self.model.params.clone())
@@ -357,7 +458,9 @@ impl Checkpoint {
 
     /// The checkpoint as its file's JSON text (one line and a newline).
     pub fn to_json(&self) -> String {
-        let v1 = self.settings.fits_version_1();
+        // Version 1 has no history: a run that measured something is written as version 2.
+        let v1 = self.settings.fits_version_1() && self.history.is_empty();
+        let h = &self.history;
         let wire = Wire {
             format: FORMAT.into(),
             version: if v1 { 1 } else { VERSION },
@@ -366,9 +469,15 @@ impl Checkpoint {
             losses: losses::Losses(self.losses.clone()),
             step_losses: (!v1).then(|| losses::Losses(self.step_losses.clone())),
             optimizer_state: (!v1).then(|| self.state.clone()),
+            history: (!h.is_empty()).then(|| WireHistory {
+                val_loss: losses::Losses(h.val_loss.clone()),
+                val_accuracy: losses::Losses(h.val_accuracy.clone()),
+                train_accuracy: losses::Losses(h.train_accuracy.clone()),
+            }),
             model: self.model.to_file(),
+            checksum: None,
         };
-        serde_json::to_string(&wire).expect("checkpoint serialises") + "\n"
+        with_checksum(&serde_json::to_string(&wire).expect("checkpoint serialises"))
     }
 
     /// Parses and validates a checkpoint's JSON text; `origin` names it in errors.
@@ -382,8 +491,10 @@ impl Checkpoint {
             .map_err(|e| err(format!("not a perturb checkpoint ({e})")))?;
         if header.format.as_deref() != Some(FORMAT) {
             return Err(err(format!(
-                "not a perturb checkpoint (\"format\" is {:?}, expected {FORMAT:?})",
-                header.format
+                "not a perturb checkpoint (\"format\" is {}, expected {FORMAT:?})",
+                header
+                    .format
+                    .map_or("missing".to_string(), |f| format!("{f:?}"))
             )));
         }
         if !matches!(header.version, Some(1..=VERSION)) {
@@ -396,6 +507,7 @@ impl Checkpoint {
         }
         let wire: Wire =
             serde_json::from_str(text).map_err(|e| err(format!("invalid checkpoint: {e}")))?;
+        verify_checksum(text, wire.checksum.as_deref()).map_err(err)?;
         let model = wire.model.into_model(origin).map_err(|e| match e {
             Error::Model { message, .. } => err(format!("model: {message}")),
             other => other,
@@ -411,6 +523,11 @@ impl Checkpoint {
             losses: wire.losses.0,
             state: wire.optimizer_state.unwrap_or_default(),
             settings,
+            history: wire.history.map_or_else(History::default, |h| History {
+                val_loss: h.val_loss.0,
+                val_accuracy: h.val_accuracy.0,
+                train_accuracy: h.train_accuracy.0,
+            }),
         };
         checkpoint.validate().map_err(err)?;
         Ok(checkpoint)
@@ -532,7 +649,13 @@ struct Wire {
     step_losses: Option<losses::Losses>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     optimizer_state: Option<OptState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    history: Option<WireHistory>,
     model: ModelFile,
+    /// FNV-1a of the text before it (see `with_checksum`); absent in older checkpoints. Kept
+    /// last: fields added above it are covered.
+    #[serde(default, skip_serializing)]
+    checksum: Option<String>,
 }
 
 /// What is read first: only the format and version, ignoring the rest.

@@ -158,6 +158,27 @@ fn one_hot(class: usize, classes: usize, out: &mut Vec<f32>) {
     out.extend((0..classes).map(|k| if k == class { 1.0 } else { 0.0 }));
 }
 
+/// Whether a CSV file's first line is a header: only when none of its fields is a number. One
+/// mixing both (an empty cell, `0x10`) is neither a header nor a data row, and guessing would
+/// lose a row: an error naming the line (`at`).
+fn is_header(fields: &[&str], parsed: &[Option<f32>], at: &dyn Fn() -> String) -> Result<bool> {
+    let numbers = parsed.iter().filter(|p| p.is_some()).count();
+    if numbers == 0 {
+        return Ok(true);
+    }
+    match parsed.iter().position(Option::is_none) {
+        None => Ok(false),
+        Some(c) => Err(data_err(
+            &at(),
+            format!(
+                "the first line mixes numbers and text (column {} is {:?}): neither a header of names nor a data row",
+                c + 1,
+                fields[c]
+            ),
+        )),
+    }
+}
+
 /// `"3 (2 inputs + 1 targets)"`, the widths a CSV row may have, for messages.
 pub(crate) fn expected_widths(inputs: usize, forms: &[Targets]) -> String {
     let each: Vec<String> = forms
@@ -240,6 +261,14 @@ impl Dataset {
         loss: Loss,
         origin: &str,
     ) -> Result<Dataset> {
+        // Spreadsheets write a UTF-8 byte-order mark; it is no part of the first field.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        if text.contains('\r') && !text.contains('\n') {
+            return Err(data_err(
+                origin,
+                "lines end in a bare carriage return (CR, old Mac line ends); convert them to LF or CRLF".into(),
+            ));
+        }
         let mut forms = Targets::accepted(loss, outputs);
         let first_line = first_content_line(text);
         let mut xs = Vec::new();
@@ -263,7 +292,7 @@ impl Dataset {
                 .copied()
                 .find(|t| inputs.saturating_add(t.columns()) == columns)
             else {
-                let what = if rows == 0 && lineno == first_line && !numeric(line) {
+                let what = if rows == 0 && lineno == first_line && !any_numeric(line) {
                     "header has "
                 } else {
                     ""
@@ -286,8 +315,7 @@ impl Dataset {
             fields.extend(line.split(',').map(str::trim));
             parsed.clear();
             parsed.extend(fields.iter().map(|f| f.parse::<f32>().ok()));
-            // A first line with any non-numeric field is a header of column names.
-            if rows == 0 && lineno == first_line && parsed.iter().any(Option::is_none) {
+            if rows == 0 && lineno == first_line && is_header(&fields, &parsed, &at)? {
                 continue;
             }
             targets.clear();
@@ -403,9 +431,9 @@ fn first_content_line(text: &str) -> usize {
         .map_or(0, |i| i + 1)
 }
 
-/// True when every field of a line parses as a number (a data row, not a header).
-fn numeric(line: &str) -> bool {
-    line.split(',').all(|f| f.trim().parse::<f32>().is_ok())
+/// True when some field of a line parses as a number (so the line is no header).
+fn any_numeric(line: &str) -> bool {
+    line.split(',').any(|f| f.trim().parse::<f32>().is_ok())
 }
 
 fn data_err(origin: &str, message: String) -> Error {
@@ -440,6 +468,36 @@ mod tests {
         assert!(e.to_string().contains("finite"), "{e}");
         let e = Dataset::from_csv("a,b,c\n", 2, 1, Loss::Mse, "t.csv").unwrap_err();
         assert!(e.to_string().contains("no samples"), "{e}");
+    }
+
+    #[test]
+    fn a_bom_is_stripped_and_its_numeric_first_row_kept() {
+        let d =
+            Dataset::from_csv("\u{feff}1,2,3\n4,5,6\n7,8,9\n", 2, 1, Loss::Mse, "t.csv").unwrap();
+        assert_eq!(d.len(), 3, "the BOM row must stay a data row");
+        assert_eq!(d.x.row(0).to_vec(), vec![1.0, 2.0]);
+        let d = Dataset::from_csv("\u{feff}a,b,y\n4,5,6\n", 2, 1, Loss::Mse, "t.csv").unwrap();
+        assert_eq!(d.len(), 1);
+    }
+
+    #[test]
+    fn a_first_line_mixing_numbers_and_text_is_an_error_naming_line_1() {
+        for text in ["0x10,2,3\n4,5,6\n", "1,,3\n4,5,6\n", "x,2,3\n4,5,6\n"] {
+            let e = Dataset::from_csv(text, 2, 1, Loss::Mse, "t.csv").unwrap_err();
+            assert!(
+                e.to_string()
+                    .starts_with("t.csv:1: the first line mixes numbers and text"),
+                "{text:?}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn cr_only_line_ends_are_named() {
+        let e = Dataset::from_csv("1,2,3\r4,5,6\r", 2, 1, Loss::Mse, "t.csv").unwrap_err();
+        assert!(e.to_string().contains("carriage return"), "{e}");
+        let d = Dataset::from_csv("1,2,3\r\n4,5,6\r\n", 2, 1, Loss::Mse, "t.csv").unwrap();
+        assert_eq!(d.len(), 2, "CRLF stays accepted");
     }
 
     #[test]

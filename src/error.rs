@@ -256,6 +256,16 @@ pub enum Error {
     /// wgpu reported an error (validation, out of memory, device lost, readback failure).
     #[error("GPU error: {0}")]
     Gpu(String),
+    /// naga could not translate a pipeline variant's shader for a backend's language.
+    #[error("shader {variant} for {target}: {problem}")]
+    Shader {
+        /// The variant ([`crate::gpu::Variant::name`], or `module` for the whole module).
+        variant: String,
+        /// The target language ([`crate::gpu::Target::name`]).
+        target: &'static str,
+        /// What naga said.
+        problem: String,
+    },
     /// The loss or a parameter stopped being finite.
     #[error("training diverged at epoch {epoch}: {what}")]
     Diverged {
@@ -326,7 +336,7 @@ impl Error {
             | Error::AdapterNotFound { .. }
             | Error::TooLarge { .. }
             | Error::LoopsExceedCap { .. } => ErrorClass::NoGpu,
-            Error::Gpu(_) | Error::LoopCap { .. } => ErrorClass::GpuFault,
+            Error::Gpu(_) | Error::LoopCap { .. } | Error::Shader { .. } => ErrorClass::GpuFault,
             Error::Diverged { .. } => ErrorClass::Diverged,
             Error::Interrupted { .. } => ErrorClass::Interrupted,
         }
@@ -397,6 +407,11 @@ mod tests {
             Error::invalid(Setting::Lr, "x"),
             Error::unsupported("u", Some(Fix::Use(Setting::Device, "cpu"))),
             Error::Gpu("g".into()),
+            Error::Shader {
+                variant: "v".into(),
+                target: "spv",
+                problem: "p".into(),
+            },
             Error::LoopsExceedCap {
                 kernel: "k",
                 passes: 2,

@@ -46,7 +46,7 @@ pub fn save_model(model: &Model, path: &Path) -> Result<()> {
         )));
     }
     let text = serde_json::to_string_pretty(&model.to_file()).expect("model serialises");
-    std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
+    crate::fileio::write_atomic(path, (text + "\n").as_bytes())
 }
 
 /// Reads data for `model`, the targets as `loss` takes them ([`crate::data::Targets`]):
@@ -66,8 +66,8 @@ pub fn load_data(path: &Path, model: &Model, loss: Loss) -> Result<Dataset> {
 
 /// Reads data as [`load_data`] does and references the bytes it parsed (size and FNV-1a, as
 /// checkpoints record them), so each file is read once: for a pair or a named data set the
-/// reference covers both files' bytes as stored, in order, under the name as given. A pipe gets
-/// no reference.
+/// reference covers both files' bytes as stored, in order, under the name as given. A pipe's
+/// reference is marked [`DataRef::stream`].
 pub fn load_data_referenced(
     path: &Path,
     model: &Model,
@@ -90,15 +90,13 @@ pub fn load_data_referenced(
             }
         }
     }
-    if !path.metadata().is_ok_and(|m| m.is_file()) {
-        // A pipe or a device: read as it streams, without a reference.
-        let data = if npy::is_npz(path) || npy::is_npy(path) {
-            npy::load_data(path, model, loss)?
-        } else {
-            Dataset::load_csv(path, model, loss)?
-        };
-        return Ok((data, None));
-    }
+    // A pipe or a device is read once as it streams; its reference marks it so that a resume
+    // asks for `--data` again and checks the new stream's bytes by hash.
+    let stream = !path.metadata().is_ok_and(|m| m.is_file());
+    let mark = |mut r: DataRef| {
+        r.stream = stream;
+        r
+    };
     let origin = path.display().to_string();
     if npy::is_npz(path) || npy::is_npy(path) {
         let bytes = npy::read_file(path)?;
@@ -107,14 +105,14 @@ pub fn load_data_referenced(
         } else {
             npy::data_from_npy(&bytes, model, loss, &origin)?
         };
-        return Ok((data, Some(DataRef::of_bytes(path, &bytes))));
+        return Ok((data, Some(mark(DataRef::of_bytes(path, &bytes)))));
     }
     let text = read_text_capped(path, MAX_DATA_BYTES, |message| Error::Data {
         origin: origin.clone(),
         message,
     })?;
     let data = Dataset::from_csv(&text, model.inputs(), model.outputs(), loss, &origin)?;
-    Ok((data, Some(DataRef::of_bytes(path, text.as_bytes()))))
+    Ok((data, Some(mark(DataRef::of_bytes(path, text.as_bytes())))))
 }
 
 /// True for a name whose extension says it is not an IDX file (`a.csv,b.csv` is no IDX pair).

@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         Command::Sweep(args) => cli::sweep(args),
         Command::Eval(args) => cli::eval(args),
         Command::Predict(args) => cli::predict(args),
+        Command::Shaders(args) => cli::shaders(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

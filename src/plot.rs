@@ -179,26 +179,7 @@ impl Chart {
 
     /// Draws the chart to `path`, as PNG or SVG by its extension.
     pub fn render(&self, path: &Path) -> Result<()> {
-        let format = Format::from_path(path)?;
-        let (w, h) = self.size;
-        if !(200..=16_384).contains(&w) || !(150..=16_384).contains(&h) {
-            return Err(Error::Config(format!(
-                "chart size {w}x{h}: width must be 200..=16384 and height 150..=16384"
-            )));
-        }
-        let series = self.plottable()?;
-        register_font();
-        let fail = |e: String| Error::io(path, std::io::Error::other(e));
-        match format {
-            Format::Png => {
-                let root = BitMapBackend::new(path, self.size).into_drawing_area();
-                self.draw(&root, &series).map_err(|e| fail(e.to_string()))
-            }
-            Format::Svg => {
-                let root = SVGBackend::new(path, self.size).into_drawing_area();
-                self.draw(&root, &series).map_err(|e| fail(e.to_string()))
-            }
-        }
+        render_stacked(std::slice::from_ref(self), path)
     }
 
     fn draw<DB: DrawingBackend>(
@@ -270,7 +251,9 @@ impl Chart {
                 .position(corner)
                 .draw()?;
         }
-        root.present()
+        // Presented by the caller once every panel is drawn (an SVG file is written at the first
+        // present, so a panel presenting itself would cut off the ones below).
+        Ok(())
     }
 }
 
@@ -423,6 +406,105 @@ fn register_font() {
             eprintln!("perturb: warning: the embedded font did not load; chart text is missing");
         }
     });
+}
+
+/// Draws `charts` one above the other in one file at `path` (PNG or SVG by its extension), each
+/// `charts[0]`'s size; an error when there are none or any has nothing to draw.
+pub fn render_stacked(charts: &[Chart], path: &Path) -> Result<()> {
+    let format = Format::from_path(path)?;
+    let Some(first) = charts.first() else {
+        return Err(Error::Config("no chart to draw".into()));
+    };
+    let (w, h) = first.size;
+    if !(200..=16_384).contains(&w) || !(150..=16_384).contains(&h) {
+        return Err(Error::Config(format!(
+            "chart size {w}x{h}: width must be 200..=16384 and height 150..=16384"
+        )));
+    }
+    let series = charts
+        .iter()
+        .map(Chart::plottable)
+        .collect::<Result<Vec<_>>>()?;
+    let size = (w, h.saturating_mul(charts.len() as u32));
+    register_font();
+    let fail = |e: String| std::io::Error::other(e);
+    // Drawn into a temporary file that replaces `path` atomically, like every output.
+    crate::fileio::write_atomic_via(path, |tmp| match format {
+        Format::Png => draw_stacked(
+            &BitMapBackend::new(tmp, size).into_drawing_area(),
+            charts,
+            &series,
+        )
+        .map_err(|e| fail(e.to_string())),
+        Format::Svg => draw_stacked(
+            &SVGBackend::new(tmp, size).into_drawing_area(),
+            charts,
+            &series,
+        )
+        .map_err(|e| fail(e.to_string())),
+    })
+}
+
+/// Each chart with its plottable series in its own band of `root`, top to bottom.
+fn draw_stacked<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    charts: &[Chart],
+    series: &[Vec<Series>],
+) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    for ((chart, series), area) in charts
+        .iter()
+        .zip(series)
+        .zip(root.split_evenly((charts.len(), 1)))
+    {
+        chart.draw(&area, series)?;
+    }
+    root.present()
+}
+
+/// Title of the accuracy panel of [`training_charts`].
+pub const ACCURACY_TITLE: &str = "Accuracy";
+
+/// What `perturb train --plot` draws: the loss per epoch ([`loss_curve`]) alone, or with
+/// validation data the training and validation loss ("train loss", "val loss"), and for class
+/// labels a second panel below with "train accuracy" and "val accuracy" in percent. Empty lists are
+/// left out.
+pub fn training_charts(
+    losses: &[f64],
+    val_loss: &[f64],
+    train_accuracy: &[f64],
+    val_accuracy: &[f64],
+    log_y: bool,
+) -> Vec<Chart> {
+    let named = |lists: [(&str, &[f64]); 2]| -> Vec<(String, Vec<f64>)> {
+        lists
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(n, v)| (n.to_string(), v.to_vec()))
+            .collect()
+    };
+    let mut charts = vec![match val_loss.is_empty() {
+        true => loss_curve(losses, log_y),
+        false => loss_curves(
+            &named([("train loss", losses), ("val loss", val_loss)]),
+            log_y,
+        ),
+    }];
+    let percent = |v: &[f64]| v.iter().map(|a| 100.0 * a).collect::<Vec<_>>();
+    let (train, val) = (percent(train_accuracy), percent(val_accuracy));
+    let accuracy = named([("train accuracy", &train), ("val accuracy", &val)]);
+    if !accuracy.is_empty() {
+        let mut chart = Chart::new(ACCURACY_TITLE, "Epochs", "Accuracy (%)");
+        for (name, values) in accuracy {
+            let points = values
+                .iter()
+                .enumerate()
+                .map(|(i, &a)| ((i + 1) as f64, a))
+                .collect();
+            chart = chart.series(&name, points);
+        }
+        charts.push(chart);
+    }
+    charts
 }
 
 /// The loss per epoch, as the book's Figure 1-16: title [`LOSS_TITLE`], x "Epochs" (1-based), y

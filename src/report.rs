@@ -1,6 +1,6 @@
 //! What a run shows and writes: console lines, the parameters laid out like the book's, the JSON report.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::{Model, ModelFile};
 use crate::settings::DeviceInfo;
 use serde::Serialize;
@@ -84,7 +84,7 @@ impl Report {
             return crate::npy::save_npz(path, &members);
         }
         let text = serde_json::to_string_pretty(self).expect("report serialises");
-        std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
+        crate::fileio::write_atomic(path, (text + "\n").as_bytes())
     }
 }
 

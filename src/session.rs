@@ -447,7 +447,7 @@ impl Job for Drive<'_> {
                 &mut evs,
                 &t.data,
                 t.batching,
-                &mut self.runs[0],
+                &mut self.runs,
                 t.control,
                 report,
             ),

@@ -320,12 +320,6 @@ pub fn check_runs(
             .map_err(|m| Error::Config(format!("optimiser state: {m}")))?;
     }
     let mini = !batching.is_full(samples);
-    if mini && runs.len() != 1 {
-        return Err(Error::Config(format!(
-            "mini-batches train one run at a time, not {}",
-            runs.len()
-        )));
-    }
     if looping != Loop::Host && (mini || runs.iter().any(|r| r.optimizer != Optimizer::Sgd)) {
         return Err(Error::refused(
             &[(Setting::Loop, "resident")],
@@ -428,48 +422,78 @@ pub fn gather(data: &Dataset, rows: &[u32]) -> Dataset {
     }
 }
 
-/// Trains one run in mini-batches ([`Batching`]): each epoch visits every sample once in batches
+/// Trains runs in mini-batches ([`Batching`]): each epoch visits every sample once in batches
 /// in the epoch's order; each step evaluates the batch (loss and the estimator's nudges, the
 /// probe keyed by the step's 1-based number), feeds the gradient to the run's optimiser and
 /// records the step's loss. An epoch's loss is the mean of its steps' losses (for one step, that
 /// step's loss exactly). A stop is honoured between steps; a run stopped mid-epoch resumes at its
 /// next step (the order is drawn again from the seed and the epoch) and gives what one
 /// uninterrupted run gives, bit for bit.
+///
+/// Several runs (a sweep) step through the same batches together, one evaluation per step for
+/// all of them: the order of every epoch is drawn from the FIRST run's seed, so a run equals the
+/// same run trained alone bit for bit when its seed is the first run's (each run's own seed still
+/// keys its SPSA directions). The runs must stand at the same step (a fresh sweep does).
 pub fn train_batched<E: Evaluator>(
     evs: &mut BatchEvaluators<E>,
     data: &Dataset,
     batching: Batching,
-    run: &mut Run,
+    runs: &mut [Run],
     control: Control<'_>,
     mut on_epoch: impl FnMut(&EpochReport<'_>),
 ) -> Result<()> {
-    check_runs(
-        std::slice::from_ref(run),
-        Loop::Host,
-        control,
-        batching,
-        data.len(),
-    )?;
-    let (n, p) = (data.len(), run.params.len());
+    check_runs(runs, Loop::Host, control, batching, data.len())?;
+    let Some(first) = runs.first() else {
+        return Err(Error::Config("no runs to train".into()));
+    };
+    let (n, p, order_seed) = (data.len(), first.params.len(), first.hyper.seed);
     let per_epoch = num_batches(n, batching.size);
-    if run.step_losses.len() < run.epoch() * per_epoch {
+    let at = first.step_losses.len();
+    for run in runs.iter() {
+        if run.step_losses.len() < run.epoch() * per_epoch || run.step_losses.len() != at {
+            return Err(Error::Config(format!(
+                "the runs record {} step losses for {} epochs of {per_epoch} steps; runs of one \
+                 mini-batch sweep stand at the same step ({at})",
+                run.step_losses.len(),
+                run.epoch()
+            )));
+        }
+        if run.params.len() != p {
+            return Err(Error::Config("runs of one sweep share the model".into()));
+        }
+    }
+    let r = runs.len();
+    if r > evs.full.max_runs() {
         return Err(Error::Config(format!(
-            "the run records {} step losses for {} epochs of {per_epoch} steps",
-            run.step_losses.len(),
-            run.epoch()
+            "{r} runs for an evaluator of at most {}",
+            evs.full.max_runs()
         )));
     }
-    let nv = run.hyper.probe(1).len(p);
+    let nv = first.hyper.probe(1).len(p);
     let (mut next, mut grad) = (vec![0.0f32; p], vec![E::Loss::ZERO; p]);
-    let (mut loss, mut values) = ([E::Loss::ZERO], vec![E::Loss::ZERO; nv]);
-    while run.wants_more() {
-        let epoch = run.epoch() + 1;
-        let order = epoch_order(n, run.hyper.seed, (epoch - 1) as u64, batching.shuffle);
-        let done = run.step_losses.len() - run.epoch() * per_epoch;
+    let (mut losses, mut values) = (vec![E::Loss::ZERO; r], vec![E::Loss::ZERO; r * nv]);
+    let (mut params, mut active) = (vec![0.0f32; r * p], vec![false; r]);
+    let mut probes = vec![first.hyper.probe(1); r];
+    // Steps done in all (the runs move in lockstep); epoch = steps / per_epoch.
+    let mut steps = at;
+    while runs.iter().any(Run::wants_more) {
+        let epoch = steps / per_epoch + 1;
+        let order = epoch_order(n, order_seed, (epoch - 1) as u64, batching.shuffle);
+        let done = steps - (epoch - 1) * per_epoch;
         for range in batches(n, batching.size).skip(done) {
-            if control.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
-                run.outcome = Some(Outcome::Stopped);
-                return Ok(());
+            let stop = control.stop.is_some_and(|s| s.load(Ordering::Relaxed));
+            for (i, run) in runs.iter_mut().enumerate() {
+                if stop && run.wants_more() {
+                    run.outcome = Some(Outcome::Stopped);
+                }
+                active[i] = run.wants_more();
+                if active[i] {
+                    params[i * p..(i + 1) * p].copy_from_slice(&run.params);
+                    probes[i] = run.hyper.probe(run.step_losses.len() + 1);
+                }
+            }
+            if !active.contains(&true) {
+                break;
             }
             let batch = gather(data, &order[range]);
             let ev = match &mut evs.rest {
@@ -477,42 +501,53 @@ pub fn train_batched<E: Evaluator>(
                 _ => &mut evs.full,
             };
             ev.set_batch(&batch)?;
-            let probe = run.hyper.probe(run.step_losses.len() + 1);
-            ev.probe(&run.params, &[probe], &[true], &mut loss, &mut values)?;
-            let h = run.hyper;
-            let vanished = estimate::gradient(
-                h.estimator,
-                h.step,
-                h.eps,
-                &probe,
-                &run.params,
-                &values,
-                &mut grad,
-            );
-            run.vanished.record(epoch, &vanished, &run.params);
-            if let Some(what) = run.step(&grad, loss[0], &mut next, control.allow_divergence) {
-                if !control.allow_divergence {
-                    run.outcome = Some(Outcome::Diverged { epoch, what });
-                    return Ok(());
+            ev.probe(&params, &probes, &active, &mut losses, &mut values)?;
+            for (i, run) in runs.iter_mut().enumerate().filter(|(i, _)| active[*i]) {
+                let h = run.hyper;
+                let vanished = estimate::gradient(
+                    h.estimator,
+                    h.step,
+                    h.eps,
+                    &probes[i],
+                    &run.params,
+                    &values[i * nv..(i + 1) * nv],
+                    &mut grad,
+                );
+                run.vanished.record(epoch, &vanished, &run.params);
+                if let Some(what) = run.step(&grad, losses[i], &mut next, control.allow_divergence)
+                {
+                    if !control.allow_divergence {
+                        run.outcome = Some(Outcome::Diverged { epoch, what });
+                    }
                 }
             }
+            steps += 1;
         }
-        let steps = &run.step_losses[run.epoch() * per_epoch..];
-        let mean = steps.iter().sum::<f64>() / steps.len() as f64;
-        run.losses.push(mean);
-        on_epoch(&EpochReport {
-            run: 0,
-            epoch,
-            loss: mean,
-            vanished: &[],
-            params: &run.params,
-            losses: &run.losses,
-            step_losses: &run.step_losses,
-            state: &run.state,
-            val: None,
-            train_accuracy: None,
-        });
+        for (i, run) in runs.iter_mut().enumerate() {
+            // A run that stopped or diverged this epoch keeps its steps but no epoch loss.
+            if !active[i] || run.outcome.is_some() || run.losses.len() + 1 != epoch {
+                continue;
+            }
+            let taken = &run.step_losses[run.epoch() * per_epoch..];
+            let mean = taken.iter().sum::<f64>() / taken.len() as f64;
+            run.losses.push(mean);
+            on_epoch(&EpochReport {
+                run: i,
+                epoch,
+                loss: mean,
+                vanished: &[],
+                params: &run.params,
+                losses: &run.losses,
+                step_losses: &run.step_losses,
+                state: &run.state,
+                val: None,
+                train_accuracy: None,
+            });
+        }
     }
-    run.outcome.get_or_insert(Outcome::Finished);
+    // A stop ends the runs it caught as Stopped (set above); the others finished.
+    for run in runs.iter_mut() {
+        run.outcome.get_or_insert(Outcome::Finished);
+    }
     Ok(())
 }

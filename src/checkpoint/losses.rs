@@ -7,7 +7,15 @@ use std::fmt;
 
 /// Losses as written in a checkpoint: finite values as numbers (shortest exact form), NaN and the
 /// infinities as the strings `"NaN"`, `"inf"` and `"-inf"`.
+#[derive(Default)]
 pub(super) struct Losses(pub(super) Vec<f64>);
+
+impl Losses {
+    /// No values (an empty list is left out of a file).
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 impl Serialize for Losses {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

@@ -94,6 +94,13 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     if let Some(path) = &args.plot {
         plot::Format::from_path(path)?; // before the timing, not after
     }
+    let outs = super::outputs::check_plain(
+        &[],
+        &[
+            ("--json", args.json.as_deref()),
+            ("--plot", args.plot.as_deref()),
+        ],
+    )?;
     if !modes.iter().any(|m| m == "host") {
         return Err(Error::Config(
             "--modes must include host (CPU rows and the baseline are host-driven)".into(),
@@ -125,12 +132,12 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     {
         say!("\nllvmpipe is Mesa's software GPU: its rows are CPU time spent emulating a GPU.");
     }
-    if let Some(path) = &args.json {
+    if let Some(path) = outs.target("--json") {
         let text = serde_json::to_string_pretty(&rows).expect("rows serialise");
-        std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))?;
+        crate::fileio::write_atomic(path, (text + "\n").as_bytes())?;
         say!("wrote {}", path.display());
     }
-    if let Some(path) = &args.plot {
+    if let Some(path) = outs.target("--plot") {
         plot::bench_chart(&rows).render(path)?;
         say!("wrote the chart to {}", path.display());
     }

@@ -1,6 +1,6 @@
 //! `perturb check`.
 
-use super::{AdapterArgs, DeviceArg, DirectionArg, NetArgs, PrecisionArg};
+use super::{AdapterArgs, DeviceArg, DirectionArg, LossArg, NetArgs, PrecisionArg};
 use crate::check::{self, CheckReport, COORDINATE_ESTIMATORS, SWEEP_EPS};
 use crate::error::{Error, Fix, Result, Setting};
 use crate::estimate::Estimator;
@@ -17,6 +17,10 @@ pub struct CheckArgs {
     /// Network and data (the parameters checked are the model's).
     #[command(flatten)]
     pub net: NetArgs,
+    /// The loss backprop and the estimators differentiate (cross-entropy: an identity output layer,
+    /// data rows ending in a class label or one probability per output).
+    #[arg(long, value_enum, default_value_t = LossArg::Mse)]
+    pub loss: LossArg,
     /// Seed of the random network (--layers) and of the SPSA directions.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -29,7 +33,7 @@ pub struct CheckArgs {
     /// Float type of the perturbed losses (f64 needs --device cpu).
     #[arg(long, value_enum, default_value_t = PrecisionArg::F64)]
     pub precision: PrecisionArg,
-    /// SPSA directions for the SPSA row (0: no SPSA row).
+    /// SPSA directions for the SPSA row (at least 1, as `train` takes).
     #[arg(long, default_value_t = 64)]
     pub samples: u32,
     /// Distribution of the SPSA directions.
@@ -57,9 +61,22 @@ pub fn check(args: &CheckArgs) -> Result<()> {
     if let Some(path) = &args.plot {
         plot::Format::from_path(path)?;
     }
+    let outs = super::outputs::check_plain(
+        &[
+            ("--data", args.net.data.as_deref()),
+            ("--model", args.net.model.as_deref()),
+        ],
+        &[
+            ("--json", args.json.as_deref()),
+            ("--plot", args.plot.as_deref()),
+        ],
+    )?;
     let model = args.net.model(args.seed)?;
-    let data = args.net.data(&model, crate::model::Loss::Mse)?;
-    let spsa = (args.samples > 0).then(|| {
+    let loss = args.loss.into();
+    crate::model::Loss::check(loss, &model)?;
+    let data = args.net.data(&model, loss)?;
+    // Refused as `train` refuses it rather than silently dropping the SPSA row.
+    let spsa = Some({
         let direction = match args.direction {
             DirectionArg::Rademacher => Direction::Rademacher,
             DirectionArg::Gaussian => Direction::Gaussian,
@@ -78,13 +95,21 @@ pub fn check(args: &CheckArgs) -> Result<()> {
         DeviceArg::Cpu => Device::Cpu(args.precision.into()),
     };
     // One device for every estimator's evaluator (they run one after another).
-    let report = check::run_on(&Backend::open(&device)?, &model, &data, args.eps, spsa)?;
+    let report = check::run_on(
+        &Backend::open(&device)?,
+        &model,
+        &data,
+        loss,
+        args.eps,
+        spsa,
+    )?;
     say!(
-        "perturb check: {} network, {} parameters, {} sample{}; loss {:.8} (backprop in float64)",
+        "perturb check: {} network, {} parameters, {} sample{}; {} loss {:.8} (backprop in float64)",
         report::describe_model(&model),
         model.num_params(),
         data.len(),
         if data.len() == 1 { "" } else { "s" },
+        loss.name(),
         report.loss
     );
     say!(
@@ -99,7 +124,7 @@ pub fn check(args: &CheckArgs) -> Result<()> {
         }
     );
     say!("{}", table(&report));
-    if let Some(path) = &args.plot {
+    if let Some(path) = outs.target("--plot") {
         let series = COORDINATE_ESTIMATORS
             .iter()
             .map(|(e, s)| Series {
@@ -122,9 +147,9 @@ pub fn check(args: &CheckArgs) -> Result<()> {
         .render(path)?;
         say!("drew {}", path.display());
     }
-    if let Some(path) = &args.json {
+    if let Some(path) = outs.target("--json") {
         let text = serde_json::to_string_pretty(&report).expect("report serialises");
-        std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))?;
+        crate::fileio::write_atomic(path, (text + "\n").as_bytes())?;
         say!("wrote {}", path.display());
     }
     Ok(())

@@ -4,14 +4,14 @@
 use super::output::print_line;
 use super::LossArg;
 use crate::data::Dataset;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::fileio::write_atomic;
 use crate::metrics::{self, Evaluation};
 use crate::model::{Loss, Model};
 use crate::report;
 use clap::Args;
 use std::num::NonZeroUsize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The model and data both commands read.
 #[derive(Debug, Args)]
@@ -122,9 +122,13 @@ fn class_tables(e: &Evaluation) -> Option<String> {
 
 /// Runs `perturb predict`.
 pub fn predict(args: &PredictArgs) -> Result<()> {
-    if let Some(out) = &args.output {
-        refuse_overwriting_inputs(out, &args.input)?;
-    }
+    let outs = super::outputs::check_plain(
+        &[
+            ("--model", Some(args.input.model.as_path())),
+            ("--data", Some(args.input.data.as_path())),
+        ],
+        &[("--output", args.output.as_deref())],
+    )?;
     let (model, data, loss) = args.input.load()?;
     let outputs = metrics::forward(&model, data.x.view());
     let mut text = String::new();
@@ -142,51 +146,12 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
             }
         }
     }
-    match &args.output {
+    match outs.target("--output") {
         Some(path) => write_atomic(path, text.as_bytes()),
         None => {
             text.pop(); // print_line ends the last line
             print_line(&text);
             Ok(())
         }
-    }
-}
-
-/// Refuses an `--output` that is the model file or one of the data files.
-fn refuse_overwriting_inputs(out: &Path, input: &ModelData) -> Result<()> {
-    let mut inputs = vec![("--model", input.model.clone())];
-    inputs.push(("--data", input.data.clone()));
-    let given = input.data.to_string_lossy();
-    if let Some((a, b)) = given.split_once(',').filter(|_| !input.data.exists()) {
-        inputs.extend([("--data", PathBuf::from(a)), ("--data", PathBuf::from(b))]);
-    }
-    for (flag, path) in inputs {
-        if same_file(out, &path) {
-            return Err(Error::Config(format!(
-                "--output {} is the {flag} file {}; write the predictions elsewhere",
-                out.display(),
-                path.display()
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// True when both paths exist and name one file (through links too).
-fn same_file(a: &Path, b: &Path) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        if let (Ok(x), Ok(y)) = (a.metadata(), b.metadata()) {
-            return (x.dev(), x.ino()) == (y.dev(), y.ino());
-        }
-        false
-    }
-    #[cfg(not(unix))]
-    {
-        matches!(
-            (a.canonicalize(), b.canonicalize()),
-            (Ok(x), Ok(y)) if x == y
-        )
     }
 }

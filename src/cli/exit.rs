@@ -77,8 +77,17 @@ pub fn flag(s: Setting) -> String {
     f.to_string()
 }
 
-/// `e` as one line for the terminal, settings worded as flags.
+/// `e` as one line for the terminal, settings worded as flags; a line break inside it (a file
+/// name may hold one) is escaped as `\n` so that the message stays one line.
 pub fn message(e: &Error) -> String {
+    one_line(&worded(e))
+}
+
+fn one_line(text: &str) -> String {
+    text.replace('\r', "\\r").replace('\n', "\\n")
+}
+
+fn worded(e: &Error) -> String {
     match e {
         Error::Invalid { setting, problem } => format!("{} {problem}", flag(*setting)),
         Error::Unsupported { given, what, fix } => {
@@ -141,5 +150,14 @@ mod tests {
         );
         assert_eq!(message(&e), "SPSA reuses nothing; use --method naive");
         assert!(message(&Error::NoAdapter { found: "".into() }).contains("use --device cpu"));
+    }
+
+    #[test]
+    fn a_file_name_with_a_line_break_stays_on_one_line() {
+        let e = Error::Data {
+            origin: "a\nb.csv".into(),
+            message: "no samples".into(),
+        };
+        assert_eq!(message(&e), "a\\nb.csv: no samples");
     }
 }

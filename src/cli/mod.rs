@@ -1,5 +1,5 @@
-//! The command line: `perturb train`, `devices`, `bench`, `check`, `sweep`, `eval` and `predict`,
-//! one file each (`eval` and `predict` share one).
+//! The command line: `perturb train`, `devices`, `bench`, `check`, `sweep`, `eval`, `predict` and
+//! `shaders`, one file each (`eval` and `predict` share one).
 
 use crate::checkpoint::DataRef;
 use crate::data::Dataset;
@@ -14,8 +14,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
-// `println!` that ends the process quietly when stdout is closed (`perturb train | head`) instead
-// of panicking, and prints nothing under `perturb train --quiet` or `--json` (see `output`).
+// `println!` that stops printing when stdout is closed or full (`perturb train | head`) instead of
+// panicking or ending the run, and prints nothing under `perturb train --quiet` or `--json` (see
+// `output`).
 macro_rules! say {
     ($($t:tt)*) => {{
         if !$crate::cli::output::silenced() {
@@ -32,6 +33,8 @@ mod eval;
 pub mod exit;
 pub mod interrupt;
 pub mod output;
+pub mod outputs;
+mod shaders;
 mod sweep;
 mod train;
 
@@ -39,6 +42,7 @@ pub use bench::{bench, BenchArgs};
 pub use check::{check, CheckArgs};
 pub use devices::devices;
 pub use eval::{eval, predict, EvalArgs, PredictArgs};
+pub use shaders::{shaders, ShadersArgs, TargetArg};
 pub use sweep::{sweep, SweepArgs, SweepReport, SweepRun, MAX_SWEEP_RUNS};
 pub use train::{train, TrainArgs};
 
@@ -68,6 +72,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Print a model's predictions: a class per sample (cross-entropy) or its outputs (mse).
     Predict(PredictArgs),
+    /// Write every pipeline variant's shader as naga translates it for Vulkan, GL, Metal, DX12.
+    Shaders(ShadersArgs),
 }
 
 /// Which adapter to use.

@@ -1,6 +1,7 @@
 //! What `perturb train` prints: plain lines (the default), a progress bar on a terminal for runs
 //! longer than about a second, `--quiet` (errors and one summary line), `--json` (the report on
-//! stdout and nothing else), and the `--plot` chart.
+//! stdout and nothing else), and the `--plot` chart. A closed or full stdout stops the printing,
+//! never the run.
 //!
 //! The mode and the bar live in process-wide state set by [`begin`], so that the training code
 //! only swaps its epoch line for [`epoch`] and the console macro checks [`silenced`].
@@ -10,8 +11,9 @@ use crate::plot::{self, Format};
 use crate::report::{self, Report};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -86,19 +88,40 @@ pub fn silenced() -> bool {
     state().mode != Mode::Lines
 }
 
-/// Writes one line to stdout, above the progress bar when one is shown; ends the process quietly
-/// when stdout is closed (`perturb train | head`).
+/// Set once a write to stdout failed (closed by `| head`, or `/dev/full`): nothing more is printed.
+static STDOUT_LOST: AtomicBool = AtomicBool::new(false);
+
+/// Writes one line to stdout, above the progress bar when one is shown. When stdout is closed or
+/// full, printing stops (with one note on stderr) and the run goes on: its files are still written
+/// and its exit status is what it would have been.
 pub fn print_line(line: &str) {
     let bar = state().bar.clone();
-    let write =
-        || std::io::Write::write_all(&mut std::io::stdout(), format!("{line}\n").as_bytes());
-    let ok = match bar {
+    let write = || write_stdout(&format!("{line}\n"));
+    let _ = match bar {
         Some(bar) => bar.suspend(write),
         None => write(),
     };
-    if ok.is_err() {
-        std::process::exit(141);
+}
+
+/// Writes `text` to stdout unless an earlier write failed; the first failure stops printing and
+/// is noted on stderr.
+fn write_stdout(text: &str) -> std::io::Result<()> {
+    if STDOUT_LOST.load(Ordering::SeqCst) {
+        return Err(std::io::Error::other("stdout was lost earlier"));
     }
+    let mut out = std::io::stdout().lock();
+    let written = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    if let Err(e) = &written {
+        if !STDOUT_LOST.swap(true, Ordering::SeqCst) {
+            eprintln!("perturb: note: stdout cannot be written ({e}); printing stops, the run and its files go on");
+        }
+    }
+    written
+}
+
+/// Whether a write to stdout failed during this process.
+pub fn stdout_lost() -> bool {
+    STDOUT_LOST.load(Ordering::SeqCst)
 }
 
 /// Whether a run that has done `done` epochs in `elapsed` (since the first callback) out of
@@ -166,13 +189,27 @@ pub fn abandon() {
     }
 }
 
-/// After the run: draws `--plot`, prints the `--json` report or the `--quiet` summary line.
-pub fn finish(args: &OutputArgs, report: &Report) -> Result<()> {
+/// Draws the `--plot` charts of `report` to `path` (written atomically): train and validation
+/// loss and, for class labels, train and validation accuracy in a second panel.
+pub fn plot(args: &OutputArgs, path: &std::path::Path, report: &Report) -> Result<()> {
+    let (val_loss, val_accuracy) = report
+        .val
+        .as_ref()
+        .map_or((&[][..], &[][..]), |v| (&v.loss[..], &v.accuracy[..]));
+    let charts = plot::training_charts(
+        &report.losses,
+        val_loss,
+        &report.train_accuracy,
+        val_accuracy,
+        args.log_y,
+    );
+    plot::render_stacked(&charts, path)
+}
+
+/// After the run and its files: prints the `--json` report or the `--quiet` summary line. Under
+/// `--json` the report on stdout is an output like the files: failing to write it is an error.
+pub fn finish(report: &Report) -> Result<()> {
     abandon();
-    if let Some(path) = &args.plot {
-        plot::loss_curve(&report.losses, args.log_y).render(path)?;
-        say!("wrote the loss plot to {}", path.display());
-    }
     let mode = state().mode;
     match mode {
         Mode::Lines => {}
@@ -187,7 +224,7 @@ pub fn finish(args: &OutputArgs, report: &Report) -> Result<()> {
             } else {
                 format!("{:.1} µs", t * 1e6)
             };
-            write_stdout(&format!(
+            print_line(&format!(
                 "trained {} epochs in {time}: loss {first:.8} -> {last:.8}",
                 report.losses.len()
             ));
@@ -195,16 +232,11 @@ pub fn finish(args: &OutputArgs, report: &Report) -> Result<()> {
         Mode::Json => {
             let text = serde_json::to_string_pretty(report)
                 .map_err(|e| Error::Config(format!("--json: {e}")))?;
-            write_stdout(&text);
+            write_stdout(&format!("{text}\n"))
+                .map_err(|e| Error::io(std::path::Path::new("stdout (--json)"), e))?;
         }
     }
     Ok(())
-}
-
-fn write_stdout(text: &str) {
-    if std::io::Write::write_all(&mut std::io::stdout(), format!("{text}\n").as_bytes()).is_err() {
-        std::process::exit(141);
-    }
 }
 
 #[cfg(test)]

@@ -43,6 +43,14 @@ pub struct SweepArgs {
     /// The loss: mse (the book's) or cross-entropy (softmax over an identity output layer).
     #[arg(long, value_enum, default_value_t = LossArg::Mse)]
     pub loss: LossArg,
+    /// Samples per step [default: every sample]. Every run steps through the same batches, one
+    /// evaluation per step for all: each epoch's order is drawn from the FIRST seed of --seed, so
+    /// the runs of that seed equal the same run of `perturb train` bit for bit.
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+    /// Keep file order in every epoch instead of a fresh seeded order per epoch.
+    #[arg(long)]
+    pub no_shuffle: bool,
     /// Where the perturbed losses are computed.
     #[arg(long, value_enum, default_value_t = DeviceArg::Gpu)]
     pub device: DeviceArg,
@@ -112,6 +120,16 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
     if let Some(path) = &args.plot {
         plot::Format::from_path(path)?;
     }
+    let outs = super::outputs::check_plain(
+        &[
+            ("--data", args.net.data.as_deref()),
+            ("--model", args.net.model.as_deref()),
+        ],
+        &[
+            ("--report", args.report.as_deref()),
+            ("--plot", args.plot.as_deref()),
+        ],
+    )?;
     let (model, runs) = sweep_runs(args)?;
     let data = args.net.data(&model, args.loss.into())?;
     say!(
@@ -128,11 +146,19 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
         DeviceArg::Gpu => Device::Gpu(args.adapter.options()),
         DeviceArg::Cpu => Device::Cpu(args.precision.into()),
     };
+    if args.batch_size == Some(0) {
+        return Err(Error::invalid(Setting::BatchSize, "must be at least 1"));
+    }
+    let batching = crate::settings::Batching {
+        size: args.batch_size.unwrap_or(0),
+        shuffle: !args.no_shuffle,
+    };
     let start = Instant::now();
     let done = Training::new(model, data)
         .device(device)
         .method(args.method.into())
         .loss(args.loss.into())
+        .batching(batching)
         .runs(runs)
         .allow_divergence(args.allow_divergence)
         .run_all()?;
@@ -148,7 +174,7 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
         done.device.backend
     );
     print_table(&rows);
-    if let Some(path) = &args.plot {
+    if let Some(path) = outs.target("--plot") {
         let curves: Vec<(String, Vec<f64>)> = rows
             .iter()
             .map(|r| {
@@ -165,7 +191,7 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
         say!("drew {}", path.display());
     }
     let diverged = rows.iter().filter(|r| r.outcome == "diverged").count();
-    if let Some(path) = &args.report {
+    if let Some(path) = outs.target("--report") {
         let report = SweepReport {
             device: done.device,
             estimator: describe_estimator(&done.runs[0].hyper),
@@ -173,7 +199,7 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
             runs: rows,
         };
         let text = serde_json::to_string_pretty(&report).expect("report serialises");
-        std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))?;
+        crate::fileio::write_atomic(path, (text + "\n").as_bytes())?;
         say!("wrote {}", path.display());
     }
     if diverged > 0 {

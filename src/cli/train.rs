@@ -2,11 +2,12 @@
 
 use super::interrupt;
 use super::output::{self, OutputArgs};
+use super::outputs::{kept_note, with_notes, Lock, Outputs, Want};
 use super::{
     AdapterArgs, DeviceArg, EstimatorArgs, LoopArg, LossArg, MethodArg, NetArgs, OptimizerArg,
     PrecisionArg,
 };
-use crate::checkpoint::{Checkpoint, GivenFlags, RunSettings};
+use crate::checkpoint::{Checkpoint, GivenFlags, History, RunSettings};
 use crate::cpu::CpuEvaluator;
 use crate::data::Dataset;
 use crate::error::{Error, Fix, Result, Setting};
@@ -21,7 +22,7 @@ use crate::settings::{Batching, DeviceInfo, DeviceKind, Hyper, LoopKind, Method,
 use crate::train::{Run, Vanished};
 use clap::Args;
 use std::num::NonZeroUsize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// `perturb train` options.
 #[derive(Debug, Args)]
@@ -126,7 +127,9 @@ pub struct TrainArgs {
 /// the command line (a resumed run takes the others from its checkpoint).
 pub fn train(args: &TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
     output::begin(&args.output)?;
-    let setup = Setup::new(args, given)?;
+    let mut setup = Setup::new(args, given)?;
+    // Held until the run returns: no second run writes this checkpoint meanwhile.
+    let (targets, _lock) = claim_outputs(args, &mut setup)?;
     setup.announce();
     interrupt::install()?;
     let (done, saved) = setup.run(args)?;
@@ -134,18 +137,26 @@ pub fn train(args: &TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
     if let Some(w) = vanished_warning(&run.vanished, setup.hyper.eps) {
         eprintln!("perturb: {w}");
     }
+    // The resumed epochs' measurements, then this run's.
+    let mut history = setup.history.clone();
+    for v in &done.val {
+        record(&mut history, Some(v), None);
+    }
+    history.train_accuracy.extend(&done.train_accuracy);
     // A failed device keeps the epochs it completed: save them, then report the failure.
-    if let Some(e) = done.fault.or(saved) {
-        return Err(match setup.save_checkpoint(&run) {
+    if let Some(e) = done.fault {
+        return Err(match setup.save_checkpoint(&run, &history) {
             Ok(Some(path)) => saved_note(e, &path, run.losses.len()),
             _ => e,
         });
     }
-    let watched = Watched {
-        val: done.val,
-        train_accuracy: done.train_accuracy,
+    let ran = Ran {
+        device: done.device,
+        seconds: done.seconds,
+        history,
+        broken: saved,
     };
-    setup.finish(args, run, done.device, done.seconds, watched)
+    setup.finish(args, &targets, run, ran)
 }
 
 /// Where a checkpoint goes when no --checkpoint is given and the run has to stop early.
@@ -164,17 +175,14 @@ struct Setup {
     settings: RunSettings,
     /// `--checkpoint`, else the resumed file, else next to `--save`.
     checkpoint: Option<PathBuf>,
+    /// The resumed checkpoint's measurements after each of its epochs (empty for a fresh run).
+    history: History,
 }
 
 impl Setup {
     fn new(args: &TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<Setup> {
         let resumed = args.resume.as_deref().map(Checkpoint::load).transpose()?;
-        let data_path = args.net.data.clone().or_else(|| {
-            resumed
-                .as_ref()
-                .and_then(|c| c.settings.data.as_ref())
-                .map(|d| PathBuf::from(&d.path))
-        });
+        let data_path = resume_data_path(args, resumed.as_ref())?;
         let model = match &resumed {
             Some(c) => c.model.clone(),
             None => args.net.model(args.seed.unwrap_or(0))?,
@@ -250,6 +258,9 @@ impl Setup {
         check_combination(args, &settings, estimator)?;
         let (data, val) = validation(args, data, &model, loss, hyper.seed, val_split)?;
         let mut start = Run::new(hyper, model.params.clone()).with_optimizer(settings.optimizer);
+        let history = resumed
+            .as_ref()
+            .map_or_else(History::default, |c| c.history.clone());
         if let Some(c) = resumed {
             start.losses = c.losses;
             start.step_losses = c.step_losses;
@@ -278,6 +289,7 @@ impl Setup {
             start,
             settings,
             checkpoint,
+            history,
         })
     }
 
@@ -333,6 +345,7 @@ impl Setup {
         };
         let (epochs, every) = (self.hyper.epochs, args.checkpoint_every);
         let mut save_error = None;
+        let mut history = self.history.clone();
         let mut training = Training::new(self.model.clone(), self.data.clone());
         if let Some(val) = &self.val {
             training = training.validation(val.clone());
@@ -371,51 +384,61 @@ impl Setup {
                     e.loss,
                     &epoch_extra(e.val, e.train_accuracy),
                 );
+                record(&mut history, e.val, e.train_accuracy);
                 if every > 0 && e.epoch % every == 0 && save_error.is_none() {
                     let mut at = self.start.clone();
                     at.params = e.params.to_vec();
                     at.losses = e.losses.to_vec();
                     at.step_losses = e.step_losses.to_vec();
                     at.state = e.state.clone();
-                    save_error = self.save_checkpoint(&at).err();
+                    if let Err(err) = self.save_checkpoint(&at, &history) {
+                        checkpoint_failed(&err, e.epoch);
+                        save_error = Some(err);
+                    }
                 }
             })
             .run_all()?;
         Ok((done, save_error))
     }
 
-    /// After a run: the outcome (a divergence or a stop saves and fails), then the console
-    /// summary, the saved model, the report and the plot.
-    fn finish(
-        &self,
-        args: &TrainArgs,
-        run: Run,
-        device: DeviceInfo,
-        seconds: f64,
-        watched: Watched,
-    ) -> Result<()> {
+    /// After a run: the outcome (a divergence, a stop or a failed periodic checkpoint saves what
+    /// it can and fails), then the console summary and every output, each written whether or not
+    /// another failed.
+    fn finish(&self, args: &TrainArgs, targets: &Targets, run: Run, ran: Ran) -> Result<()> {
         let trained = self.model.with_params(run.params.clone())?;
-        let mut report = self.report(&trained, &run, device, seconds)?;
+        let mut report = self.report(&trained, &run, ran.device, ran.seconds)?;
         report.val = self.val.as_ref().map(|_| ValHistory {
-            loss: watched.val.iter().map(|v| v.loss).collect(),
-            accuracy: watched.val.iter().filter_map(|v| v.accuracy).collect(),
+            loss: ran.history.val_loss.clone(),
+            accuracy: ran.history.val_accuracy.clone(),
         });
-        report.train_accuracy = watched.train_accuracy;
+        report.train_accuracy = ran.history.train_accuracy.clone();
         let outcome = run.outcome.clone().unwrap_or_default();
-        if outcome != Outcome::Finished {
-            let saved = self.save_checkpoint(&run)?;
-            if let Some(path) = &args.report {
-                report.save(path)?;
-            }
-            return Err(ended_early(outcome, run.losses.len(), saved));
+        if outcome != Outcome::Finished || ran.broken.is_some() {
+            return Err(self.stopped_early(
+                targets,
+                &run,
+                &ran.history,
+                &report,
+                outcome,
+                ran.broken,
+            ));
         }
-        if args.checkpoint.is_some() || args.resume.is_some() {
-            if let Some(path) = self.save_checkpoint(&run)? {
-                say!("wrote the checkpoint to {}", path.display());
+        let mut failed = Vec::new();
+        let asked = args.checkpoint.is_some() || args.resume.is_some();
+        let mut kept = None;
+        if asked {
+            match self.save_checkpoint(&run, &ran.history) {
+                Ok(Some(path)) => {
+                    say!("wrote the checkpoint to {}", path.display());
+                    kept = Some(path);
+                }
+                Ok(None) => {}
+                Err(e) => failed.push(e),
             }
         }
-        let ran = run.losses.len() - self.start.losses.len();
-        let per = seconds / ran.max(1) as f64;
+        let ran_epochs = run.losses.len() - self.start.losses.len();
+        let seconds = ran.seconds;
+        let per = seconds / ran_epochs.max(1) as f64;
         let per = match per >= 0.1 {
             true => format!("{per:.2} s"),
             false => format!("{:.1} µs", 1e6 * per),
@@ -428,15 +451,94 @@ impl Setup {
             report::format_predictions(&self.data.x, &self.data.y, &report.predictions, 10)
                 .trim_end()
         );
-        if let Some(path) = &args.save {
-            crate::files::save_model(&trained, path)?;
-            say!("saved the trained model to {}", path.display());
+        if let Some(path) = &targets.save {
+            match crate::files::save_model(&trained, path) {
+                Ok(()) => say!("saved the trained model to {}", path.display()),
+                Err(e) => failed.push(e),
+            }
         }
-        if let Some(path) = &args.report {
-            report.save(path)?;
-            say!("wrote the report to {}", path.display());
+        if let Some(path) = &targets.report {
+            match report.save(path) {
+                Ok(()) => say!("wrote the report to {}", path.display()),
+                Err(e) => failed.push(e),
+            }
         }
-        output::finish(&args.output, &report)
+        if let Some(path) = &targets.plot {
+            match output::plot(&args.output, path, &report) {
+                Ok(()) => say!("wrote the loss plot to {}", path.display()),
+                Err(e) => failed.push(e),
+            }
+        }
+        if let Err(e) = output::finish(&report) {
+            failed.push(e);
+        }
+        if failed.is_empty() {
+            return Ok(());
+        }
+        // The trained model outlives any failed output: in the checkpoint, else the fallback.
+        let (kept, more) = match kept {
+            Some(path) => (Some(path), Vec::new()),
+            None => self.keep(targets, &run, &ran.history, asked),
+        };
+        failed.extend(more);
+        Err(with_notes(failed, &kept_note("the trained model", kept)))
+    }
+
+    /// A run that stopped before its last epoch (a stop request, a divergence, or a periodic
+    /// checkpoint that could not be written: `broken`): the run so far goes to the checkpoint (or
+    /// the fallback), the report is written, and the error says why it stopped and where it is.
+    fn stopped_early(
+        &self,
+        targets: &Targets,
+        run: &Run,
+        history: &History,
+        report: &Report,
+        outcome: Outcome,
+        broken: Option<Error>,
+    ) -> Error {
+        let (saved, mut failed) = self.keep(targets, run, history, broken.is_some());
+        if let Some(path) = &targets.report {
+            if let Err(e) = report.save(path) {
+                failed.push(e);
+            }
+        }
+        let epochs = run.losses.len();
+        if let Some(e) = broken {
+            failed.insert(0, e);
+            let what = format!("the run so far ({epochs} epochs)");
+            return with_notes(failed, &kept_note(&what, saved));
+        }
+        // The stop or the divergence is the error; it names the checkpoint, or the failed write
+        // when nothing could be saved; any other failed output is said on its own line first.
+        let saved = match saved {
+            Some(path) => Ok(Some(path)),
+            None if failed.is_empty() => Ok(None),
+            None => Err(failed.remove(0)),
+        };
+        for e in &failed {
+            eprintln!("perturb: could not write {}", super::exit::message(e));
+        }
+        ended_early(outcome, epochs, saved).unwrap_or_else(|e| e)
+    }
+
+    /// Saves `run` where it can: the checkpoint, unless a write of it already failed (`tried`), else
+    /// the fallback. Returns where it went, and the writes that failed.
+    fn keep(
+        &self,
+        targets: &Targets,
+        run: &Run,
+        history: &History,
+        tried: bool,
+    ) -> (Option<PathBuf>, Vec<Error>) {
+        let mut failed = Vec::new();
+        let first = self.checkpoint.as_ref().filter(|_| !tried);
+        for path in first.into_iter().chain(&targets.fallback) {
+            match self.save_checkpoint_to(run, history, path) {
+                Ok(()) => return (Some(path.clone()), failed),
+                Err(e) => failed.push(e),
+            }
+        }
+        (None, failed)
     }
 
     /// The report of a run: losses, the trained model, its predictions in the run's precision.
@@ -481,11 +583,17 @@ impl Setup {
     /// Writes a checkpoint of `run` as it stands (atomically) to the checkpoint
     /// path, or to [`FALLBACK_CHECKPOINT`] when there is none (only runs that end early save
     /// without one). Returns where it went.
-    fn save_checkpoint(&self, run: &Run) -> Result<Option<PathBuf>> {
+    fn save_checkpoint(&self, run: &Run, history: &History) -> Result<Option<PathBuf>> {
         let path = self
             .checkpoint
             .clone()
             .unwrap_or_else(|| PathBuf::from(FALLBACK_CHECKPOINT));
+        self.save_checkpoint_to(run, history, &path)?;
+        Ok(Some(path))
+    }
+
+    /// Writes a checkpoint of `run` as it stands to `path`, atomically.
+    fn save_checkpoint_to(&self, run: &Run, history: &History, path: &Path) -> Result<()> {
         let ck = Checkpoint {
             model: self.model.with_params(run.params.clone())?,
             epochs_done: run.losses.len(),
@@ -493,9 +601,35 @@ impl Setup {
             step_losses: run.step_losses.clone(),
             state: run.state.clone(),
             settings: self.settings.clone(),
+            history: history.clone(),
         };
-        ck.save_atomic(&path)?;
-        Ok(Some(path))
+        ck.save_atomic(path)
+    }
+}
+
+/// The data a run trains on: `--data`, else (on resume) the file the checkpoint recorded, which
+/// [`Checkpoint::check_resume`] then verifies by size and hash. A run on a pipe cannot be read
+/// again from its path, so its resume needs `--data`.
+fn resume_data_path(args: &TrainArgs, resumed: Option<&Checkpoint>) -> Result<Option<PathBuf>> {
+    if args.net.data.is_some() {
+        return Ok(args.net.data.clone());
+    }
+    let Some(c) = resumed else {
+        return Ok(None);
+    };
+    match &c.settings.data {
+        Some(d) if d.stream => Err(Error::invalid(
+            Setting::Data,
+            format!(
+                "the checkpoint trained on a pipe or device ({}, {} bytes, fnv1a64 {}), which cannot be read again: give --data with the same bytes",
+                d.path,
+                d.bytes,
+                d.fnv1a64
+            ),
+        )),
+        Some(d) => Ok(Some(PathBuf::from(&d.path))),
+        // Every data form is recorded, pipes included: no record means the book's sample.
+        None => Ok(None),
     }
 }
 
@@ -585,24 +719,30 @@ fn check_combination(args: &TrainArgs, s: &RunSettings, estimator: Estimator) ->
     Ok(())
 }
 
-/// The error of a run that diverged or was stopped, saying where it was saved.
-fn ended_early(outcome: Outcome, epochs: usize, saved: Option<PathBuf>) -> Error {
-    match outcome {
+/// The error of a run that diverged or was stopped, saying where it was saved. A divergence
+/// stays the error (exit 6) when its checkpoint could not be written, and names that failure;
+/// a stopped run whose checkpoint failed reports the failure.
+fn ended_early(outcome: Outcome, epochs: usize, saved: Result<Option<PathBuf>>) -> Result<Error> {
+    Ok(match outcome {
         Outcome::Diverged { epoch, what } => Error::Diverged {
             epoch,
             what: match saved {
-                Some(p) => format!(
+                Ok(Some(p)) => format!(
                     "{what}; the last finite parameters (after epoch {epochs}) are saved in {}",
                     p.display()
                 ),
-                None => what,
+                Ok(None) => what,
+                Err(e) => format!(
+                    "{what}; the checkpoint of the last finite parameters could not be written: {}",
+                    super::exit::message(&e)
+                ),
             },
         },
         _ => Error::Interrupted {
             epoch: epochs,
-            checkpoint: saved,
+            checkpoint: saved?,
         },
-    }
+    })
 }
 
 /// `e` with a note of where the run so far was saved.
@@ -673,10 +813,13 @@ fn optimizer(args: &TrainArgs) -> Optimizer {
     }
 }
 
-/// What the session measured after each epoch besides the loss.
-struct Watched {
-    val: Vec<Evaluation>,
-    train_accuracy: Vec<f64>,
+/// Appends one epoch's measurements to `history`.
+fn record(history: &mut History, val: Option<&Evaluation>, train_accuracy: Option<f64>) {
+    if let Some(v) = val {
+        history.val_loss.push(v.loss);
+        history.val_accuracy.extend(v.accuracy);
+    }
+    history.train_accuracy.extend(train_accuracy);
 }
 
 /// `  train acc 81.20%  val loss 0.51234567  val acc 80.10%` after an epoch's loss (or nothing).
@@ -733,3 +876,119 @@ fn validation(
 
 /// The "epoch" whose order draws the `--val-split` rows: one no training run reaches.
 const VAL_SPLIT_EPOCH: u64 = u64::MAX;
+
+/// What a run produced besides its parameters and losses.
+struct Ran {
+    device: DeviceInfo,
+    seconds: f64,
+    /// Validation and accuracy of every epoch, the resumed ones included.
+    history: History,
+    /// The periodic checkpoint write that failed and stopped the run, if one did.
+    broken: Option<Error>,
+}
+
+/// Where the outputs are written (symbolic links resolved), checked before the run.
+struct Targets {
+    save: Option<PathBuf>,
+    report: Option<PathBuf>,
+    plot: Option<PathBuf>,
+    /// [`FALLBACK_CHECKPOINT`], where a run saves itself when its checkpoint cannot be written (or
+    /// it has none); `None` when that file is another output or an input.
+    fallback: Option<PathBuf>,
+}
+
+/// Flag of the checkpoint among the outputs (given, resumed, or next to `--save`).
+const CHECKPOINT: &str = "--checkpoint";
+/// Name of the fallback checkpoint among the outputs.
+const FALLBACK: &str = "the fallback checkpoint";
+
+/// Checks every output against the inputs and each other, and every output directory for
+/// writing, before anything runs ([`Outputs::check`]); points the checkpoint at its file and takes
+/// its lock.
+fn claim_outputs(args: &TrainArgs, setup: &mut Setup) -> Result<(Targets, Option<Lock>)> {
+    let inputs: Vec<(&'static str, &Path)> = [
+        ("--data", &args.net.data),
+        ("--val-data", &args.val_data),
+        ("--model", &args.net.model),
+        ("--resume", &args.resume),
+    ]
+    .into_iter()
+    .filter_map(|(flag, p)| Some((flag, p.as_deref()?)))
+    .collect();
+    let fallback = PathBuf::from(FALLBACK_CHECKPOINT);
+    let named = [
+        ("--report", args.report.as_deref()),
+        ("--save", args.save.as_deref()),
+        ("--plot", args.output.plot.as_deref()),
+        (CHECKPOINT, setup.checkpoint.as_deref()),
+    ];
+    let mut wants: Vec<Want> = named
+        .into_iter()
+        .filter_map(|(flag, path)| {
+            Some(Want {
+                flag,
+                path: path?,
+                probe: true,
+                last_resort: false,
+            })
+        })
+        .collect();
+    // Only written when something failed: not probed, and given up (not refused) when it is
+    // another output or an input while a checkpoint of the run's own exists.
+    wants.push(Want {
+        flag: FALLBACK,
+        path: &fallback,
+        probe: false,
+        last_resort: setup.checkpoint.is_some(),
+    });
+    let outputs = Outputs::check(&inputs, &wants, &[(CHECKPOINT, "--resume")])?;
+    let owned = |flag| outputs.target(flag).map(Path::to_path_buf);
+    setup.checkpoint = owned(CHECKPOINT);
+    let lock = setup.checkpoint.as_deref().map(Lock::take).transpose()?;
+    Ok((
+        Targets {
+            save: owned("--save"),
+            report: owned("--report"),
+            plot: owned("--plot"),
+            fallback: owned(FALLBACK),
+        },
+        lock,
+    ))
+}
+
+/// Says on stderr, when it happens, that a periodic checkpoint could not be written, and asks the
+/// run to stop after this epoch (it then saves what it can, and fails with that error).
+fn checkpoint_failed(e: &Error, epoch: usize) {
+    output::abandon();
+    eprintln!(
+        "perturb: {}; stopping the run after epoch {epoch}",
+        super::exit::message(e)
+    );
+    interrupt::request();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_divergence_whose_checkpoint_fails_stays_a_divergence_naming_the_failure() {
+        let failed = Error::io(
+            "/full/ck.json",
+            std::io::Error::other("No space left on device"),
+        );
+        let outcome = Outcome::Diverged {
+            epoch: 2,
+            what: "the loss is inf".into(),
+        };
+        let e = ended_early(outcome, 1, Err(failed)).unwrap();
+        assert!(matches!(e, Error::Diverged { epoch: 2, .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains("the loss is inf")
+                && text.contains("could not be written")
+                && text.contains("/full/ck.json: No space left on device"),
+            "{text}"
+        );
+    }
+}

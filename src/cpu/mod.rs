@@ -48,6 +48,7 @@ pub use crate::precision::REDUCE_LANES;
 pub use reduce::reduce_sse;
 
 mod forward;
+mod lanes;
 mod reduce;
 mod reuse;
 
@@ -70,6 +71,8 @@ struct Bufs<R> {
     a: Vec<R>,
     b: Vec<R>,
     sse: Vec<R>,
+    /// Each sample's change of the nudged unit (the lane path).
+    lane: Vec<R>,
 }
 
 /// The unperturbed pass kept by the reuse method: `z` and `a` as `[unit][sample]`; for MSE with an
@@ -86,6 +89,8 @@ struct Cache<R> {
     losses: Vec<R>,
     series: Vec<R>,
     spread: Vec<R>,
+    /// The first layer's inputs as `[input][sample]`, transposed once per step for the lane path.
+    xt: Vec<R>,
 }
 
 impl<R> Default for Cache<R> {
@@ -98,6 +103,7 @@ impl<R> Default for Cache<R> {
             losses: Vec::new(),
             series: Vec::new(),
             spread: Vec::new(),
+            xt: Vec::new(),
         }
     }
 }
@@ -113,6 +119,7 @@ pub struct CpuEvaluator<R: Real = f32> {
     method: Method,
     loss: Loss,
     threads: usize,
+    lanes: bool,
     scratch: Vec<Scratch<R>>,
     cache: Cache<R>,
     _r: PhantomData<R>,
@@ -144,6 +151,7 @@ impl<R: Real> CpuEvaluator<R> {
             method,
             loss,
             threads: 1,
+            lanes: true,
             scratch: Vec::new(),
             cache: Cache::default(),
             _r: PhantomData,
@@ -164,6 +172,7 @@ impl<R: Real> CpuEvaluator<R> {
                 losses: vec![R::ZERO; kept],
                 series: vec![R::ZERO; 4 * series * data.len()],
                 spread: vec![R::ZERO; series],
+                xt: vec![R::ZERO; ev.x.len()],
             };
         }
         ev.set_threads(threads);
@@ -181,10 +190,18 @@ impl<R: Real> CpuEvaluator<R> {
                     a: vec![R::ZERO; width],
                     b: vec![R::ZERO; width],
                     sse: vec![R::ZERO; self.samples],
+                    lane: vec![R::ZERO; self.samples],
                 },
             };
             self.threads
         ];
+    }
+
+    /// Chooses the reuse method's lane path (the default) or the per-sample scalar reference for
+    /// the items the lane path covers. Results are identical; the switch exists so that tests and
+    /// benchmarks can compare the two.
+    pub fn set_lanes(&mut self, on: bool) {
+        self.lanes = on;
     }
 
     /// The loss this evaluator computes.
@@ -266,6 +283,7 @@ impl<R: Real> CpuEvaluator<R> {
             cache: &self.cache,
             params,
             eps,
+            lanes: self.lanes,
         };
         for_each_param(threads, &mut self.scratch, deltas, &|k, s| {
             plan.delta(k, &mut s.bufs)
@@ -320,6 +338,11 @@ impl<R: Real> CpuEvaluator<R> {
         let outputs = self.layers[self.layers.len() - 1].outputs;
         let bufs = &mut self.scratch[0].bufs;
         let cache = &mut self.cache;
+        for (i, col) in cache.xt.chunks_mut(b).enumerate() {
+            for (s, v) in col.iter_mut().enumerate() {
+                *v = R::from_f32(self.x[s * inputs + i]);
+            }
+        }
         for s in 0..b {
             let x = &self.x[s * inputs..(s + 1) * inputs];
             let pred = forward_each(

@@ -20,12 +20,13 @@ pub fn reduce_sse<R: Real>(sse: &[R]) -> R {
 
 fn reduce_lanes<R: Real>(sse: &[R], lanes: &mut [R]) -> R {
     let width = lanes.len();
-    for (t, lane) in lanes.iter_mut().enumerate() {
-        let mut acc = R::ZERO;
-        for &v in sse.iter().skip(t).step_by(REDUCE_LANES) {
-            acc = acc + v;
+    // Lane t adds samples t, t + 256, … in turn: the same order as a strided loop per lane, but
+    // row by row so that the adds vectorise.
+    lanes.fill(R::ZERO);
+    for row in sse.chunks(REDUCE_LANES) {
+        for (lane, &v) in lanes.iter_mut().zip(row) {
+            *lane = *lane + v;
         }
-        *lane = acc;
     }
     let mut stride = width / 2;
     while stride > 0 {

@@ -22,6 +22,8 @@ pub(super) struct ReusePlan<'a, R> {
     pub(super) cache: &'a Cache<R>,
     pub(super) params: &'a [f32],
     pub(super) eps: f32,
+    /// Whether [`ReusePlan::delta_lanes`] may take the items it covers (else the scalar reference).
+    pub(super) lanes: bool,
 }
 
 /// What nudging one parameter changes: its layer, its input (`None` for a bias), its unit, and
@@ -38,7 +40,7 @@ impl<R: Real> ReusePlan<'_, R> {
         (layer.unit_off + unit) * self.samples + s
     }
 
-    fn nudge(&self, k: usize) -> Nudge<R> {
+    pub(super) fn nudge(&self, k: usize) -> Nudge<R> {
         let l = self
             .layers
             .iter()
@@ -76,7 +78,7 @@ impl<R: Real> ReusePlan<'_, R> {
 
     /// The output layer's values for sample s when unit u of hidden layer l changes by `delta`:
     /// layer l + 1 by the rank-one update `act(z[v] + delta·W[u][v])`, later layers by full passes.
-    fn outputs_after<'b>(
+    pub(super) fn outputs_after<'b>(
         &self,
         (l, u, delta, s): (usize, usize, R, usize),
         a: &'b mut Vec<R>,
@@ -104,6 +106,11 @@ impl<R: Real> ReusePlan<'_, R> {
 
     /// `L(params + eps·e_k) − L(params)` from the cache, in the order described in the module docs.
     pub(super) fn delta(&self, k: usize, bufs: &mut Bufs<R>) -> R {
+        if self.lanes {
+            if let Some(d) = self.delta_lanes(k, bufs) {
+                return d;
+            }
+        }
         if self.loss == Loss::CrossEntropy {
             return self.delta_xent(k, bufs);
         }

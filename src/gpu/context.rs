@@ -315,6 +315,22 @@ impl GpuContext {
     }
 }
 
+/// Test hook, not a setting: with `PERTURB_TEST_FAULT_AFTER_READBACKS=N` in the environment the
+/// device is destroyed (wgpu's `Device::destroy`) at the readback after the first `N`, so that
+/// tests see a real device loss mid-run: its error, exit status and saved checkpoint.
+pub(crate) fn injected_fault_due() -> bool {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::OnceLock;
+    static AFTER: OnceLock<Option<usize>> = OnceLock::new();
+    static READBACKS: AtomicUsize = AtomicUsize::new(0);
+    let after = AFTER.get_or_init(|| {
+        std::env::var("PERTURB_TEST_FAULT_AFTER_READBACKS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    after.is_some_and(|n| READBACKS.fetch_add(1, Ordering::Relaxed) >= n)
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

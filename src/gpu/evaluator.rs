@@ -234,6 +234,9 @@ impl GpuEvaluator {
 
     /// Waits for the queue and copies the first floats of the mapped-for-reading `buf` into `dst`.
     pub(super) fn read_from(&self, buf: &wgpu::Buffer, dst: &mut [f32]) -> Result<()> {
+        if super::context::injected_fault_due() {
+            self.ctx.device.destroy();
+        }
         let bytes = 4 * dst.len() as u64;
         let slice = buf.slice(..bytes);
         let (tx, rx) = std::sync::mpsc::channel();

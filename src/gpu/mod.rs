@@ -8,6 +8,7 @@ mod kernels;
 mod pipelines;
 mod plan;
 mod resident;
+mod variants;
 
 pub use context::{list_adapters, AdapterOptions, AdapterSummary, GpuContext};
 pub use evaluator::GpuEvaluator;
@@ -19,6 +20,7 @@ pub use plan::{
     AdapterFacts, ChunkUniform, GpuOptions, ReuseKernel, FUSED_MAX_WIDTH, LAYER_WORDS, MAX_WIDTH,
     RESIDENT_MAX_BATCH, SEQ_REDUCE_MAX_BATCH,
 };
+pub use variants::{all_variants, SeqConstants, Target, Translator, Variant, LOSSES};
 
 /// `shaders/math.wgsl`: the WGSL twin of [`crate::math`].
 pub const MATH_WGSL: &str = include_str!("../../shaders/math.wgsl");

@@ -1,10 +1,9 @@
 //! The shader module, its bind group layout and bind group, and a pipeline for each kernel the
 //! plan dispatches (and no other).
 
-use super::kernels::{
-    loss_code, seq_part_inputs, seq_part_is_weights, seq_part_layer, seq_repeat, KernelId,
-};
+use super::kernels::KernelId;
 use super::plan::ChunkUniform;
+use super::variants::Variant;
 use crate::model::{Loss, Model};
 
 /// The pipelines of the kernels a plan dispatches, and only those.
@@ -32,7 +31,6 @@ pub(super) fn build_pipelines(
     uniforms: &wgpu::Buffer,
     bound: [&wgpu::Buffer; 8],
 ) -> (Pipelines, wgpu::BindGroup) {
-    let num_layers = model.layers().len();
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some("perturb kernels"),
         source: wgpu::ShaderSource::Wgsl(super::nudge_shader_source().into()),
@@ -69,53 +67,24 @@ pub(super) fn build_pipelines(
         bind_group_layouts: &[Some(&layout)],
         immediate_size: 0,
     });
-    let loss = ("LOSS", loss_code(loss) as f64);
-    let specialised = |name: &str, constants: &[(&str, f64)]| {
-        let constants: Vec<(&str, f64)> = constants.iter().copied().chain([loss]).collect();
+    // One function makes the constants here and in the list `perturb shaders` translates.
+    let specialised = |k: KernelId| {
+        let variant = Variant::planned(model, closed, loss, k);
         device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(name),
+            label: Some(variant.entry_point()),
             layout: Some(&pipeline_layout),
             module: &module,
-            entry_point: Some(name),
+            entry_point: Some(variant.entry_point()),
             // Every workgroup value is written before it is read; zeroing 16 KiB per
             // workgroup (a shader loop on GL) would dominate small evaluations.
             compilation_options: wgpu::PipelineCompilationOptions {
                 zero_initialize_workgroup_memory: false,
-                constants: &constants,
+                constants: &variant.constants(),
             },
             cache: None,
         })
     };
-    let pipeline = |name: &str| specialised(name, &[]);
-    let seq_pipeline = |part: u32| {
-        let l = seq_part_layer(model, part);
-        let n_in = seq_part_inputs(model, part);
-        specialised(
-            "reuse_seq",
-            &[
-                ("SEQ_PART", part as f64),
-                ("SEQ_KIND", model.layers()[l].activation.code() as f64),
-                ("SEQ_CLOSED", (closed && l + 1 < num_layers) as u32 as f64),
-                (
-                    "SEQ_FROM_INPUTS",
-                    (l == 0 && seq_part_is_weights(part)) as u32 as f64,
-                ),
-                ("SEQ_R", seq_repeat(n_in) as f64),
-            ],
-        )
-    };
-    let pipelines = Pipelines(
-        kernels
-            .iter()
-            .map(|&(k, _)| {
-                let built = match k {
-                    KernelId::ReuseSeq(part) => seq_pipeline(part),
-                    k => pipeline(k.entry_point()),
-                };
-                (k, built)
-            })
-            .collect(),
-    );
+    let pipelines = Pipelines(kernels.iter().map(|&(k, _)| (k, specialised(k))).collect());
     let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some("nudge"),
         layout: &layout,

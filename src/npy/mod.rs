@@ -226,8 +226,10 @@ pub fn model_arrays(model: &Model) -> Vec<(String, Vec<u8>)> {
 
 /// Writes `members` as an `.npz` at `path`.
 pub fn save_npz(path: &Path, members: &[(String, Vec<u8>)]) -> Result<()> {
-    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    format::write_npz(std::io::BufWriter::new(file), members).map_err(|e| Error::io(path, e))
+    // Built in memory, then written atomically like every output ([`crate::fileio::write_atomic`]).
+    let mut zip = std::io::Cursor::new(Vec::new());
+    format::write_npz(&mut zip, members).map_err(|e| Error::io(path, e))?;
+    crate::fileio::write_atomic(path, &zip.into_inner())
 }
 
 /// Reads data for `model` from an `.npz` (`x`, `y`), one `.npy` (inputs then targets per row), or

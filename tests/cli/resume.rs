@@ -23,6 +23,17 @@ fn signal_after_epoch(
     epoch: usize,
     signal: &str,
 ) -> std::process::Output {
+    signal_after_epoch_then(dir, args, epoch, signal, || {})
+}
+
+/// [`signal_after_epoch`], running `before` just before the signal is sent.
+fn signal_after_epoch_then(
+    dir: &Path,
+    args: &[&str],
+    epoch: usize,
+    signal: &str,
+    before: impl FnOnce(),
+) -> std::process::Output {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_perturb"))
         .arg("train")
@@ -36,6 +47,7 @@ fn signal_after_epoch(
     let want = format!("epoch {epoch:>6}");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     assert!(lines.any(|l| l.unwrap().starts_with(&want)));
+    before();
     let kill = Command::new("kill")
         .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
@@ -309,4 +321,42 @@ fn a_minibatch_run_stopped_mid_epoch_resumes_into_the_uninterrupted_run() {
     for key in ["losses", "step_losses", "model"] {
         assert_eq!(a[key], b[key], "{key}");
     }
+}
+
+#[test]
+fn ctrl_c_with_a_failing_report_exits_130_naming_the_report_and_keeps_the_checkpoint() {
+    let d = dir("sigint-report");
+    let ck = d.join("ck.json");
+    let gone = d.join("gone");
+    std::fs::create_dir_all(&gone).unwrap();
+    let report = gone.join("partial.json");
+    let (c, r) = (ck.to_str().unwrap(), report.to_str().unwrap());
+    let args = [
+        "--device",
+        "cpu",
+        "--epochs",
+        "100000000",
+        "--checkpoint",
+        c,
+        "--report",
+        r,
+    ];
+    // The report's directory was writable when the run started and is gone when it stops.
+    let out = signal_after_epoch_then(&d, &args, 5, "INT", || {
+        std::fs::remove_dir_all(&gone).unwrap()
+    });
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("partial.json"),
+        "the failed report is not named: {err}"
+    );
+    assert!(
+        err.contains("interrupted after epoch") && err.contains("ck.json"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ck).unwrap()).unwrap();
+    assert!(saved["epochs_done"].as_u64().unwrap() >= 5);
 }
