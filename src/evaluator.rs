@@ -92,17 +92,25 @@ pub trait Evaluator {
             Some(Fix::Use(Setting::Device, "gpu")),
         ))
     }
+
     /// Trains one run in the evaluator's own loop with any optimiser and, with
     /// [`ResidentJob::batches`], in mini-batches: one submission per epoch, each step on the
     /// device (the batch's losses, the estimator's gradient, the optimiser's update), the same
-    /// float32 arithmetic as [`crate::train::train_batched`]. After every epoch `on_epoch` gets its
-    /// step losses, parameters and optimiser state. Evaluators without such a loop refuse.
+    /// float32 arithmetic as [`crate::train::train_batched`]. When the batch size does not divide
+    /// the samples, `rest` is the evaluator built for the last, shorter batch (as
+    /// [`crate::train::BatchEvaluators::rest`], on the same device). After every epoch `on_epoch`
+    /// gets its step losses, parameters and optimiser state. Evaluators without such a loop
+    /// refuse.
     fn resident_steps(
         &mut self,
+        rest: Option<&mut Self>,
         job: &ResidentJob<'_>,
         on_epoch: &mut dyn FnMut(&ResidentEpoch<'_>),
-    ) -> Result<ResidentHistory> {
-        let _ = (job, on_epoch);
+    ) -> Result<ResidentHistory>
+    where
+        Self: Sized,
+    {
+        let _ = (rest, job, on_epoch);
         Err(Error::refused(
             &[(Setting::Loop, "resident")],
             "runs the update on the GPU",

@@ -381,9 +381,10 @@ impl Evaluator for GpuEvaluator {
 
     fn resident_steps(
         &mut self,
+        rest: Option<&mut GpuEvaluator>,
         job: &ResidentJob<'_>,
         on_epoch: &mut dyn FnMut(&ResidentEpoch<'_>),
     ) -> Result<ResidentHistory> {
-        self.train_steps(job, on_epoch)
+        self.train_steps(rest, job, on_epoch)
     }
 }

@@ -5,7 +5,7 @@
 use super::evaluator::GpuEvaluator;
 use super::kernels::KernelId;
 use super::plan::{ChunkUniform, RESIDENT_MAX_BATCH};
-use crate::batches::epoch_order;
+use crate::batches::{batches, epoch_order};
 use crate::error::{Error, Fix, Result, Setting};
 use crate::estimate::{Estimator, Shape, StepMode};
 use crate::evaluator::{check_batch, History, ResidentEpoch, ResidentHistory, ResidentJob};
@@ -209,27 +209,38 @@ pub(super) fn opt_block(p: usize) -> usize {
 /// Floats of the optimiser block ([`opt_block`]).
 pub(super) const OPT_BLOCK_FLOATS: usize = 8;
 
-/// One epoch's data in batch order, uploaded to the GPU, and what a step copies from it.
+/// One epoch's data in batch order, uploaded to the GPU, and what each step copies from it.
 struct EpochData {
     x: wgpu::Buffer,
     y: wgpu::Buffer,
     /// For the reuse method: each batch's inputs transposed, `[batch][input][sample]`.
     xt: Option<wgpu::Buffer>,
-    /// Bytes of one batch's inputs and targets.
-    x_bytes: u64,
-    y_bytes: u64,
+    /// Each step's positions in the epoch's order ([`batches`]).
+    ranges: Vec<Range<usize>>,
+    /// Inputs and targets per sample.
+    cols: (usize, usize),
+    /// The epoch whose order the buffers hold.
+    epoch: usize,
 }
 
 /// The resident step loop's host-side state between submissions.
 struct Stepper<'a> {
     job: &'a ResidentJob<'a>,
+    /// The evaluator built for the epoch's last, shorter batch, if the batch size does not divide
+    /// the samples (on the same device: its buffers are copied to and from in one submission).
+    rest: Option<&'a GpuEvaluator>,
     data: Option<EpochData>,
-    /// Per step bc1, bc2 (and the rest of the block) for Adam.
+    /// Per step, Adam's block ([`opt_constants`]) for that step.
     table: wgpu::Buffer,
     readback: wgpu::Buffer,
     steps: usize,
+    /// Floats of optimiser state in `next` after the two copies of the parameters.
     state_floats: usize,
 }
+
+/// Floats of the step readback buffer before the parameters, after `n` losses: the tripwire
+/// words of the evaluator and of the rest evaluator.
+const TRIPWIRES: usize = 2;
 
 impl GpuEvaluator {
     /// Refuses a resident loop this evaluator cannot run: anything but the book's forward
@@ -257,13 +268,16 @@ impl GpuEvaluator {
     }
 
     /// The resident loop with an optimiser and mini-batches ([`Evaluator::resident_steps`]): one
-    /// submission per epoch, each step copying its batch (uploaded per epoch in the order of
-    /// [`epoch_order`]) into the evaluator's data, the step's kernels, then `update` with the
-    /// optimiser's rule; losses, parameters and state come back once per epoch. A non-finite
-    /// loss or parameter replays the epoch step by step from its start to stop where the host
-    /// loop stops, with the same parameters, state and message.
+    /// submission per epoch. Each step copies its batch (the epoch's samples, gathered in the
+    /// order of [`epoch_order`] and uploaded once per epoch) into the evaluator's data, runs the
+    /// step's kernels, then `update` with the optimiser's rule; the last, shorter batch of an
+    /// epoch runs on `rest` (built for it on the same device), the parameters and state copied
+    /// over and back within the submission. Losses, parameters and state come back once per
+    /// epoch. A non-finite loss or parameter replays the epoch step by step from its start to
+    /// stop where the host loop stops, with the same parameters, state and message.
     pub fn train_steps(
         &mut self,
+        rest: Option<&mut GpuEvaluator>,
         job: &ResidentJob<'_>,
         on_epoch: &mut dyn FnMut(&ResidentEpoch<'_>),
     ) -> Result<ResidentHistory> {
@@ -273,7 +287,7 @@ impl GpuEvaluator {
         job.state
             .check(&job.optimizer, p)
             .map_err(|m| Error::Config(format!("optimiser state: {m}")))?;
-        let steps = self.resident_batches(job)?;
+        let steps = self.resident_batches(rest.as_deref(), job)?;
         if job.skip_steps >= steps {
             return Err(Error::Config(format!(
                 "{} steps already taken in an epoch of {steps}",
@@ -281,34 +295,41 @@ impl GpuEvaluator {
             )));
         }
         self.write_uniforms(&[hyper.probe(1)], hyper.lr as f32);
-        let state_floats = if job.state.m.is_empty() { 1 } else { 2 } * p;
+        let state_floats = p * (job.state.velocity.len().min(1) + 2 * job.state.m.len().min(1));
+        let rest = rest.map(|r| {
+            r.write_uniforms(&[hyper.probe(1)], hyper.lr as f32);
+            r.upload_block(&job.optimizer);
+            &*r
+        });
+        let floats = steps + TRIPWIRES + p + state_floats;
         let mut st = Stepper {
             job,
+            rest,
             data: None,
             table: self.scratch("adam table", 4 * (OPT_BLOCK_FLOATS * steps) as u64, false),
-            readback: self.scratch("step readback", 4 * (steps + 1 + 3 * p) as u64, true),
+            readback: self.scratch("step readback", 4 * floats as u64, true),
             steps,
             state_floats,
         };
         let (mut params, mut state) = (job.init.to_vec(), job.state.clone());
         self.upload_state(&params, &state, &job.optimizer);
         let (mut epoch, mut skip) = (job.first_epoch, job.skip_steps);
-        let mut buf = vec![0.0f32; steps + 1 + 3 * p];
+        let mut buf = vec![0.0f32; floats];
         while epoch < hyper.epochs && !job.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
-            st.data = self.upload_epoch(job, epoch, st.data.take())?;
+            self.upload_epoch(&mut st, epoch)?;
             let n = steps - skip;
             self.write_table(&st, &state, n);
             let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
             self.encode_steps(&mut encoder, &st, skip..steps);
-            let got = &mut buf[..n + 1 + p + state_floats];
+            let got = &mut buf[..n + TRIPWIRES + p + state_floats];
             self.read_epoch(encoder, &st, n, got)?;
             let (losses, rest) = got.split_at(n);
-            let new_params = &rest[1..1 + p];
+            let new_params = &rest[TRIPWIRES..TRIPWIRES + p];
             if losses.iter().any(|l| !l.is_finite()) || new_params.iter().any(|w| !w.is_finite()) {
                 return self.replay(&st, epoch, skip, params, state);
             }
             params.copy_from_slice(new_params);
-            unpack_state(&mut state, &rest[1 + p..], p, n);
+            unpack_state(&mut state, &rest[TRIPWIRES + p..], p, n);
             epoch += 1;
             skip = 0;
             on_epoch(&ResidentEpoch {
@@ -326,23 +347,56 @@ impl GpuEvaluator {
         })
     }
 
-    /// Steps per epoch of `job`, after checking its data against this evaluator: the batch it
-    /// was built for, the same columns, and (for now) a batch size that divides the samples.
-    fn resident_batches(&self, job: &ResidentJob<'_>) -> Result<usize> {
+    /// Steps per epoch of `job`, after checking its data against this evaluator (built for the
+    /// batch size, the same columns) and, when the batch size does not divide the samples,
+    /// against `rest` (built for the remainder, the same model and method).
+    fn resident_batches(
+        &self,
+        rest: Option<&GpuEvaluator>,
+        job: &ResidentJob<'_>,
+    ) -> Result<usize> {
         let Some(bt) = job.batches else {
-            return Ok(1);
+            return match rest {
+                None => Ok(1),
+                Some(_) => Err(Error::Config(
+                    "an evaluator for a shorter last batch, but no mini-batches".into(),
+                )),
+            };
         };
         let n = bt.data.len();
-        let b = self.plan.sizes.b;
         check_batch(bt.data, n, self.io.0, self.io.1)?;
-        if n % b != 0 || bt.batching.size.min(n).max(1) != b.min(n) {
-            return Err(Error::refused(
-                &[(Setting::Loop, "resident"), (Setting::BatchSize, "")],
-                "runs batch sizes that divide the samples (a shorter last batch needs the host loop)",
-                Some(Fix::Use(Setting::Loop, "host")),
-            ));
+        let sizes: Vec<usize> = batches(n, bt.batching.size).map(|r| r.len()).collect();
+        let (b, last) = (
+            sizes.first().copied().unwrap_or(0),
+            sizes.last().copied().unwrap_or(0),
+        );
+        if b != self.plan.sizes.b {
+            return Err(Error::Config(format!(
+                "batches of {b} samples for an evaluator built for {}",
+                self.plan.sizes.b
+            )));
         }
-        Ok(n / b)
+        if last != b {
+            let Some(r) = rest else {
+                return Err(Error::refused(
+                    &[(Setting::Loop, "resident"), (Setting::BatchSize, "")],
+                    "needs an evaluator for the last, shorter batch when the batch size does not divide the samples",
+                    Some(Fix::Use(Setting::Loop, "host")),
+                ));
+            };
+            let fits = r.plan.sizes.b == last
+                && r.num_params == self.num_params
+                && r.method == self.method
+                && r.io == self.io
+                && r.runs == 1;
+            if !fits {
+                return Err(Error::Config(format!(
+                    "the evaluator for the last batch of {last} samples was built for {} samples of another shape",
+                    r.plan.sizes.b
+                )));
+            }
+        }
+        Ok(sizes.len())
     }
 
     /// A buffer of `bytes` for the step loop: mapped for reading, or a copy source and target.
@@ -364,12 +418,29 @@ impl GpuEvaluator {
         let p = self.num_params;
         let q = &self.ctx.queue;
         q.write_buffer(&self.bufs.params, 0, bytemuck::cast_slice(params));
-        let first = if state.m.is_empty() { &state.velocity } else { &state.m };
-        q.write_buffer(&self.bufs.next, 4 * 2 * p as u64, bytemuck::cast_slice(first));
-        q.write_buffer(&self.bufs.next, 4 * 3 * p as u64, bytemuck::cast_slice(&state.v));
+        let first = if state.m.is_empty() {
+            &state.velocity
+        } else {
+            &state.m
+        };
         q.write_buffer(
             &self.bufs.next,
-            4 * opt_block(p) as u64,
+            4 * 2 * p as u64,
+            bytemuck::cast_slice(first),
+        );
+        q.write_buffer(
+            &self.bufs.next,
+            4 * 3 * p as u64,
+            bytemuck::cast_slice(&state.v),
+        );
+        self.upload_block(opt);
+    }
+
+    /// Writes the optimiser's block (less Adam's per-step bc1, bc2) after the state in `next`.
+    fn upload_block(&self, opt: &Optimizer) {
+        self.ctx.queue.write_buffer(
+            &self.bufs.next,
+            4 * opt_block(self.num_params) as u64,
             bytemuck::cast_slice(&opt_constants(opt, 0)),
         );
     }
@@ -387,95 +458,151 @@ impl GpuEvaluator {
             .write_buffer(&st.table, 0, bytemuck::cast_slice(&table));
     }
 
-    /// Uploads epoch `epoch`'s data in its batch order (once for an unshuffled run, never for a
-    /// full batch, whose data the evaluator holds).
-    fn upload_epoch(
-        &self,
-        job: &ResidentJob<'_>,
-        epoch: usize,
-        old: Option<EpochData>,
-    ) -> Result<Option<EpochData>> {
-        let Some(bt) = job.batches else {
-            return Ok(None);
+    /// Uploads epoch `epoch`'s data in its batch order into `st.data` (once for an unshuffled
+    /// run, never for a full batch, whose data the evaluator holds). The buffers are allocated
+    /// once and rewritten.
+    fn upload_epoch(&self, st: &mut Stepper<'_>, epoch: usize) -> Result<()> {
+        let Some(bt) = st.job.batches else {
+            return Ok(());
         };
-        if old.is_some() && !bt.batching.shuffle {
-            return Ok(old);
+        if st
+            .data
+            .as_ref()
+            .is_some_and(|d| d.epoch == epoch || !bt.batching.shuffle)
+        {
+            return Ok(());
         }
-        let (n, b) = (bt.data.len(), self.plan.sizes.b);
-        let order = epoch_order(n, job.hyper.seed, epoch as u64, bt.batching.shuffle);
-        let rows: Vec<usize> = order.iter().map(|&r| r as usize).collect();
-        let d = crate::data::Dataset {
-            x: bt.data.x.select(ndarray::Axis(0), &rows),
-            y: bt.data.y.select(ndarray::Axis(0), &rows),
-        };
-        let x: Vec<f32> = d.x.iter().copied().collect();
-        let y: Vec<f32> = d.y.iter().copied().collect();
-        let fill = |label, v: &[f32]| {
-            let buf = self.scratch(label, 4 * v.len() as u64, false);
-            self.ctx.queue.write_buffer(&buf, 0, bytemuck::cast_slice(v));
-            buf
-        };
-        let xt = (self.method == Method::Reuse).then(|| {
-            let cols = d.x.ncols();
-            let mut t = Vec::with_capacity(x.len());
-            for k in 0..n / b {
-                for i in 0..cols {
-                    t.extend((k * b..(k + 1) * b).map(|s| d.x[[s, i]]));
+        let n = bt.data.len();
+        let order = epoch_order(n, st.job.hyper.seed, epoch as u64, bt.batching.shuffle);
+        let cols = (bt.data.x.ncols(), bt.data.y.ncols());
+        let ranges: Vec<Range<usize>> = batches(n, bt.batching.size).collect();
+        let mut x = Vec::with_capacity(n * cols.0);
+        let mut y = Vec::with_capacity(n * cols.1);
+        for &s in &order {
+            x.extend(bt.data.x.row(s as usize).iter());
+            y.extend(bt.data.y.row(s as usize).iter());
+        }
+        let mut xt = Vec::new();
+        if self.method == Method::Reuse {
+            xt.reserve(x.len());
+            for r in &ranges {
+                for i in 0..cols.0 {
+                    xt.extend(r.clone().map(|s| x[s * cols.0 + i]));
                 }
             }
-            fill("epoch inputs transposed", &t)
-        });
-        self.ctx.take_error()?;
-        Ok(Some(EpochData {
-            x: fill("epoch inputs", &x),
-            y: fill("epoch targets", &y),
-            xt,
-            x_bytes: 4 * (b * d.x.ncols()) as u64,
-            y_bytes: 4 * (b * d.y.ncols()) as u64,
-        }))
+        }
+        let data = match st.data.take() {
+            Some(d) => d,
+            None => {
+                let buf = |label, v: &[f32]| self.scratch(label, 4 * v.len() as u64, false);
+                let d = EpochData {
+                    x: buf("epoch inputs", &x),
+                    y: buf("epoch targets", &y),
+                    xt: (!xt.is_empty()).then(|| buf("epoch inputs transposed", &xt)),
+                    ranges,
+                    cols,
+                    epoch,
+                };
+                self.ctx.take_error()?;
+                d
+            }
+        };
+        let q = &self.ctx.queue;
+        q.write_buffer(&data.x, 0, bytemuck::cast_slice(&x));
+        q.write_buffer(&data.y, 0, bytemuck::cast_slice(&y));
+        if let Some(b) = &data.xt {
+            q.write_buffer(b, 0, bytemuck::cast_slice(&xt));
+        }
+        st.data = Some(EpochData { epoch, ..data });
+        Ok(())
     }
 
     /// Records steps `ks` of the epoch: each copies its batch in (and Adam's block), runs the
     /// step's kernels and `update`, copies its loss to the readback buffer and the new
-    /// parameters over the old.
+    /// parameters over the old. The step of the shorter last batch runs on `st.rest`.
     fn encode_steps(&self, encoder: &mut wgpu::CommandEncoder, st: &Stepper<'_>, ks: Range<usize>) {
         let p = self.num_params as u64;
-        let s = &self.plan.sizes;
-        let xt_at = 4 * (2 * s.total_units * s.b) as u64;
         let block = 4 * OPT_BLOCK_FLOATS as u64;
+        let state = 4 * st.state_floats as u64;
         let adam = matches!(st.job.optimizer, Optimizer::Adam { .. });
         let first = ks.start;
         for k in ks {
             let i = (k - first) as u64;
-            if let Some(d) = &st.data {
-                let k = k as u64;
-                encoder.copy_buffer_to_buffer(&d.x, k * d.x_bytes, &self.bufs.xs, 0, Some(d.x_bytes));
-                encoder.copy_buffer_to_buffer(&d.y, k * d.y_bytes, &self.bufs.ys, 0, Some(d.y_bytes));
+            let range = st.data.as_ref().map(|d| d.ranges[k].clone());
+            let ev = match (&range, st.rest) {
+                (Some(r), Some(rest)) if r.len() != self.plan.sizes.b => rest,
+                _ => self,
+            };
+            let moved = !std::ptr::eq(ev, self);
+            if moved {
+                encoder.copy_buffer_to_buffer(
+                    &self.bufs.params,
+                    0,
+                    &ev.bufs.params,
+                    0,
+                    Some(4 * p),
+                );
+                if state > 0 {
+                    encoder.copy_buffer_to_buffer(
+                        &self.bufs.next,
+                        8 * p,
+                        &ev.bufs.next,
+                        8 * p,
+                        Some(state),
+                    );
+                }
+            }
+            if let (Some(d), Some(r)) = (&st.data, range) {
+                let (cx, cy) = (4 * d.cols.0 as u64, 4 * d.cols.1 as u64);
+                let (at, len) = (r.start as u64, r.len() as u64);
+                encoder.copy_buffer_to_buffer(&d.x, at * cx, &ev.bufs.xs, 0, Some(len * cx));
+                encoder.copy_buffer_to_buffer(&d.y, at * cy, &ev.bufs.ys, 0, Some(len * cy));
                 if let Some(xt) = &d.xt {
-                    encoder.copy_buffer_to_buffer(xt, k * d.x_bytes, &self.bufs.cache, xt_at, Some(d.x_bytes));
+                    let s = &ev.plan.sizes;
+                    let xt_at = 4 * (2 * s.total_units * s.b) as u64;
+                    encoder.copy_buffer_to_buffer(
+                        xt,
+                        at * cx,
+                        &ev.bufs.cache,
+                        xt_at,
+                        Some(len * cx),
+                    );
                 }
             }
             if adam {
                 let at = 4 * opt_block(p as usize) as u64;
-                encoder.copy_buffer_to_buffer(&st.table, i * block, &self.bufs.next, at, Some(block));
+                encoder.copy_buffer_to_buffer(&st.table, i * block, &ev.bufs.next, at, Some(block));
             }
             {
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some("resident step"),
                     timestamp_writes: None,
                 });
-                self.encode_step(&mut pass, &[true]);
-                let (slot, g) = (self.plan.chunks.len(), self.plan.update_grid);
-                pass.set_bind_group(0, &self.bind_group, &[(slot as u64 * self.uniform_stride) as u32]);
-                pass.set_pipeline(self.pipelines.get(KernelId::Update));
+                ev.encode_step(&mut pass, &[true]);
+                let (slot, g) = (ev.plan.chunks.len(), ev.plan.update_grid);
+                pass.set_bind_group(
+                    0,
+                    &ev.bind_group,
+                    &[(slot as u64 * ev.uniform_stride) as u32],
+                );
+                pass.set_pipeline(ev.pipelines.get(KernelId::Update));
                 pass.dispatch_workgroups(g.0, g.1, 1);
             }
-            encoder.copy_buffer_to_buffer(&self.bufs.out, 0, &st.readback, 4 * i, Some(4));
-            encoder.copy_buffer_to_buffer(&self.bufs.next, 0, &self.bufs.params, 0, Some(4 * p));
+            encoder.copy_buffer_to_buffer(&ev.bufs.out, 0, &st.readback, 4 * i, Some(4));
+            encoder.copy_buffer_to_buffer(&ev.bufs.next, 0, &self.bufs.params, 0, Some(4 * p));
+            if moved && state > 0 {
+                encoder.copy_buffer_to_buffer(
+                    &ev.bufs.next,
+                    8 * p,
+                    &self.bufs.next,
+                    8 * p,
+                    Some(state),
+                );
+            }
         }
     }
 
-    /// Submits `encoder` (its `n` losses already copied out), then copies the tripwire, the
+    /// Submits `encoder` (its `n` losses already copied out), then copies the tripwires, the
     /// parameters and the optimiser's state after them and reads all back into `dst`.
     fn read_epoch(
         &self,
@@ -486,16 +613,30 @@ impl GpuEvaluator {
     ) -> Result<()> {
         let p = self.num_params as u64;
         let at = 4 * n as u64;
-        let out_floats = self.plan.sizes.out_floats;
-        encoder.copy_buffer_to_buffer(&self.bufs.out, 4 * out_floats, &st.readback, at, Some(4));
-        encoder.copy_buffer_to_buffer(&self.bufs.params, 0, &st.readback, at + 4, Some(4 * p));
-        if dst.len() > n + 1 + p as usize {
-            let bytes = 4 * (dst.len() - n - 1) as u64 - 4 * p;
-            encoder.copy_buffer_to_buffer(&self.bufs.next, 8 * p, &st.readback, at + 4 + 4 * p, Some(bytes));
+        let trip = |ev: &GpuEvaluator| 4 * ev.plan.sizes.out_floats;
+        encoder.copy_buffer_to_buffer(&self.bufs.out, trip(self), &st.readback, at, Some(4));
+        if let Some(r) = st.rest {
+            encoder.copy_buffer_to_buffer(&r.bufs.out, trip(r), &st.readback, at + 4, Some(4));
+        }
+        let params_at = at + 4 * TRIPWIRES as u64;
+        encoder.copy_buffer_to_buffer(&self.bufs.params, 0, &st.readback, params_at, Some(4 * p));
+        if st.state_floats > 0 {
+            let bytes = 4 * st.state_floats as u64;
+            encoder.copy_buffer_to_buffer(
+                &self.bufs.next,
+                8 * p,
+                &st.readback,
+                params_at + 4 * p,
+                Some(bytes),
+            );
         }
         self.ctx.queue.submit([encoder.finish()]);
         self.read_from(&st.readback, dst)?;
-        self.check_tripwire(dst[n])
+        self.check_tripwire(dst[n])?;
+        match st.rest {
+            Some(r) => r.check_tripwire(dst[n + 1]),
+            None => Ok(()),
+        }
     }
 
     /// Runs epoch `epoch` again from its start, one step per submission, and ends where the host
@@ -511,14 +652,15 @@ impl GpuEvaluator {
         let p = self.num_params;
         self.upload_state(&params, &state, &st.job.optimizer);
         let mut tail = Vec::new();
-        let mut buf = vec![0.0f32; 2 + p + st.state_floats];
+        let mut buf = vec![0.0f32; 1 + TRIPWIRES + p + st.state_floats];
+        let at = 1 + TRIPWIRES;
         for k in skip..st.steps {
             self.write_table(st, &state, 1);
             let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
             self.encode_steps(&mut encoder, st, k..k + 1);
             self.read_epoch(encoder, st, 1, &mut buf)?;
             let loss = buf[0];
-            let next = &buf[2..2 + p];
+            let next = &buf[at..at + p];
             let what = if !loss.is_finite() {
                 Some(format!("the loss is {:?}", f64::from(loss)))
             } else {
@@ -537,7 +679,7 @@ impl GpuEvaluator {
                 });
             }
             params.copy_from_slice(next);
-            unpack_state(&mut state, &buf[2 + p..], p, 1);
+            unpack_state(&mut state, &buf[at + p..], p, 1);
             tail.push(loss);
         }
         Err(Error::Gpu(
@@ -556,7 +698,13 @@ fn opt_constants(opt: &Optimizer, t: u64) -> [f32; OPT_BLOCK_FLOATS] {
             [0.0, 0.0, kind(1), momentum as f32, 0.0, 0.0, 0.0, 0.0]
         }
         Optimizer::Adam { beta1, beta2, eps } => {
-            let bc = |beta: f64| if t == 0 { 0.0 } else { (1.0 - power(beta, t)) as f32 };
+            let bc = |beta: f64| {
+                if t == 0 {
+                    0.0
+                } else {
+                    (1.0 - power(beta, t)) as f32
+                }
+            };
             [
                 bc(beta1),
                 bc(beta2),
