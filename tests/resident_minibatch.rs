@@ -448,13 +448,10 @@ fn a_non_dividing_batch_without_its_rest_evaluator_is_refused() {
     assert_eq!(done.outcome, Outcome::Finished);
 }
 
-/// `perturb train --loop resident --batch-size 7 --optimizer adam` writes the host loop's report
-/// (all but its wall time), cross-entropy with a remainder batch.
-#[test]
-fn cli_resident_adam_minibatch_report_equals_the_host_loop() {
-    let Some(ctx) = gpu() else { return };
-    let exact = max_ulp(&ctx) == 0;
-    let dir = std::env::temp_dir().join(format!("perturb-resident-mb-{}", std::process::id()));
+/// A scratch directory holding 23 samples of 3 inputs and a class label of 3 (a CSV).
+fn cli_data(name: &str) -> (std::path::PathBuf, String) {
+    let dir =
+        std::env::temp_dir().join(format!("perturb-resident-mb-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
     let mut csv = String::from("a,b,c,y\n");
@@ -466,44 +463,56 @@ fn cli_resident_adam_minibatch_report_equals_the_host_loop() {
     }
     let data = dir.join("d.csv");
     std::fs::write(&data, csv).unwrap();
-    let report = |looping: &str| -> serde_json::Value {
-        let path = dir.join(format!("{looping}.json"));
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_perturb"))
-            .args([
-                "train",
-                "--data",
-                data.to_str().unwrap(),
-                "--layers",
-                "3,5,3",
-            ])
-            .args(["--activations", "tanh,identity", "--loss", "cross-entropy"])
-            .args([
-                "--batch-size",
-                "7",
-                "--optimizer",
-                "adam",
-                "--epochs",
-                "3",
-                "--lr",
-                "0.05",
-            ])
-            .args([
-                "--method",
-                "reuse",
-                "--loop",
-                looping,
-                "--report",
-                path.to_str().unwrap(),
-            ])
-            .current_dir(&dir)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(o.status.success(), "{looping}: {err}");
-        let mut v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        v.as_object_mut().unwrap().remove("seconds");
-        v
+    (dir, data.to_str().unwrap().to_string())
+}
+
+/// Runs `perturb ARGS --report DIR/REPORT` in `dir` and returns the report less its wall time.
+fn cli_report(dir: &std::path::Path, args: &[&str], report: &str) -> serde_json::Value {
+    let path = dir.join(report);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_perturb"))
+        .args(args)
+        .args(["--report", path.to_str().unwrap()])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{args:?}: {err}");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    v.as_object_mut().unwrap().remove("seconds");
+    v
+}
+
+/// The CLI's adam run on [`cli_data`] in batches of 7 (the last of 2), cross-entropy.
+const CLI_RUN: [&str; 16] = [
+    "train",
+    "--layers",
+    "3,5,3",
+    "--activations",
+    "tanh,identity",
+    "--loss",
+    "cross-entropy",
+    "--batch-size",
+    "7",
+    "--optimizer",
+    "adam",
+    "--lr",
+    "0.05",
+    "--method",
+    "reuse",
+    "--seed",
+];
+
+/// `perturb train --loop resident --batch-size 7 --optimizer adam` writes the host loop's report
+/// (all but its wall time), cross-entropy with a remainder batch.
+#[test]
+fn cli_resident_adam_minibatch_report_equals_the_host_loop() {
+    let Some(ctx) = gpu() else { return };
+    let (dir, data) = cli_data("report");
+    let report = |looping: &str| {
+        let mut args = CLI_RUN.to_vec();
+        args.extend(["3", "--data", &data, "--epochs", "3", "--loop", looping]);
+        cli_report(&dir, &args, &format!("{looping}.json"))
     };
     let (r, h) = (report("resident"), report("host"));
     assert_eq!(
@@ -511,7 +520,46 @@ fn cli_resident_adam_minibatch_report_equals_the_host_loop() {
         Some(12),
         "4 steps × 3 epochs"
     );
-    if exact {
+    if max_ulp(&ctx) == 0 {
         assert_eq!(r, h, "resident vs host report");
+    }
+}
+
+/// A resident run checkpointed every epoch (optimiser state, epoch, steps, the shuffle's seed)
+/// and resumed in the resident loop writes the uninterrupted run's report.
+#[test]
+fn cli_resident_checkpoints_resume_into_the_uninterrupted_run() {
+    let Some(ctx) = gpu() else { return };
+    let (dir, data) = cli_data("resume");
+    let ck = dir.join("run.ckpt.json");
+    let ck = ck.to_str().unwrap();
+    let mut args = CLI_RUN.to_vec();
+    args.extend(["3", "--data", &data, "--loop", "resident"]);
+    let whole = cli_report(
+        &dir,
+        &[&args[..], &["--epochs", "4"]].concat(),
+        "whole.json",
+    );
+    let flags = [
+        "--epochs",
+        "2",
+        "--checkpoint-every",
+        "1",
+        "--checkpoint",
+        ck,
+    ];
+    cli_report(&dir, &[&args[..], &flags].concat(), "first.json");
+    let checkpoint: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck).unwrap()).unwrap();
+    assert!(
+        checkpoint.to_string().contains("\"m\""),
+        "adam's state is checkpointed"
+    );
+    let resumed = ["train", "--resume", ck, "--epochs", "4"];
+    let resumed = cli_report(&dir, &resumed, "resumed.json");
+    if max_ulp(&ctx) == 0 {
+        for key in ["losses", "step_losses", "model"] {
+            assert_eq!(resumed[key], whole[key], "{key}: resumed vs uninterrupted");
+        }
     }
 }
