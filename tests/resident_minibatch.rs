@@ -70,7 +70,6 @@ fn optimizers() -> [Optimizer; 3] {
 }
 
 /// One run through the library's session.
-#[allow(clippy::too_many_arguments)]
 fn train_on(
     ctx: &GpuContext,
     loss: Loss,
@@ -327,7 +326,7 @@ fn evaluators(
     let build = |rows| GpuEvaluator::with_options(ctx.clone(), model, &first(rows), opts).unwrap();
     BatchEvaluators {
         full: build(size),
-        rest: (data.len() % size != 0).then(|| build(data.len() % size)),
+        rest: (!data.len().is_multiple_of(size)).then(|| build(data.len() % size)),
     }
 }
 

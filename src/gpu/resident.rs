@@ -1,6 +1,8 @@
 //! The GPU-resident training loop: many epochs per submission (each the step's dispatches, then
 //! `update`), or for tiny models whole epochs in one `fused_epochs` dispatch; losses and the
-//! tripwire come back once per submission.
+//! tripwire come back once per submission. With mini-batches or an optimiser besides sgd
+//! ([`GpuEvaluator::train_steps`]), one submission per epoch whose steps copy their batch in
+//! before the step's dispatches and `update`.
 
 use super::evaluator::GpuEvaluator;
 use super::kernels::KernelId;
