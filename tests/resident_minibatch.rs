@@ -272,6 +272,48 @@ fn resident_runs_report_validation_like_the_host_loop() {
     }
 }
 
+/// A run whose loss or parameters overflow stops at the same step as in the host loop, with its
+/// last finite parameters and optimiser state, the steps taken in that epoch, and the same
+/// message. The learning rate is the smallest power of √10 (from 1e17) that makes the host run
+/// diverge; at least one optimiser diverges after its first step (a divergence mid-run).
+#[test]
+fn a_diverging_resident_run_stops_where_the_host_loop_stops() {
+    let Some(ctx) = gpu() else { return };
+    let exact = max_ulp(&ctx) == 0;
+    let batching = Batching {
+        size: 5,
+        shuffle: true,
+    };
+    let mut longest = 0;
+    for opt in [Optimizer::Sgd, Optimizer::momentum(), Optimizer::adam()] {
+        let go = |looping, lr: f64| {
+            let mut start = fresh_run(Loss::Mse, opt, 6);
+            start.hyper.lr = lr;
+            let done = train_on(
+                &ctx,
+                Loss::Mse,
+                Method::Naive,
+                batching,
+                looping,
+                start,
+                None,
+            );
+            done.runs.into_iter().next().unwrap()
+        };
+        let (lr, h) = (34..76)
+            .map(|e| 10f64.powf(f64::from(e) / 2.0))
+            .map(|lr| (lr, go(Loop::Host, lr)))
+            .find(|(_, h)| matches!(h.outcome, Some(Outcome::Diverged { .. })))
+            .unwrap_or_else(|| panic!("{}: no learning rate diverges", opt.name()));
+        let r = go(Loop::Resident(100), lr);
+        let what = format!("{} at lr {lr:e}: {:?}", opt.name(), h.outcome);
+        eprintln!("{what} after {} steps", h.step_losses.len());
+        longest = longest.max(h.step_losses.len());
+        assert_same_run(&what, exact, &r, &h);
+    }
+    assert!(longest > 1, "every run diverged at its first step");
+}
+
 /// An evaluator that raises `flag` once it has been probed `after` times: the host loop then
 /// stops before its next step, in the middle of an epoch.
 struct StopAfter<'f> {
