@@ -269,7 +269,7 @@ impl GpuEvaluator {
         Ok(())
     }
 
-    /// The resident loop with an optimiser and mini-batches ([`Evaluator::resident_steps`]): one
+    /// The resident loop with an optimiser and mini-batches ([`crate::Evaluator::resident_steps`]): one
     /// submission per epoch. Each step copies its batch (the epoch's samples, gathered in the
     /// order of [`epoch_order`] and uploaded once per epoch) into the evaluator's data, runs the
     /// step's kernels, then `update` with the optimiser's rule; the last, shorter batch of an
