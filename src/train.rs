@@ -303,9 +303,8 @@ pub fn train_runs<E: Evaluator>(
     Ok(())
 }
 
-/// Checks runs before any is trained: settings in range, a resident loop with one run that does
-/// not go on past a divergence, mini-batches for one run (a sweep's runs share one evaluation of
-/// the same data each step).
+/// Checks runs before any is trained: settings and optimiser state in range, and a resident loop
+/// with one run that does not go on past a divergence.
 pub fn check_runs(runs: &[Run], looping: Loop, control: Control<'_>) -> Result<()> {
     for run in runs {
         run.hyper.validate()?;

@@ -481,6 +481,23 @@ fn a_non_dividing_batch_without_its_rest_evaluator_is_refused() {
         matches!(&err, Error::Unsupported { what, .. } if what.contains("last, shorter batch")),
         "{err}"
     );
+    // A rest evaluator built for another batch, or on another device, does not fit.
+    let other = GpuContext::new(&perturb::gpu::AdapterOptions::from_env()).unwrap();
+    for (what, ctx) in [("3 samples", &ctx), ("another device", &other)] {
+        let rows = if what == "3 samples" { 3 } else { 2 };
+        let mut wrong = evaluators(ctx, &model, &data, 5);
+        if rows == 3 {
+            wrong.rest = Some(evaluators(ctx, &model, &data, 9).rest.unwrap());
+        }
+        let err = evs
+            .full
+            .resident_steps(wrong.rest.as_mut(), &job, &mut |_| {})
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Config(m) if m.contains("the last batch of 2 samples")),
+            "{what}: {err}"
+        );
+    }
     // With it, the same job runs.
     let done = evs
         .full

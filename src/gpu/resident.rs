@@ -387,13 +387,14 @@ impl GpuEvaluator {
                 ));
             };
             let fits = r.plan.sizes.b == last
+                && r.ctx.same_device(&self.ctx)
                 && r.num_params == self.num_params
                 && r.method == self.method
                 && r.io == self.io
                 && r.runs == 1;
             if !fits {
                 return Err(Error::Config(format!(
-                    "the evaluator for the last batch of {last} samples was built for {} samples of another shape",
+                    "the evaluator for the last batch of {last} samples was built for {} samples, another model, method or device",
                     r.plan.sizes.b
                 )));
             }
