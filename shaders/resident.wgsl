@@ -2,17 +2,45 @@
 // fused_epochs computes the squared error only: the planner never picks it for cross-entropy
 // (src/gpu/plan.rs, fused_epochs_per_dispatch), whose resident loop runs the step's kernels.
 
+// The optimiser's kinds in its block (src/gpu/resident.rs, opt_block: after the two copies of
+// the parameters and the two state vectors in `next`: bc1, bc2, kind, β1 or μ, 1 − β1, β2, 1 − β2, ε).
+const OPT_MOMENTUM: u32 = 1u;
+const OPT_ADAM: u32 = 2u;
+
+// One optimiser step, in src/optim.rs's order of float32 operations (OptState::step), on the
+// gradient estimate::gradient gives: delta / eps, or zero where the nudge vanished.
 @compute @workgroup_size(WG_SIZE)
 fn update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let k = (wg.x + wg.y * chunk.grid_x) * WG_SIZE + lid;
-    if (k >= chunk.num_params) {
+    let p = chunk.num_params;
+    if (k >= p) {
         return;
     }
     var delta = out[k + 1u];
     if (chunk.method == METHOD_NAIVE) {
         delta = out[k + 1u] - out[0];
     }
-    next[k] = params[k] - (delta / chunk.eps) * chunk.lr;
+    let w = params[k];
+    var g = delta / chunk.eps;
+    if ((w + chunk.eps) - w == 0.0) {
+        g = 0.0;
+    }
+    let at = 4u * p;
+    let kind = bitcast<u32>(next[at + 2u]);
+    if (kind == OPT_MOMENTUM) {
+        let vel = next[at + 3u] * next[2u * p + k] + g;
+        next[2u * p + k] = vel;
+        next[k] = w - chunk.lr * vel;
+    } else if (kind == OPT_ADAM) {
+        let m = next[at + 3u] * next[2u * p + k] + next[at + 4u] * g;
+        let v = next[at + 5u] * next[3u * p + k] + next[at + 6u] * (g * g);
+        next[2u * p + k] = m;
+        next[3u * p + k] = v;
+        let d = sqrt(v / next[at + 1u]) + next[at + 7u];
+        next[k] = w - (chunk.lr * (m / next[at])) / d;
+    } else {
+        next[k] = w - g * chunk.lr;
+    }
     loop_guard(K_UPDATE);
 }
 

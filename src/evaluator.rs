@@ -4,8 +4,9 @@
 use crate::data::Dataset;
 use crate::error::{Error, Fix, Result, Setting};
 use crate::estimate::Probe;
+use crate::optim::{OptState, Optimizer};
 use crate::precision::Real;
-use crate::settings::{DeviceInfo, Hyper, Outcome};
+use crate::settings::{Batching, DeviceInfo, Hyper, Outcome};
 use std::sync::atomic::AtomicBool;
 
 /// Computes perturbed losses for given float32 parameters.
@@ -91,6 +92,88 @@ pub trait Evaluator {
             Some(Fix::Use(Setting::Device, "gpu")),
         ))
     }
+
+    /// Trains one run in the evaluator's own loop with any optimiser and, with
+    /// [`ResidentJob::batches`], in mini-batches: one submission per epoch, each step on the
+    /// device (the batch's losses, the estimator's gradient, the optimiser's update), the same
+    /// float32 arithmetic as [`crate::train::train_batched`]. When the batch size does not divide
+    /// the samples, `rest` is the evaluator built for the last, shorter batch (as
+    /// [`crate::train::BatchEvaluators::rest`], on the same device). After every epoch `on_epoch`
+    /// gets its step losses, parameters and optimiser state. Evaluators without such a loop
+    /// refuse.
+    fn resident_steps(
+        &mut self,
+        rest: Option<&mut Self>,
+        job: &ResidentJob<'_>,
+        on_epoch: &mut dyn FnMut(&ResidentEpoch<'_>),
+    ) -> Result<ResidentHistory>
+    where
+        Self: Sized,
+    {
+        let _ = (rest, job, on_epoch);
+        Err(Error::refused(
+            &[(Setting::Loop, "resident")],
+            "runs the update on the GPU",
+            Some(Fix::Use(Setting::Device, "gpu")),
+        ))
+    }
+}
+
+/// The mini-batches of a [`ResidentJob`]: every sample, in the order
+/// [`crate::batches::epoch_order`] draws for each epoch.
+#[derive(Clone, Copy, Debug)]
+pub struct ResidentBatches<'a> {
+    /// Every training sample (the evaluator holds one batch).
+    pub data: &'a Dataset,
+    /// Batch size and shuffle.
+    pub batching: Batching,
+}
+
+/// What [`Evaluator::resident_steps`] trains.
+#[derive(Clone, Copy, Debug)]
+pub struct ResidentJob<'a> {
+    /// Parameters to start from.
+    pub init: &'a [f32],
+    /// Hyperparameters; `epochs` is the run's total.
+    pub hyper: &'a Hyper,
+    /// The update rule.
+    pub optimizer: Optimizer,
+    /// Its state at `init`.
+    pub state: &'a OptState,
+    /// Epochs already completed (0-based index of the first epoch to run: the shuffle's epoch).
+    pub first_epoch: usize,
+    /// Steps of the first epoch already taken (a resume in the middle of an epoch).
+    pub skip_steps: usize,
+    /// `None`: one step per epoch on the data the evaluator holds (full batch).
+    pub batches: Option<ResidentBatches<'a>>,
+    /// Raised to stop after the current epoch.
+    pub stop: Option<&'a AtomicBool>,
+}
+
+/// One epoch of [`Evaluator::resident_steps`].
+#[derive(Clone, Copy, Debug)]
+pub struct ResidentEpoch<'a> {
+    /// 1-based epoch of the run.
+    pub epoch: usize,
+    /// The losses of the steps taken in this epoch by this job, before each step's update.
+    pub step_losses: &'a [f32],
+    /// Parameters after the epoch.
+    pub params: &'a [f32],
+    /// Optimiser state after the epoch.
+    pub state: &'a OptState,
+}
+
+/// How [`Evaluator::resident_steps`] ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResidentHistory {
+    /// Parameters after the last applied step.
+    pub params: Vec<f32>,
+    /// Optimiser state after the last applied step.
+    pub state: OptState,
+    /// Losses of the steps applied in an epoch that did not complete (a divergence).
+    pub tail_steps: Vec<f32>,
+    /// Why it ended ([`Outcome::Finished`] also when stopped: the caller counts the epochs).
+    pub outcome: Outcome,
 }
 
 /// Checks the slices of an [`Evaluator::probe`] call against the evaluator's shape; returns the

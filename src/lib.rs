@@ -42,7 +42,9 @@ pub use checkpoint::Checkpoint;
 pub use data::Dataset;
 pub use error::{Error, ErrorClass, Result};
 pub use estimate::{Estimator, Probe, StepMode};
-pub use evaluator::{Evaluator, History};
+pub use evaluator::{
+    Evaluator, History, ResidentBatches, ResidentEpoch, ResidentHistory, ResidentJob,
+};
 pub use model::{Activation, Layer, Loss, Model};
 pub use precision::{Precision, Real};
 pub use session::{Device, Loop, Trained, Training};

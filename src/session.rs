@@ -19,7 +19,6 @@
 use crate::cpu::CpuEvaluator;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::error::{Fix, Setting};
 use crate::estimate::{Estimator, StepMode};
 use crate::evaluator::Evaluator;
 use crate::gpu::{AdapterOptions, GpuContext, GpuEvaluator, GpuOptions};
@@ -363,17 +362,9 @@ impl<'a> Training<'a> {
             }
         };
         self.loss.check(&self.model)?;
-        let n = self.data.len();
-        train::check_runs(&runs, self.looping, self.control, self.batching, n)?;
+        train::check_runs(&runs, self.looping, self.control)?;
         if let Some(val) = &self.val {
             val.check_fits(&self.model, "validation data")?;
-            if self.looping != Loop::Host {
-                return Err(Error::refused(
-                    &[(Setting::ValData, ""), (Setting::Loop, "resident")],
-                    "validation needs the parameters on the host after every epoch",
-                    Some(Fix::Use(Setting::Loop, "host")),
-                ));
-            }
         }
         let backend = match self.backend.take() {
             Some(b) => b,
@@ -430,6 +421,11 @@ impl Job for Drive<'_> {
         }
         let mut on_epoch = t.on_epoch.take();
         let mut watch = Watch::new(&t.model, &t.data, t.val.as_ref(), t.loss);
+        // Validation and accuracy need every epoch's parameters: one epoch per submission.
+        let looping = match t.looping {
+            Loop::Resident(_) if watch.measures() => Loop::Resident(1),
+            looping => looping,
+        };
         let report = |e: &EpochReport<'_>| {
             let (val, train_accuracy) = watch.epoch(e);
             let e = EpochReport {
@@ -443,15 +439,16 @@ impl Job for Drive<'_> {
         };
         let start = Instant::now();
         let result = match mini {
-            true => train::train_batched(
+            true => train::drive_batched(
                 &mut evs,
                 &t.data,
                 t.batching,
                 &mut self.runs,
+                looping,
                 t.control,
                 report,
             ),
-            false => train::drive(&mut evs.full, &mut self.runs, t.looping, t.control, report),
+            false => train::drive(&mut evs.full, &mut self.runs, looping, t.control, report),
         };
         let seconds = start.elapsed().as_secs_f64();
         Ok(Finished {
@@ -486,6 +483,11 @@ impl<'m> Watch<'m> {
             val: Vec::new(),
             train_accuracy: Vec::new(),
         }
+    }
+
+    /// Whether anything is measured after an epoch (which then needs its parameters).
+    fn measures(&self) -> bool {
+        self.train.is_some() || self.val_data.is_some()
     }
 
     /// The measurements after epoch `e` (nothing for the other runs of a sweep, or without

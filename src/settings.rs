@@ -254,8 +254,9 @@ pub enum Loop {
     /// The host reads the losses back each epoch and applies the update (the book's design).
     #[default]
     Host,
-    /// The GPU applies the update; losses come back after each batch of this many epochs.
-    /// Forward differences over the nominal eps only; equal to the host loop bit for bit.
+    /// The GPU applies the update; losses come back after each batch of this many epochs (the
+    /// book's full-batch sgd), or after every epoch (mini-batches, momentum, Adam, or this many
+    /// being 1). Forward differences over the nominal eps only; equal to the host loop bit for bit.
     Resident(usize),
 }
 

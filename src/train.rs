@@ -5,6 +5,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Fix, Result, Setting};
 use crate::estimate;
 pub use crate::evaluator::{Evaluator, History};
+use crate::evaluator::{ResidentBatches, ResidentJob};
 use crate::metrics::Evaluation;
 use crate::optim::{OptState, Optimizer};
 use crate::precision::Real;
@@ -302,30 +303,15 @@ pub fn train_runs<E: Evaluator>(
     Ok(())
 }
 
-/// Checks runs before any is trained: settings in range, a resident loop with one run that does
-/// not go on past a divergence and uses the book's update on full batches, mini-batches for one
-/// run (a sweep's runs share one evaluation of the same data each step).
-pub fn check_runs(
-    runs: &[Run],
-    looping: Loop,
-    control: Control<'_>,
-    batching: Batching,
-    samples: usize,
-) -> Result<()> {
+/// Checks runs before any is trained: settings and optimiser state in range, and a resident loop
+/// with one run that does not go on past a divergence.
+pub fn check_runs(runs: &[Run], looping: Loop, control: Control<'_>) -> Result<()> {
     for run in runs {
         run.hyper.validate()?;
         run.optimizer.validate()?;
         run.state
             .check(&run.optimizer, run.params.len())
             .map_err(|m| Error::Config(format!("optimiser state: {m}")))?;
-    }
-    let mini = !batching.is_full(samples);
-    if looping != Loop::Host && (mini || runs.iter().any(|r| r.optimizer != Optimizer::Sgd)) {
-        return Err(Error::refused(
-            &[(Setting::Loop, "resident")],
-            "runs the book's full-batch sgd step only",
-            Some(Fix::Use(Setting::Loop, "host")),
-        ));
     }
     if let Loop::Resident(_) = looping {
         if runs.len() != 1 {
@@ -345,11 +331,14 @@ pub fn check_runs(
     Ok(())
 }
 
-/// The one driver: trains `runs` with `ev` in the host loop ([`train_runs`]) or in the
-/// evaluator's own loop ([`Evaluator::resident_loop`]), reporting each epoch the same way and
-/// leaving each run in the same shape: losses of the completed epochs, their parameters, the
-/// outcome. A resumed run continues from its recorded epoch in either loop. On an error the runs
-/// hold their last completed epoch.
+/// The one driver of full-batch runs: trains `runs` with `ev` in the host loop ([`train_runs`])
+/// or in the evaluator's own loop, reporting each epoch the same way and leaving each run in the
+/// same shape: losses of the completed epochs, their parameters, the outcome. The book's sgd with
+/// several epochs per submission runs [`Evaluator::resident_loop`] (whose epochs report no
+/// parameters: they stay on the GPU until the loop ends); any other optimiser, or one epoch per
+/// submission, runs [`Evaluator::resident_steps`], which reports every epoch's parameters and
+/// optimiser state. A resumed run continues from its recorded epoch in either loop. On an error
+/// the runs hold their last completed epoch.
 pub fn drive<E: Evaluator>(
     ev: &mut E,
     runs: &mut [Run],
@@ -357,18 +346,20 @@ pub fn drive<E: Evaluator>(
     control: Control<'_>,
     mut on_epoch: impl FnMut(&EpochReport<'_>),
 ) -> Result<()> {
-    check_runs(runs, looping, control, Batching::full(), 0)?;
+    check_runs(runs, looping, control)?;
     let Loop::Resident(per_submit) = looping else {
         return train_runs(ev, runs, control, on_epoch);
     };
     let run = &mut runs[0];
+    if run.optimizer != Optimizer::Sgd || per_submit <= 1 {
+        return drive_steps(ev, None, None, run, control, on_epoch);
+    }
     let done = run.losses.len();
     // The resident loop counts its own epochs from 1.
     let remaining = Hyper {
         epochs: run.hyper.epochs - done,
         ..run.hyper
     };
-    // Epochs report no parameters: they stay on the GPU until the loop ends.
     let empty = OptState::default();
     let history = ev.resident_loop(
         &run.params,
@@ -401,6 +392,109 @@ pub fn drive<E: Evaluator>(
     run.step_losses.extend_from_slice(&history.losses);
     run.losses.extend(history.losses);
     run.params = history.params;
+    Ok(())
+}
+
+/// The one driver of mini-batch runs: [`train_batched`] in the host loop, or one run in the
+/// evaluator's resident step loop ([`Evaluator::resident_steps`], the last shorter batch on
+/// `evs.rest`), which gives the same steps, losses, parameters and optimiser state bit for bit.
+/// A stop is honoured between steps in the host loop and between epochs in the resident one.
+pub fn drive_batched<E: Evaluator>(
+    evs: &mut BatchEvaluators<E>,
+    data: &Dataset,
+    batching: Batching,
+    runs: &mut [Run],
+    looping: Loop,
+    control: Control<'_>,
+    on_epoch: impl FnMut(&EpochReport<'_>),
+) -> Result<()> {
+    if looping == Loop::Host {
+        return train_batched(evs, data, batching, runs, control, on_epoch);
+    }
+    check_runs(runs, looping, control)?;
+    let BatchEvaluators { full, rest } = evs;
+    drive_steps(
+        full,
+        rest.as_mut(),
+        Some(ResidentBatches { data, batching }),
+        &mut runs[0],
+        control,
+        on_epoch,
+    )
+}
+
+/// Trains `run` in [`Evaluator::resident_steps`] from where it stands (its completed epochs and
+/// the steps of the next one already taken), keeping it as the host loop keeps it: after every
+/// epoch the parameters, the optimiser state, each step's loss and the epoch's loss, the mean of
+/// its steps' losses summed in float64 in step order as [`train_batched`] sums them.
+fn drive_steps<E: Evaluator>(
+    ev: &mut E,
+    rest: Option<&mut E>,
+    batches: Option<ResidentBatches<'_>>,
+    run: &mut Run,
+    control: Control<'_>,
+    mut on_epoch: impl FnMut(&EpochReport<'_>),
+) -> Result<()> {
+    let per_epoch = batches.map_or(1, |b| num_batches(b.data.len(), b.batching.size));
+    let done = run.losses.len();
+    let skip = match batches {
+        // A full-batch run's step losses are its epoch losses (older checkpoints hold none).
+        None => 0,
+        Some(_) => run
+            .step_losses
+            .len()
+            .checked_sub(done * per_epoch)
+            .filter(|&s| s < per_epoch)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "the run records {} step losses for {done} epochs of {per_epoch} steps",
+                    run.step_losses.len()
+                ))
+            })?,
+    };
+    let (init, state, hyper) = (run.params.clone(), run.state.clone(), run.hyper);
+    let job = ResidentJob {
+        init: &init,
+        hyper: &hyper,
+        optimizer: run.optimizer,
+        state: &state,
+        first_epoch: done,
+        skip_steps: skip,
+        batches,
+        stop: control.stop,
+    };
+    let history = ev.resident_steps(rest, &job, &mut |e| {
+        run.params.copy_from_slice(e.params);
+        run.state.clone_from(e.state);
+        run.step_losses
+            .extend(e.step_losses.iter().map(|&l| f64::from(l)));
+        let taken = &run.step_losses[run.losses.len() * per_epoch..];
+        let loss = taken.iter().sum::<f64>() / taken.len() as f64;
+        run.losses.push(loss);
+        on_epoch(&EpochReport {
+            run: 0,
+            epoch: e.epoch,
+            loss,
+            vanished: &[],
+            params: &run.params,
+            losses: &run.losses,
+            step_losses: &run.step_losses,
+            state: &run.state,
+            val: None,
+            train_accuracy: None,
+        });
+    })?;
+    run.outcome = Some(match history.outcome {
+        Outcome::Diverged { epoch, what } => {
+            run.params = history.params;
+            run.state = history.state;
+            run.step_losses
+                .extend(history.tail_steps.iter().map(|&l| f64::from(l)));
+            Outcome::Diverged { epoch, what }
+        }
+        _ if run.losses.len() < run.hyper.epochs => Outcome::Stopped,
+        outcome => outcome,
+    });
     Ok(())
 }
 
@@ -442,7 +536,7 @@ pub fn train_batched<E: Evaluator>(
     control: Control<'_>,
     mut on_epoch: impl FnMut(&EpochReport<'_>),
 ) -> Result<()> {
-    check_runs(runs, Loop::Host, control, batching, data.len())?;
+    check_runs(runs, Loop::Host, control)?;
     let Some(first) = runs.first() else {
         return Err(Error::Config("no runs to train".into()));
     };

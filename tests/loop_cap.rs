@@ -945,3 +945,97 @@ fn the_issues_commands_agree_host_and_resident_bit_for_bit() {
         assert!(resident.iter().all(|&l| l != 0.0), "{layers}: a zero loss");
     }
 }
+
+/// The mini-batch resident loop runs the step kernels of the evaluators built for its batches
+/// (the full batches' and the last, shorter one's) and `update` (no loop), so its loop counts
+/// are theirs. With batches just below reuse_seq's cap (the invocation kernel) and just above it
+/// (the split kernel), in an epoch whose last batch lands on the other side, it equals the host
+/// loop bit for bit.
+#[test]
+fn minibatch_resident_batches_just_below_and_above_the_cap_equal_the_host_loop() {
+    use perturb::optim::Optimizer;
+    use perturb::settings::Batching;
+    use perturb::train::{drive_batched, gather, BatchEvaluators, Control, Run};
+    use perturb::Loop;
+    let Some(ctx) = llvmpipe() else { return };
+    let model = Model::random(&[2, 3, 1], &[Sig, Sig], 9).unwrap();
+    let seq_count = |batch: usize| {
+        let plan = LoopPlan {
+            model: &model,
+            batch,
+            closed: false,
+            epochs: 0,
+            loss: Loss::Mse,
+        };
+        (0..4)
+            .map(|part| loop_passes(KernelId::ReuseSeq(part), &plan))
+            .max()
+            .unwrap()
+    };
+    let over = (1..100_000)
+        .find(|&b| seq_count(b) > KERNEL_PASS_BUDGET)
+        .unwrap();
+    // 2·over − 1 samples: batches of over − 1 leave a last batch of 1; batches of over leave
+    // one of over − 1.
+    let data = random_data(&model, 2 * over - 1, 12);
+    let kernel = |rows: usize| match rows {
+        r if r < over => ReuseKernel::Invocation,
+        _ => ReuseKernel::Split,
+    };
+    let build = |rows: usize| {
+        let opts = GpuOptions {
+            method: Method::Reuse,
+            reuse_kernel: Some(ReuseKernel::Invocation),
+            ..GpuOptions::default()
+        };
+        let first = gather(&data, &(0..rows as u32).collect::<Vec<_>>());
+        let ev = GpuEvaluator::with_options(ctx.clone(), &model, &first, opts).unwrap();
+        assert_eq!(ev.reuse_kernel(), Some(kernel(rows)), "{rows} samples");
+        ev
+    };
+    for size in [over - 1, over] {
+        let batching = Batching {
+            size,
+            shuffle: true,
+        };
+        let mut evs = BatchEvaluators {
+            full: build(size),
+            rest: Some(build(data.len() % size)),
+        };
+        let hyper = Hyper {
+            epochs: 2,
+            lr: 0.5,
+            ..Hyper::book()
+        };
+        let mut go = |looping| {
+            let mut runs =
+                vec![Run::new(hyper, model.params.clone()).with_optimizer(Optimizer::adam())];
+            drive_batched(
+                &mut evs,
+                &data,
+                batching,
+                &mut runs,
+                looping,
+                Control::default(),
+                |_| {},
+            )
+            .unwrap_or_else(|e| panic!("batches of {size}, {looping:?}: {e}"));
+            runs.pop().unwrap()
+        };
+        let (r, h) = (go(Loop::Resident(1)), go(Loop::Host));
+        assert_eq!(
+            h.step_losses.len(),
+            2 * data.len().div_ceil(size),
+            "steps of two epochs"
+        );
+        let f = |v: &[f64]| v.iter().map(|&l| l as f32).collect::<Vec<f32>>();
+        let what = format!("batches of {size} ({over} crosses the cap)");
+        assert_ulp_close(
+            &format!("{what}: step losses"),
+            &f(&r.step_losses),
+            &f(&h.step_losses),
+            0,
+        );
+        assert_ulp_close(&format!("{what}: parameters"), &r.params, &h.params, 0);
+    }
+}

@@ -353,7 +353,8 @@ pub(crate) fn load_data(
 pub enum LoopArg {
     /// The host reads the losses back each epoch and applies the update.
     Host,
-    /// The GPU applies the update; losses come back once per batch of epochs.
+    /// The GPU applies the update; losses come back once per batch of epochs (once per epoch with
+    /// mini-batches, momentum, adam, validation or --checkpoint-every).
     Resident,
 }
 

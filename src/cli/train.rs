@@ -341,6 +341,8 @@ impl Setup {
         };
         let looping = match s.loop_mode {
             LoopKind::Host => Loop::Host,
+            // Periodic checkpoints need every epoch's parameters: one epoch per submission.
+            LoopKind::Resident if args.checkpoint_every > 0 => Loop::Resident(1),
             LoopKind::Resident => Loop::Resident(args.epochs_per_submit),
         };
         let (epochs, every) = (self.hyper.epochs, args.checkpoint_every);
@@ -700,13 +702,6 @@ fn check_combination(args: &TrainArgs, s: &RunSettings, estimator: Estimator) ->
             &[(Setting::Estimator, "spsa"), (Setting::Method, "reuse")],
             "SPSA moves every parameter at once, so there is nothing to reuse",
             Fix::Use(Setting::Method, "naive"),
-        );
-    }
-    if args.checkpoint_every > 0 && resident {
-        return refuse(
-            &[(Setting::CheckpointEvery, ""), (Setting::Loop, "resident")],
-            "periodic checkpoints need the parameters on the host",
-            Fix::Use(Setting::Loop, "host"),
         );
     }
     if args.allow_divergence && resident {

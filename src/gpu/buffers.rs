@@ -118,7 +118,12 @@ impl Buffers {
                     4 * s.cache_floats as u64,
                     out_usage | wgpu::BufferUsages::COPY_DST,
                 ),
-                next: empty("next params", 4 * 2 * s.p as u64, out_usage),
+                // Two copies of the parameters, the optimiser's two state vectors and its block.
+                next: empty(
+                    "next params",
+                    4 * (4 * s.p + super::resident::OPT_BLOCK_FLOATS) as u64,
+                    out_usage | wgpu::BufferUsages::COPY_DST,
+                ),
                 readback: empty(
                     "readback",
                     4 * s.readback_floats,

@@ -208,6 +208,12 @@ pub struct GpuContext {
 }
 
 impl GpuContext {
+    /// Whether `other` is this context or a clone of it (the same device). wgpu's own device
+    /// equality compares ids, which two contexts' separate instances can share.
+    pub(crate) fn same_device(&self, other: &GpuContext) -> bool {
+        Arc::ptr_eq(&self.errors, &other.errors)
+    }
+
     /// Opens the adapter `opts` selects.
     pub fn new(opts: &AdapterOptions) -> Result<GpuContext> {
         // Vulkan, Metal and DX12 first: GL ranks below them anyway, and opening EGL on a headless

@@ -10,7 +10,9 @@ use super::plan::{AdapterFacts, ChunkUniform, GpuOptions, Plan, ReuseKernel};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::estimate::{Probe, Shape};
-use crate::evaluator::{check_batch, check_probe, Evaluator, History};
+use crate::evaluator::{
+    check_batch, check_probe, Evaluator, History, ResidentEpoch, ResidentHistory, ResidentJob,
+};
 use crate::model::Model;
 use crate::settings::{DeviceInfo, Hyper, Method};
 use std::sync::atomic::AtomicBool;
@@ -227,11 +229,16 @@ impl GpuEvaluator {
 
     /// Waits for the queue and copies `bytes` of the readback buffer into `dst`.
     pub(super) fn read_back(&self, dst: &mut [f32]) -> Result<()> {
+        self.read_from(&self.bufs.readback, dst)
+    }
+
+    /// Waits for the queue and copies the first floats of the mapped-for-reading `buf` into `dst`.
+    pub(super) fn read_from(&self, buf: &wgpu::Buffer, dst: &mut [f32]) -> Result<()> {
         if super::context::injected_fault_due() {
             self.ctx.device.destroy();
         }
         let bytes = 4 * dst.len() as u64;
-        let slice = self.bufs.readback.slice(..bytes);
+        let slice = buf.slice(..bytes);
         let (tx, rx) = std::sync::mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
@@ -250,7 +257,7 @@ impl GpuEvaluator {
                 .map_err(|e| Error::Gpu(format!("reading results back: {e}")))?;
             dst.copy_from_slice(bytemuck::cast_slice(&view));
         }
-        self.bufs.readback.unmap();
+        buf.unmap();
         Ok(())
     }
 }
@@ -370,5 +377,14 @@ impl Evaluator for GpuEvaluator {
         on_epoch: &mut dyn FnMut(usize, f64),
     ) -> Result<History> {
         self.train_resident(init, hyper, epochs_per_submit, stop, on_epoch)
+    }
+
+    fn resident_steps(
+        &mut self,
+        rest: Option<&mut GpuEvaluator>,
+        job: &ResidentJob<'_>,
+        on_epoch: &mut dyn FnMut(&ResidentEpoch<'_>),
+    ) -> Result<ResidentHistory> {
+        self.train_steps(rest, job, on_epoch)
     }
 }
