@@ -142,7 +142,14 @@ pub fn exp_f32(x: f32) -> f32 {
     // Grouped so: Mesa's NIR reassociates `(a + b) + 1.0` into `a + (b + 1.0)`, so that is the
     // only order both sides can share.
     y = y * z + (r + 1.0);
-    let n = fx as i32;
+    // `fx` is a whole number in [-126, 128] (x is clamped) or NaN, where `as i32` gives 0; the
+    // unchecked conversion of the same values vectorises (the saturating one is scalarised).
+    let n = if fx.is_nan() {
+        0
+    } else {
+        // SAFETY: fx is finite and within i32's range (see above).
+        unsafe { fx.to_int_unchecked::<i32>() }
+    };
     y * f32::from_bits(((n + 127) as u32) << 23)
 }
 
