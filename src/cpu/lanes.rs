@@ -150,7 +150,13 @@ fn block_deltas<R: Real>(
 
 /// The block's items for MSE: `δ·(ab + δ·bb)` per (sample, unit) into `rows[s][j]`.
 #[inline(always)]
-fn items_mse<R: Real>(blk: &Block<R>, b: usize, act: impl Fn(R) -> R, rows: &mut [R], dl: &mut [R]) {
+fn items_mse<R: Real>(
+    blk: &Block<R>,
+    b: usize,
+    act: impl Fn(R) -> R,
+    rows: &mut [R],
+    dl: &mut [R],
+) {
     let n = blk.d.len();
     for (s, row) in rows.chunks_exact_mut(n).take(b).enumerate() {
         if block_deltas(blk, s, &act, dl).is_none() {
@@ -432,7 +438,10 @@ impl<R: Real> ReusePlan<'_, R> {
             x,
             bufs: (&mut lane[..b], &mut cols[..2 * b], &mut sse[..b]),
         });
-        R::mean(reduce_sse(&sse[..b]), self.loss.mean_count(b, layer.outputs))
+        R::mean(
+            reduce_sse(&sse[..b]),
+            self.loss.mean_count(b, layer.outputs),
+        )
     }
 }
 

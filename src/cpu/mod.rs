@@ -109,6 +109,8 @@ struct Cache<R> {
     coef: Vec<R>,
     yt: Vec<R>,
     finite: bool,
+    /// Per layer, whether all its weights are finite this step (zero inputs may be skipped).
+    finite_w: Vec<bool>,
 }
 
 impl<R> Default for Cache<R> {
@@ -127,6 +129,7 @@ impl<R> Default for Cache<R> {
             coef: Vec::new(),
             yt: Vec::new(),
             finite: false,
+            finite_w: Vec::new(),
         }
     }
 }
@@ -209,6 +212,7 @@ impl<R: Real> CpuEvaluator<R> {
                 coef: vec![R::ZERO; coefs * lane],
                 yt: vec![R::ZERO; ev.y.len()],
                 finite: false,
+                finite_w: Vec::with_capacity(ev.layers.len()),
             };
             ev.tasks = reuse_tasks(&ev.layers, units > 0);
         }
@@ -333,9 +337,13 @@ impl<R: Real> CpuEvaluator<R> {
             eps,
             lanes: self.lanes,
         };
-        run_tasks(threads, &mut self.scratch, &self.tasks, deltas, &|task, out, s| {
-            plan.task(task, out, &mut s.bufs)
-        });
+        run_tasks(
+            threads,
+            &mut self.scratch,
+            &self.tasks,
+            deltas,
+            &|task, out, s| plan.task(task, out, &mut s.bufs),
+        );
     }
 
     /// `out[i] = L(probe's perturbed parameters i) − base` for every direction evaluation.
@@ -386,6 +394,12 @@ impl<R: Real> CpuEvaluator<R> {
         let outputs = self.layers[self.layers.len() - 1].outputs;
         let bufs = &mut self.scratch[0].bufs;
         let cache = &mut self.cache;
+        cache.finite_w.clear();
+        cache.finite_w.extend(
+            self.layers
+                .iter()
+                .map(|l| params[l.w_off..l.b_off].iter().all(|w| w.is_finite())),
+        );
         for (i, col) in cache.xt.chunks_mut(b).enumerate() {
             for (s, v) in col.iter_mut().enumerate() {
                 *v = R::from_f32(self.x[s * inputs + i]);
@@ -395,10 +409,9 @@ impl<R: Real> CpuEvaluator<R> {
             let x = &self.x[s * inputs..(s + 1) * inputs];
             let pred = forward_each(
                 &self.layers,
-                x,
+                (x, &cache.finite_w),
                 params,
-                &mut bufs.a,
-                &mut bufs.b,
+                (&mut bufs.a, &mut bufs.b),
                 |layer, u, z, a| {
                     let cell = (layer.unit_off + u) * b + s;
                     cache.z[cell] = z;

@@ -94,7 +94,13 @@ impl<R: Real> ReusePlan<'_, R> {
         let (mut cur, mut nxt) = (a, b);
         for deep in &self.layers[l + 2..] {
             let out = &mut nxt[..deep.outputs];
-            dense(deep, Some(&cur[..deep.inputs]), &[], self.params, out);
+            dense(
+                deep,
+                (Some(&cur[..deep.inputs]), false),
+                &[],
+                self.params,
+                out,
+            );
             let bias = &self.params[deep.b_off..][..deep.outputs];
             for (o, &bv) in out.iter_mut().zip(bias) {
                 *o = (*o + R::from_f32(bv)).activate(deep.activation);
