@@ -187,8 +187,10 @@ fn items_xent<R: Real>(
         }
         let c = |i: usize| &blk.coef[(4 * s + i) * blk.units + blk.u0..][..n];
         let (c0, c1, c2, c3) = (c(0), c(1), c(2), c(3));
-        for (j, (o, &d)) in row.iter_mut().zip(&*dl).enumerate() {
-            *o = series_change(d, [c0[j], c1[j], c2[j], c3[j]]);
+        // Zipped, not indexed: bounds checks would keep this loop scalar.
+        let terms = c0.iter().zip(c1).zip(c2).zip(c3);
+        for ((o, &d), (((&c0, &c1), &c2), &c3)) in row.iter_mut().zip(&*dl).zip(terms) {
+            *o = series_change(d, [c0, c1, c2, c3]);
         }
         let outside = dl
             .iter()
