@@ -26,7 +26,7 @@ const EPSILONS: [f32; 2] = [1e-3, 0.5];
 /// Whether input i of sample s is an exact zero: all of input 0 (a zero column), all of sample 1
 /// (an all-zero sample), and about half of the rest, of both signs.
 fn zero_at(s: usize, i: usize) -> Option<f32> {
-    let sign = if (s + i) % 2 == 0 { 0.0 } else { -0.0 };
+    let sign = if (s + i).is_multiple_of(2) { 0.0 } else { -0.0 };
     (i == 0 || s == 1 || (s * 5 + i * 3) % 4 < 2).then_some(sign)
 }
 
@@ -63,6 +63,8 @@ fn ulps<R: Real>(a: R, b: R) -> u64 {
 
 /// Panics naming the worst index and both values when `fast` and `reference` differ by more
 /// than [`TOLERANCE_ULP`] anywhere.
+// The tolerance is a named constant that happens to be the type's minimum.
+#[allow(clippy::absurd_extreme_comparisons)]
 fn assert_bits_equal<R: Real>(what: &str, fast: &[R], reference: &[R]) {
     let gaps: Vec<u64> = fast
         .iter()

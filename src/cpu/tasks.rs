@@ -59,13 +59,16 @@ pub(super) fn reuse_tasks(layers: &[LayerSpan], closed: bool) -> Vec<Task> {
     tasks
 }
 
+/// What [`run_tasks`] runs per task: `(task, deltas of its parameters, scratch)`.
+pub(super) type TaskFn<'a, R> = dyn Fn(&Task, &mut [R], &mut Scratch<R>) + Sync + 'a;
+
 /// Runs `each(task, deltas of its parameters, scratch)` for every task on `threads` threads.
 pub(super) fn run_tasks<R: Real>(
     threads: usize,
     scratch: &mut [Scratch<R>],
     tasks: &[Task],
     deltas: &mut [R],
-    each: &(dyn Fn(&Task, &mut [R], &mut Scratch<R>) + Sync),
+    each: &TaskFn<'_, R>,
 ) {
     let threads = threads.min(scratch.len()).min(tasks.len());
     if threads <= 1 {
