@@ -30,8 +30,9 @@ pub(super) fn item_rows(b: usize) -> usize {
     b.max(b.next_power_of_two().min(REDUCE_LANES))
 }
 
-/// Values in a hidden row block's item buffer: 64 KiB of float32 (L2-resident). Measured on the
-/// dev machine's EPYC: 4,096 (16 units at B = 256) ran the mnist step 1.4x slower.
+/// Values in a hidden row block's item buffer: 64 KiB of float32 (L2-resident), so that a block
+/// spans several vectors of units even at B = 256 (one vector per sample leaves the per-sample
+/// loop overhead dominant).
 const BLOCK_VALUES: usize = 16_384;
 
 /// Units per block of a hidden row: about [`BLOCK_VALUES`] items, in multiples of 16 lanes.
