@@ -124,6 +124,7 @@ const F32_INF_BITS: u32 = bits("F32_INF_BITS");
 
 /// `e^x`, within a few ULP for x in [-87, 88]; the input is clamped to that range so that the result
 /// is always a normal float (no subnormals, whose flushing differs between devices).
+#[inline]
 pub fn exp_f32(x: f32) -> f32 {
     // Same as the shader's two comparisons (NaN passes through).
     let x = x.clamp(EXP_LO, EXP_HI);
@@ -141,12 +142,20 @@ pub fn exp_f32(x: f32) -> f32 {
     // Grouped so: Mesa's NIR reassociates `(a + b) + 1.0` into `a + (b + 1.0)`, so that is the
     // only order both sides can share.
     y = y * z + (r + 1.0);
-    let n = fx as i32;
+    // `fx` is a whole number in [-126, 128] (x is clamped) or NaN, where `as i32` gives 0; the
+    // unchecked conversion of the same values vectorises (the saturating one is scalarised).
+    let n = if fx.is_nan() {
+        0
+    } else {
+        // SAFETY: fx is finite and within i32's range (see above).
+        unsafe { fx.to_int_unchecked::<i32>() }
+    };
     y * f32::from_bits(((n + 127) as u32) << 23)
 }
 
 /// `1/d` for d >= 1 by four Newton steps from a bit-trick estimate (no division instruction, whose
 /// rounding is not specified on GPUs). Within about 1 ULP of the correctly rounded value.
+#[inline]
 pub fn recip_f32(d: f32) -> f32 {
     let mut r = f32::from_bits(RECIP_MAGIC.wrapping_sub(d.to_bits()));
     r = r * (2.0 - d * r);
@@ -159,6 +168,7 @@ pub fn recip_f32(d: f32) -> f32 {
 
 /// Logistic sigmoid `1 / (1 + e^-x)`; the input is clamped to ±80 where the result is already 0 or
 /// 1 to float32 precision, keeping every intermediate normal.
+#[inline]
 pub fn sigmoid_f32(x: f32) -> f32 {
     let x = x.clamp(-SIGMOID_CLAMP, SIGMOID_CLAMP);
     recip_f32(1.0 + exp_f32(-x))
@@ -166,6 +176,7 @@ pub fn sigmoid_f32(x: f32) -> f32 {
 
 /// Hyperbolic tangent: an odd polynomial near 0 (where `1 - 2/(e^2x + 1)` would cancel), the
 /// exponential form in between, and ±1 beyond 9.1 where tanh rounds to ±1 in float32.
+#[inline]
 pub fn tanh_f32(x: f32) -> f32 {
     let a = if x < 0.0 { -x } else { x };
     let t = if a < TANH_SMALL {
@@ -189,6 +200,7 @@ pub fn tanh_f32(x: f32) -> f32 {
 }
 
 /// `max(x, 0)` written as a comparison so that NaN and -0 behave the same on every device.
+#[inline]
 pub fn relu_f32(x: f32) -> f32 {
     if x > 0.0 {
         x
@@ -208,6 +220,7 @@ pub fn relu_f32(x: f32) -> f32 {
 /// * `+0`, `-0`, positive subnormals, negatives and `-inf` are treated as [`f32::MIN_POSITIVE`] and
 ///   give `ln(2^-126) = -87.33655`: finite, like [`exp_f32`]'s clamp, and immune to the
 ///   subnormal flushing that differs between devices.
+#[inline]
 pub fn ln_f32(x: f32) -> f32 {
     let u = x.to_bits();
     if (u & 0x7fff_ffff) > F32_INF_BITS || u == F32_INF_BITS {

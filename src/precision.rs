@@ -65,6 +65,7 @@ pub const REDUCE_LANES: usize = 256;
 
 /// `1 / count` rounded to float32: the factor both the shader and the float32 reference use for the
 /// mean (GPU division is not required to be correctly rounded; a shared factor is).
+#[inline]
 pub fn inv_count(count: usize) -> f32 {
     (1.0f64 / count as f64) as f32
 }
@@ -72,18 +73,23 @@ pub fn inv_count(count: usize) -> f32 {
 impl Real for f32 {
     const ZERO: f32 = 0.0;
     const MANTISSA_DIGITS: u32 = f32::MANTISSA_DIGITS;
+    #[inline]
     fn from_f32(v: f32) -> f32 {
         v
     }
+    #[inline]
     fn from_f64(v: f64) -> f32 {
         v as f32
     }
+    #[inline]
     fn to_f32(self) -> f32 {
         self
     }
+    #[inline]
     fn to_f64(self) -> f64 {
         self as f64
     }
+    #[inline]
     fn activate(self, a: Activation) -> f32 {
         match a {
             Activation::Identity => self,
@@ -92,18 +98,23 @@ impl Real for f32 {
             Activation::Relu => math::relu_f32(self),
         }
     }
+    #[inline]
     fn mean(total: f32, count: usize) -> f32 {
         total * inv_count(count)
     }
+    #[inline]
     fn is_finite(self) -> bool {
         f32::is_finite(self)
     }
+    #[inline]
     fn sqrt(self) -> f32 {
         f32::sqrt(self)
     }
+    #[inline]
     fn exp_real(self) -> f32 {
         math::exp_f32(self)
     }
+    #[inline]
     fn ln_real(self) -> f32 {
         math::ln_f32(self)
     }
@@ -112,18 +123,23 @@ impl Real for f32 {
 impl Real for f64 {
     const ZERO: f64 = 0.0;
     const MANTISSA_DIGITS: u32 = f64::MANTISSA_DIGITS;
+    #[inline]
     fn from_f32(v: f32) -> f64 {
         v as f64
     }
+    #[inline]
     fn from_f64(v: f64) -> f64 {
         v
     }
+    #[inline]
     fn to_f32(self) -> f32 {
         self as f32
     }
+    #[inline]
     fn to_f64(self) -> f64 {
         self
     }
+    #[inline]
     fn activate(self, a: Activation) -> f64 {
         match a {
             Activation::Identity => self,
@@ -138,18 +154,23 @@ impl Real for f64 {
             }
         }
     }
+    #[inline]
     fn mean(total: f64, count: usize) -> f64 {
         total / count as f64
     }
+    #[inline]
     fn is_finite(self) -> bool {
         f64::is_finite(self)
     }
+    #[inline]
     fn sqrt(self) -> f64 {
         f64::sqrt(self)
     }
+    #[inline]
     fn exp_real(self) -> f64 {
         self.exp()
     }
+    #[inline]
     fn ln_real(self) -> f64 {
         self.ln()
     }

@@ -1,7 +1,11 @@
-//! The CPU reuse method's lane path equals the per-sample scalar reference bit for bit, over a grid
-//! of shapes × activations × losses × batch sizes (including sizes that are no multiple of any
-//! vector width, one sample, exact zero inputs of both signs), for float32 and float64 and for
-//! one and two threads.
+//! The CPU reuse method's lane path (rows of the last hidden layer with units as lanes, the
+//! output layer's parameters with samples as lanes, zero inputs skipped) equals the per-sample
+//! scalar reference bit for bit, over a grid of shapes × activations × losses × batch sizes
+//! (sizes that are no multiple of any vector width, one sample, more samples than reduction
+//! lanes, hidden rows wider than one block), inputs with many exact zeros of both signs (a whole
+//! zero column, an all-zero sample), float32 and float64, and one to three threads. The reuse
+//! method's unperturbed loss (whose forward pass skips zero inputs too) equals the naive
+//! evaluator's, which skips nothing.
 
 use ndarray::Array2;
 use perturb::cpu::CpuEvaluator;
@@ -9,22 +13,28 @@ use perturb::train::Evaluator;
 use perturb::{Activation, Dataset, Loss, Method, Model, Real};
 use rand::{RngExt, SeedableRng};
 
-/// Batch sizes: one sample, odd sizes, around 8/16 lanes, and larger than a reduction lane count.
+/// Units in the last places two results may differ by: none.
+const TOLERANCE_ULP: u64 = 0;
+/// Batch sizes: one sample, odd sizes, around 8/16 lanes, and more than the 256 reduction lanes.
 const BATCHES: [usize; 7] = [1, 3, 7, 16, 17, 33, 300];
+/// Thread counts: one, the dev machine's two, and more threads than work units at small sizes.
+const THREADS: [usize; 3] = [1, 2, 3];
 /// Nudges: the training default's order and one large enough that some cross-entropy items fall
 /// outside the series' range and take the exact difference.
 const EPSILONS: [f32; 2] = [1e-3, 0.5];
+
+/// Whether input i of sample s is an exact zero: all of input 0 (a zero column), all of sample 1
+/// (an all-zero sample), and about half of the rest, of both signs.
+fn zero_at(s: usize, i: usize) -> Option<f32> {
+    let sign = if (s + i).is_multiple_of(2) { 0.0 } else { -0.0 };
+    (i == 0 || s == 1 || (s * 5 + i * 3) % 4 < 2).then_some(sign)
+}
 
 fn case(widths: &[usize], acts: &[Activation], loss: Loss, samples: usize) -> (Model, Dataset) {
     let model = Model::random(widths, acts, samples as u64).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(samples as u64 + 7);
     let x = Array2::from_shape_fn((samples, model.inputs()), |(s, i)| {
-        // A third exact zeros of both signs (the sparse first layer), the rest in [-2, 2).
-        match (s + 2 * i) % 6 {
-            0 => 0.0,
-            3 => -0.0,
-            _ => rng.random_range(-2.0f32..2.0),
-        }
+        zero_at(s, i).unwrap_or_else(|| rng.random_range(-2.0f32..2.0))
     });
     let outputs = model.outputs();
     let y = Array2::from_shape_fn((samples, outputs), |(s, o)| match loss {
@@ -34,14 +44,56 @@ fn case(widths: &[usize], acts: &[Activation], loss: Loss, samples: usize) -> (M
     (model, Dataset::new(x, y).unwrap())
 }
 
-/// Every delta of the lane path and the scalar path, with `threads` threads; panics naming the
-/// worst index and both values on the first difference.
+/// Distance in units in the last place of `R` between two values (0: identical bits). Two NaNs
+/// count as equal: payloads are not part of the contract.
+fn ulps<R: Real>(a: R, b: R) -> u64 {
+    if a.to_f64().is_nan() && b.to_f64().is_nan() {
+        return 0;
+    }
+    // Bit patterns mapped to a line where adjacent floats are adjacent integers (−0 next to +0).
+    let key = |bits: i64, sign: i64| if bits < 0 { sign - bits } else { bits };
+    if R::MANTISSA_DIGITS == f32::MANTISSA_DIGITS {
+        let k = |v: R| key(i64::from(v.to_f32().to_bits() as i32), i64::from(i32::MIN));
+        k(a).abs_diff(k(b))
+    } else {
+        let k = |v: R| key(v.to_f64().to_bits() as i64, i64::MIN);
+        k(a).abs_diff(k(b))
+    }
+}
+
+/// Panics naming the worst index and both values when `fast` and `reference` differ by more
+/// than [`TOLERANCE_ULP`] anywhere.
+// The tolerance is a named constant that happens to be the type's minimum.
+#[allow(clippy::absurd_extreme_comparisons)]
+fn assert_bits_equal<R: Real>(what: &str, fast: &[R], reference: &[R]) {
+    let gaps: Vec<u64> = fast
+        .iter()
+        .zip(reference)
+        .map(|(&a, &b)| ulps(a, b))
+        .collect();
+    let differ = gaps.iter().filter(|&&g| g > TOLERANCE_ULP).count();
+    if let Some((k, &gap)) = gaps.iter().enumerate().max_by_key(|(_, &g)| g) {
+        assert!(
+            gap <= TOLERANCE_ULP,
+            "{what}: {differ} of {} differ; worst index {k}: fast {:?}, reference {:?} ({gap} ulp)",
+            fast.len(),
+            fast[k],
+            reference[k]
+        );
+    }
+}
+
+/// Every delta of the lane path and the scalar path, with `threads` threads; and the reuse
+/// evaluator's loss against the naive evaluator's.
 fn assert_lanes_equal_scalar<R: Real>(
     what: &str,
     (model, data): &(Model, Dataset),
     loss: Loss,
     threads: usize,
 ) {
+    let naive = CpuEvaluator::<R>::with_options(model, data, Method::Naive, loss)
+        .unwrap()
+        .loss(&model.params);
     for eps in EPSILONS {
         let run = |lanes: bool| {
             let mut ev = CpuEvaluator::<R>::with_options(model, data, Method::Reuse, loss).unwrap();
@@ -52,29 +104,20 @@ fn assert_lanes_equal_scalar<R: Real>(
             (base, d)
         };
         let ((b1, lanes), (b0, scalar)) = (run(true), run(false));
-        assert_eq!(b1.to_f64().to_bits(), b0.to_f64().to_bits(), "{what}: base");
-        let differ: Vec<usize> = (0..lanes.len())
-            .filter(|&k| lanes[k].to_f64().to_bits() != scalar[k].to_f64().to_bits())
-            .collect();
-        if let Some(&k) = differ.iter().max_by(|&&a, &&b| {
-            let gap = |k: usize| (lanes[k].to_f64() - scalar[k].to_f64()).abs();
-            gap(a).total_cmp(&gap(b))
-        }) {
-            panic!(
-                "{what} eps {eps} threads {threads}: {} deltas differ; worst k = {k}: \
-                 lanes {:?}, scalar {:?}",
-                differ.len(),
-                lanes[k],
-                scalar[k]
-            );
-        }
+        let what = format!("{what} eps {eps} threads {threads}");
+        assert_bits_equal(
+            &format!("{what}: base vs naive"),
+            &[b1, b0],
+            &[naive, naive],
+        );
+        assert_bits_equal(&format!("{what}: deltas"), &lanes, &scalar);
     }
 }
 
 #[test]
 fn lane_path_equals_the_scalar_reference_bit_for_bit_over_the_grid() {
     use Activation::*;
-    let shapes: [&[usize]; 3] = [&[5, 9, 3], &[12, 20, 4], &[4, 6, 7, 3]];
+    let shapes: [&[usize]; 4] = [&[5, 9, 3], &[12, 20, 4], &[4, 6, 7, 3], &[6, 50, 3]];
     for widths in shapes {
         for hidden in [Identity, Relu, Sigmoid, Tanh] {
             for loss in [Loss::Mse, Loss::CrossEntropy] {
@@ -90,12 +133,50 @@ fn lane_path_equals_the_scalar_reference_bit_for_bit_over_the_grid() {
                 for b in BATCHES {
                     let c = case(widths, &acts, loss, b);
                     let what = format!("{widths:?} {acts:?} {loss:?} B={b}");
-                    for threads in [1, 2] {
+                    for threads in THREADS {
                         assert_lanes_equal_scalar::<f32>(&what, &c, loss, threads);
                     }
-                    assert_lanes_equal_scalar::<f64>(&what, &c, loss, 1);
+                    assert_lanes_equal_scalar::<f64>(&what, &c, loss, 2);
                 }
             }
         }
+    }
+}
+
+/// An input so large that one sample's pre-activations overflow to infinity: its items are NaN on
+/// the scalar path, zero inputs included, so the lane path must not skip that step's zero inputs.
+#[test]
+fn lane_path_skips_no_zero_input_when_the_cache_is_not_finite() {
+    for loss in [Loss::Mse, Loss::CrossEntropy] {
+        let acts = [Activation::Relu, Activation::Identity];
+        let (mut model, _) = case(&[4, 6, 3], &acts, loss, 5);
+        // Input 1's weights to every unit positive and huge; sample 2 has a huge input 1.
+        for u in 0..6 {
+            model.params[6 + u] = 1e30;
+        }
+        let model = model.with_params(model.params.clone()).unwrap();
+        let x = Array2::from_shape_fn((5, 4), |(s, i)| match (s, i) {
+            (2, 1) => 1e30,
+            (2, _) => 0.0,
+            _ => ((s * 4 + i) % 7) as f32 * 0.25 - 0.5,
+        });
+        let y = Array2::from_shape_fn((5, 3), |(s, o)| f32::from(u8::from(o == s % 3)));
+        let data = Dataset::new(x, y).unwrap();
+        let mut deltas = Vec::new();
+        for lanes in [true, false] {
+            let mut ev =
+                CpuEvaluator::<f32>::with_options(&model, &data, Method::Reuse, loss).unwrap();
+            ev.set_lanes(lanes);
+            let mut d = vec![0.0f32; model.num_params()];
+            ev.evaluate(&model.params, 1e-3, &mut d).unwrap();
+            deltas.push(d);
+        }
+        // The reference does see NaN for input 0's weights (x = 0 for sample 2 there).
+        assert!(
+            deltas[1][..6].iter().all(|d| d.is_nan()),
+            "{loss:?}: the case does not make the zero items NaN: {:?}",
+            &deltas[1][..6]
+        );
+        assert_bits_equal(&format!("{loss:?} non-finite"), &deltas[0], &deltas[1]);
     }
 }

@@ -6,9 +6,13 @@ use super::reduce::reduce_sse;
 use super::*;
 
 /// `out[u] = Σ_i in[i]·W[i][u]` in order of i, `in` being `x` for the first layer.
+///
+/// `skip_zero` (allowed when every weight of the layer is finite) skips the inputs that are
+/// exactly 0: their terms `in[i]·W[i][u]` are ±0, and a ±0 added to a sum that started at +0
+/// changes nothing (such a sum is never −0, and `v + ±0 = v` for every other v).
 pub(super) fn dense<R: Real>(
     layer: &LayerSpan,
-    input: Option<&[R]>,
+    (input, skip_zero): (Option<&[R]>, bool),
     x: &[f32],
     p: &[f32],
     out: &mut [R],
@@ -20,6 +24,9 @@ pub(super) fn dense<R: Real>(
             None => R::from_f32(x[i]),
             Some(h) => h[i],
         };
+        if skip_zero && xi == R::ZERO {
+            continue;
+        }
         let row = &p[layer.w_off + i * layer.outputs..][..layer.outputs];
         for (o, &w) in out.iter_mut().zip(row) {
             *o = *o + xi * R::from_f32(w);
@@ -34,16 +41,16 @@ pub(super) fn forward<'a, R: Real>(
     a: &'a mut Vec<R>,
     b: &'a mut Vec<R>,
 ) -> &'a [R] {
-    forward_each(layers, x, p, a, b, |_, _, _, _| {})
+    forward_each(layers, (x, &[]), p, (a, b), |_, _, _, _| {})
 }
 
 /// The forward pass of one sample; `seen(layer, unit, z, a)` sees every pre-activation and output.
+/// Layer l skips zero inputs where `finite[l]` says its weights are all finite (see [`dense`]).
 pub(super) fn forward_each<'a, R: Real>(
     layers: &[LayerSpan],
-    x: &[f32],
+    (x, finite): (&[f32], &[bool]),
     p: &[f32],
-    a: &'a mut Vec<R>,
-    b: &'a mut Vec<R>,
+    (a, b): (&'a mut Vec<R>, &'a mut Vec<R>),
     mut seen: impl FnMut(&LayerSpan, usize, R, R),
 ) -> &'a [R] {
     let (mut cur, mut next) = (a, b);
@@ -54,7 +61,8 @@ pub(super) fn forward_each<'a, R: Real>(
         } else {
             Some(&cur[..layer.inputs])
         };
-        dense(layer, input, x, p, out);
+        let skip = finite.get(l).copied().unwrap_or(false);
+        dense(layer, (input, skip), x, p, out);
         let bias = &p[layer.b_off..][..layer.outputs];
         for (u, (o, &bv)) in out.iter_mut().zip(bias).enumerate() {
             let z = *o + R::from_f32(bv);

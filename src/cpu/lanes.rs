@@ -1,143 +1,538 @@
-//! The reuse method's lane path: for a parameter of the last hidden layer (before an identity
-//! output layer, where the closed forms of `output_terms` / `xent_series` apply), all samples'
-//! items at once as contiguous `[sample]` slices, so that LLVM vectorises them. Every lane performs
-//! the scalar reference's operations ([`ReusePlan::delta`]) in the same order (IEEE `+ − ×` per
-//! lane, no FMA), and the per-sample values go through the same [`reduce_sse`], so the result is
-//! the scalar path's bit for bit (`tests/cpu_vector.rs` checks it).
+//! The reuse method's lane path: the same numbers as the scalar reference ([`ReusePlan::delta`]),
+//! computed many items at a time so that LLVM vectorises them.
+//!
+//! - A row of the last hidden layer's parameters (input i's weights to every unit, or the biases)
+//!   before an identity output layer, where the closed forms of `output_terms` / `xent_series`
+//!   apply: for each sample, every unit of a block at once (`[sample][unit]` copies of the cache
+//!   made once per step by [`lane_prepare`]), then each unit's samples summed in
+//!   [`reduce_sse`]'s order with whole rows of units per add ([`reduce_columns`]).
+//! - An output-layer parameter: its items over samples as contiguous `[sample]` slices.
+//!
+//! Every lane performs the scalar reference's operations in the same order (IEEE `+ − ×` per lane,
+//! no FMA), so the result is the scalar path's bit for bit (`tests/cpu_vector.rs` checks it).
+//!
+//! Exact sparsity: when a sample's input to the row is exactly 0 (either sign) and everything the
+//! item reads is finite, its item is ±0 on the scalar path (`x·d = ±0`, so `z' = z` up to the sign
+//! of a zero, `act(z') − a = ±0`, and `±0·(finite)` stays ±0), and a ±0 added to a reduction lane
+//! changes nothing: lanes start at +0 and can never become −0 (`+0 + −0 = +0`, and an exact zero
+//! from non-zero operands is +0), and `v + ±0 = v` for every other v. Such items are written as
+//! +0 without being computed.
 
 use super::forward::xent;
 use super::reduce::reduce_sse;
-use super::reuse::ReusePlan;
+use super::reuse::{dsse_term, ReusePlan};
 use super::*;
 use crate::model::Activation;
+use crate::xent::{xent_max_step, xent_soft_term};
 
-/// `out[s] = act(z[s] + x[s]·d) − a[s]` (a bias: `act(z[s] + d) − a[s]`): the nudged unit's change.
+/// Rows of the per-thread item buffer for `b` samples: the reduction's width, or b when larger.
+pub(super) fn item_rows(b: usize) -> usize {
+    b.max(b.next_power_of_two().min(REDUCE_LANES))
+}
+
+/// Values in a hidden row block's item buffer: 64 KiB of float32 (L2-resident), so that a block
+/// spans several vectors of units even at B = 256 (one vector per sample leaves the per-sample
+/// loop overhead dominant).
+const BLOCK_VALUES: usize = 16_384;
+
+/// Units per block of a hidden row: about [`BLOCK_VALUES`] items, in multiples of 16 lanes.
+pub(super) fn unit_block(units: usize, b: usize) -> usize {
+    let ub = (BLOCK_VALUES / item_rows(b)).max(16) / 16 * 16;
+    ub.min(units).max(1)
+}
+
+/// Fills the lane path's per-step copies: the last hidden layer's `z`, `a` and closed-form terms
+/// as `[sample][unit]` (`coef` is `ab` for MSE, the series `c1..c4` as `[sample][4][unit]` for
+/// cross-entropy), the targets as `[output][sample]`, and whether all of those and the per-unit
+/// terms are finite (the condition for skipping zero inputs).
+pub(super) fn lane_prepare<R: Real>(
+    layers: &[LayerSpan],
+    y: &[f32],
+    b: usize,
+    loss: Loss,
+    cache: &mut Cache<R>,
+) {
+    let out = layers[layers.len() - 1];
+    for (o, col) in cache.yt.chunks_mut(b).enumerate() {
+        for (s, v) in col.iter_mut().enumerate() {
+            *v = R::from_f32(y[s * out.outputs + o]);
+        }
+    }
+    if cache.zt.is_empty() {
+        return;
+    }
+    let units = out.inputs;
+    let first = layers[layers.len() - 2].unit_off * b;
+    let Cache {
+        z, a, zt, at, coef, ..
+    } = cache;
+    for u in 0..units {
+        for s in 0..b {
+            zt[s * units + u] = z[first + u * b + s];
+            at[s * units + u] = a[first + u * b + s];
+        }
+    }
+    match loss {
+        Loss::Mse => {
+            for u in 0..units {
+                for s in 0..b {
+                    coef[s * units + u] = cache.ab[u * b + s];
+                }
+            }
+        }
+        Loss::CrossEntropy => {
+            for u in 0..units {
+                for i in 0..4 {
+                    for s in 0..b {
+                        coef[(4 * s + i) * units + u] = cache.series[(4 * u + i) * b + s];
+                    }
+                }
+            }
+        }
+    }
+    let all = |v: &[R]| v.iter().all(|x| x.is_finite());
+    cache.finite = all(&cache.zt)
+        && all(&cache.at)
+        && all(&cache.coef)
+        && all(&cache.bb)
+        && all(&cache.spread);
+}
+
+/// One block of a hidden row: the cache columns of units `u0..u0 + n` as `[sample][unit]`.
+struct Block<'a, R> {
+    z: &'a [R],
+    a: &'a [R],
+    coef: &'a [R],
+    /// `bb[u]` (MSE) or `spread[u]` (cross-entropy) of the block's units.
+    unit: &'a [R],
+    units: usize,
+    u0: usize,
+    /// The row's input over samples; `None` for the biases.
+    x: Option<&'a [R]>,
+    /// The block's nudges `d = fl(w + eps) − w`.
+    d: &'a [R],
+    /// Whether items with an exactly zero input may be written as +0 (module docs).
+    skip: bool,
+}
+
+/// The exact difference of one cross-entropy item outside the series' range: (sample, unit, δ).
+type Fix<'f, R> = &'f mut dyn FnMut(usize, usize, R) -> R;
+
+/// Each sample's change `δ = act(z + x·d) − a` of the block's units into `dl`; `None` when the
+/// sample's input is zero and may be skipped.
 #[inline(always)]
-fn nudged_lanes<R: Real>((z, a, xs): Cols<R>, d: R, out: &mut [R], act: impl Fn(R) -> R) {
-    match xs {
-        Some(xs) => {
-            for (((o, &z), &a), &x) in out.iter_mut().zip(z).zip(a).zip(xs) {
-                *o = act(z + x * d) - a;
+fn block_deltas<R: Real>(
+    blk: &Block<R>,
+    s: usize,
+    act: &impl Fn(R) -> R,
+    dl: &mut [R],
+) -> Option<()> {
+    let n = blk.d.len();
+    let z = &blk.z[s * blk.units + blk.u0..][..n];
+    let a = &blk.a[s * blk.units + blk.u0..][..n];
+    match blk.x {
+        Some(x) => {
+            let xs = x[s];
+            if blk.skip && xs == R::ZERO {
+                return None;
+            }
+            for (((o, &z), &a), &d) in dl.iter_mut().zip(z).zip(a).zip(blk.d) {
+                *o = act(z + xs * d) - a;
             }
         }
         None => {
-            for ((o, &z), &a) in out.iter_mut().zip(z).zip(a) {
+            for (((o, &z), &a), &d) in dl.iter_mut().zip(z).zip(a).zip(blk.d) {
                 *o = act(z + d) - a;
             }
         }
     }
+    Some(())
 }
 
-/// Columns of one nudge: the unit's `z` and `a` over samples, and its input over samples (`None`
-/// for a bias).
-type Cols<'a, R> = (&'a [R], &'a [R], Option<&'a [R]>);
-
-/// [`nudged_lanes`] with the activation fixed per loop.
+/// The block's items for MSE: `δ·(ab + δ·bb)` per (sample, unit) into `rows[s][j]`.
 #[inline(always)]
-fn nudged_any<R: Real>(act: Activation, cols: Cols<R>, d: R, out: &mut [R]) {
-    match act {
-        Activation::Identity => nudged_lanes(cols, d, out, |v| v),
-        Activation::Relu => nudged_lanes(cols, d, out, |v| v.activate(Activation::Relu)),
-        Activation::Sigmoid => nudged_lanes(cols, d, out, |v| v.activate(Activation::Sigmoid)),
-        Activation::Tanh => nudged_lanes(cols, d, out, |v| v.activate(Activation::Tanh)),
+fn items_mse<R: Real>(
+    blk: &Block<R>,
+    b: usize,
+    act: impl Fn(R) -> R,
+    rows: &mut [R],
+    dl: &mut [R],
+) {
+    let n = blk.d.len();
+    for (s, row) in rows.chunks_exact_mut(n).take(b).enumerate() {
+        if block_deltas(blk, s, &act, dl).is_none() {
+            row.fill(R::ZERO);
+            continue;
+        }
+        let ab = &blk.coef[s * blk.units + blk.u0..][..n];
+        for (((o, &d), &ab), &bb) in row.iter_mut().zip(&*dl).zip(ab).zip(blk.unit) {
+            *o = d * (ab + d * bb);
+        }
     }
 }
 
-/// [`nudged_any`] compiled for the widest vector unit the CPU has. The x86-64 baseline (SSE2)
-/// has no vector `floor`, so `exp_f32` would call libm per lane; AVX2 / AVX-512 code lets LLVM
-/// vectorise the whole twinned activation. Only these features are enabled, never FMA: every lane
-/// rounds each `+ − ×` as the scalar reference does.
-fn nudged_dispatch<R: Real>(act: Activation, cols: Cols<R>, d: R, out: &mut [R]) {
+/// The block's items for cross-entropy: the series where it applies, else `fix`.
+#[inline(always)]
+fn items_xent<R: Real>(
+    blk: &Block<R>,
+    b: usize,
+    act: impl Fn(R) -> R,
+    (rows, dl): (&mut [R], &mut [R]),
+    fix: Fix<R>,
+) {
+    let n = blk.d.len();
+    for (s, row) in rows.chunks_exact_mut(n).take(b).enumerate() {
+        if block_deltas(blk, s, &act, dl).is_none() {
+            row.fill(R::ZERO);
+            continue;
+        }
+        let c = |i: usize| &blk.coef[(4 * s + i) * blk.units + blk.u0..][..n];
+        let (c0, c1, c2, c3) = (c(0), c(1), c(2), c(3));
+        // Zipped, not indexed: bounds checks would keep this loop scalar.
+        let terms = c0.iter().zip(c1).zip(c2).zip(c3);
+        for ((o, &d), (((&c0, &c1), &c2), &c3)) in row.iter_mut().zip(&*dl).zip(terms) {
+            *o = series_change(d, [c0, c1, c2, c3]);
+        }
+        let outside = dl
+            .iter()
+            .zip(blk.unit)
+            .fold(false, |acc, (&d, &spread)| acc | !series_applies(d, spread));
+        if outside {
+            for (j, (o, &d)) in row.iter_mut().zip(&*dl).enumerate() {
+                if !series_applies(d, blk.unit[j]) {
+                    *o = fix(s, blk.u0 + j, d);
+                }
+            }
+        }
+    }
+}
+
+/// [`items_mse`] / [`items_xent`] with the activation fixed per loop.
+#[inline(always)]
+fn items_any<R: Real>(
+    act: Activation,
+    loss: Loss,
+    blk: &Block<R>,
+    b: usize,
+    bufs: (&mut [R], &mut [R]),
+    fix: Fix<R>,
+) {
+    macro_rules! with_act {
+        ($f:expr) => {
+            match loss {
+                Loss::Mse => items_mse(blk, b, $f, bufs.0, bufs.1),
+                Loss::CrossEntropy => items_xent(blk, b, $f, bufs, fix),
+            }
+        };
+    }
+    match act {
+        Activation::Identity => with_act!(|v| v),
+        Activation::Relu => with_act!(|v: R| v.activate(Activation::Relu)),
+        Activation::Sigmoid => with_act!(|v: R| v.activate(Activation::Sigmoid)),
+        Activation::Tanh => with_act!(|v: R| v.activate(Activation::Tanh)),
+    }
+}
+
+/// A loop nest to compile for the widest vector unit the CPU has ([`dispatch`]).
+trait Kernel {
+    /// Runs it; implementations are `#[inline(always)]` so that they take the caller's features.
+    fn run(self);
+}
+
+/// Runs `k` compiled for AVX-512 or AVX2 when the CPU has it. The x86-64 baseline (SSE2) has no
+/// vector `floor`, so `exp_f32` would call libm per lane; AVX2 / AVX-512 code lets LLVM vectorise
+/// the whole twinned activation. Only these features are enabled, never FMA: every lane rounds
+/// each `+ − ×` as the scalar reference does.
+fn dispatch<K: Kernel>(k: K) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU supports AVX-512F (checked just above).
-            return unsafe { nudged_avx512(act, cols, d, out) };
+            return unsafe { run_avx512(k) };
         }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { nudged_avx2(act, cols, d, out) };
+            return unsafe { run_avx2(k) };
         }
     }
-    nudged_any(act, cols, d, out)
+    k.run()
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn nudged_avx512<R: Real>(act: Activation, cols: Cols<R>, d: R, out: &mut [R]) {
-    nudged_any(act, cols, d, out)
+unsafe fn run_avx512<K: Kernel>(k: K) {
+    k.run()
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn nudged_avx2<R: Real>(act: Activation, cols: Cols<R>, d: R, out: &mut [R]) {
-    nudged_any(act, cols, d, out)
+unsafe fn run_avx2<K: Kernel>(k: K) {
+    k.run()
+}
+
+/// A hidden row block's items ([`items_any`]).
+struct HiddenItems<'a, 'f, R> {
+    act: Activation,
+    loss: Loss,
+    blk: &'a Block<'a, R>,
+    b: usize,
+    bufs: (&'a mut [R], &'a mut [R]),
+    fix: Fix<'f, R>,
+}
+
+impl<R: Real> Kernel for HiddenItems<'_, '_, R> {
+    #[inline(always)]
+    fn run(self) {
+        items_any(self.act, self.loss, self.blk, self.b, self.bufs, self.fix)
+    }
+}
+
+/// Sums column j of `rows` (`[sample][j]`, `n` columns, `b` samples, zero rows after them up to
+/// the reduction width) in [`reduce_sse`]'s order, and writes `out[j] = mean(sum, count)`.
+///
+/// Lane t of [`reduce_sse`] is `((0 + v_t) + v_{t+256}) + …`; here it is `(v_t + v_{t+256}) + …`,
+/// then the same binary tree, then `0 + sum`. The two agree at every node up to the sign of a
+/// zero (an IEEE sum depends on the operands' values alone unless it is exactly zero), and the
+/// final `0 +` makes a zero sum +0 as the reference's lanes, which are never −0, give.
+fn reduce_columns<R: Real>(rows: &mut [R], b: usize, n: usize, count: usize, out: &mut [R]) {
+    let width = b.next_power_of_two().min(REDUCE_LANES);
+    if b > REDUCE_LANES {
+        let (lanes, rest) = rows.split_at_mut(REDUCE_LANES * n);
+        for chunk in rest[..(b - REDUCE_LANES) * n].chunks(REDUCE_LANES * n) {
+            for (l, &v) in lanes.iter_mut().zip(chunk) {
+                *l = *l + v;
+            }
+        }
+    }
+    let mut stride = width / 2;
+    while stride > 0 {
+        let (lo, hi) = rows.split_at_mut(stride * n);
+        for (l, &h) in lo.iter_mut().zip(&hi[..stride * n]) {
+            *l = *l + h;
+        }
+        stride /= 2;
+    }
+    for (o, &v) in out.iter_mut().zip(&rows[..n]) {
+        *o = R::mean(R::ZERO + v, count);
+    }
 }
 
 impl<R: Real> ReusePlan<'_, R> {
-    /// [`ReusePlan::delta`] for parameter k when it lies in the last hidden layer and the closed
-    /// form applies; `None` for every other parameter (the scalar path takes those).
-    pub(super) fn delta_lanes(&self, k: usize, bufs: &mut Bufs<R>) -> Option<R> {
+    /// Whether the lane path takes the last hidden layer's rows (the closed form applies).
+    pub(super) fn rows_apply(&self) -> bool {
+        self.lanes && !self.cache.zt.is_empty()
+    }
+
+    /// `deltas` of one row of the last hidden layer's parameters starting at parameter `first`
+    /// (input i's weights to every unit, or the biases), block by block.
+    pub(super) fn hidden_row(&self, first: usize, out: &mut [R], bufs: &mut Bufs<R>) {
         let last = self.layers.len() - 1;
-        let n = self.nudge(k);
-        let closed = match self.loss {
-            Loss::Mse => !self.cache.bb.is_empty(),
-            Loss::CrossEntropy => !self.cache.spread.is_empty(),
-        };
-        if n.l + 1 != last || !closed {
-            return None;
-        }
+        let layer = self.layers[last - 1];
         let b = self.samples;
-        let layer = self.layers[n.l];
-        let cell = (layer.unit_off + n.u) * b;
-        let xs = n.input.map(|i| {
-            if n.l == 0 {
+        let (x, u_first) = if first >= layer.b_off {
+            (None, first - layer.b_off)
+        } else {
+            let j = first - layer.w_off;
+            let i = j / layer.outputs;
+            let x = if last == 1 {
                 &self.cache.xt[i * b..(i + 1) * b]
             } else {
-                let c = (self.layers[n.l - 1].unit_off + i) * b;
+                let c = (self.layers[last - 2].unit_off + i) * b;
                 &self.cache.a[c..c + b]
+            };
+            (Some(x), j % layer.outputs)
+        };
+        let count = self.loss.mean_count(b, self.layers[last].outputs);
+        // A row whose input is zero for every sample changes nothing (module docs).
+        if self.cache.finite && x.is_some_and(|x| x.iter().all(|&v| v == R::ZERO)) {
+            let all_finite = self.params[first..first + out.len()]
+                .iter()
+                .all(|&w| (w + self.eps).is_finite() && w.is_finite());
+            if all_finite {
+                out.fill(R::mean(R::ZERO, count));
+                return;
             }
-        });
-        let cols = (
-            &self.cache.z[cell..cell + b],
-            &self.cache.a[cell..cell + b],
-            xs,
-        );
+        }
+        let ub = bufs.nudges.len();
+        for (c, chunk) in out.chunks_mut(ub).enumerate() {
+            let (k0, u0) = (first + c * ub, u_first + c * ub);
+            self.hidden_block((x, k0, u0), count, chunk, bufs);
+        }
+    }
+
+    fn hidden_block(
+        &self,
+        (x, k0, u0): (Option<&[R]>, usize, usize),
+        count: usize,
+        out: &mut [R],
+        bufs: &mut Bufs<R>,
+    ) {
+        let last = self.layers.len() - 1;
+        let layer = self.layers[last - 1];
+        let (b, n) = (self.samples, out.len());
         let Bufs {
             a,
             b: nxt,
-            sse,
-            lane,
+            rows,
+            dl,
+            nudges,
+            ..
         } = bufs;
-        let delta = &mut lane[..b];
-        nudged_dispatch(layer.activation, cols, n.d, delta);
-        let sse = &mut sse[..b];
+        let d = &mut nudges[..n];
+        for (dj, &w) in d.iter_mut().zip(&self.params[k0..k0 + n]) {
+            *dj = R::from_f32(w + self.eps) - R::from_f32(w);
+        }
+        let skip = self.cache.finite && d.iter().all(|v| v.is_finite());
+        let rows = &mut rows[..item_rows(b) * n];
+        rows[b * n..].fill(R::ZERO);
+        let per_unit = match self.loss {
+            Loss::Mse => &self.cache.bb[u0..u0 + n],
+            Loss::CrossEntropy => &self.cache.spread[u0..u0 + n],
+        };
+        let blk = Block {
+            z: &self.cache.zt,
+            a: &self.cache.at,
+            coef: &self.cache.coef,
+            unit: per_unit,
+            units: layer.outputs,
+            u0,
+            x,
+            d,
+            skip,
+        };
         let outputs = self.layers[last].outputs;
-        Some(match self.loss {
-            Loss::Mse => {
-                let (ab, bb) = (&self.cache.ab[n.u * b..][..b], self.cache.bb[n.u]);
-                for ((o, &d), &ab) in sse.iter_mut().zip(&*delta).zip(ab) {
-                    *o = d * (ab + d * bb);
+        let mut fix = |s: usize, u: usize, delta: R| {
+            let y = &self.y[s * outputs..(s + 1) * outputs];
+            xent(self.outputs_after((last - 1, u, delta, s), a, nxt), y) - self.cache.losses[s]
+        };
+        let bufs = (&mut rows[..], &mut dl[..n]);
+        dispatch(HiddenItems {
+            act: layer.activation,
+            loss: self.loss,
+            blk: &blk,
+            b,
+            bufs,
+            fix: &mut fix,
+        });
+        reduce_columns(rows, b, n, count, out);
+    }
+
+    /// [`ReusePlan::delta`] of an output-layer parameter, its items over samples as lanes.
+    pub(super) fn output_delta(&self, k: usize, bufs: &mut Bufs<R>) -> R {
+        let last = self.layers.len() - 1;
+        let n = self.nudge(k);
+        let b = self.samples;
+        let layer = self.layers[last];
+        let x = n.input.map(|i| {
+            if last == 0 {
+                &self.cache.xt[i * b..(i + 1) * b]
+            } else {
+                let c = (self.layers[last - 1].unit_off + i) * b;
+                &self.cache.a[c..c + b]
+            }
+        });
+        let Bufs {
+            sse, lane, cols, ..
+        } = bufs;
+        dispatch(OutputItems {
+            plan: self,
+            layer,
+            nudge: (n.u, n.d),
+            x,
+            bufs: (&mut lane[..b], &mut cols[..2 * b], &mut sse[..b]),
+        });
+        R::mean(
+            reduce_sse(&sse[..b]),
+            self.loss.mean_count(b, layer.outputs),
+        )
+    }
+}
+
+/// An output-layer parameter's items over samples ([`ReusePlan::output_delta`]): the nudged
+/// unit's new value for every sample into `new`, then each sample's change of its loss into `out`.
+struct OutputItems<'a, 'p, R> {
+    plan: &'a ReusePlan<'p, R>,
+    layer: LayerSpan,
+    /// The output unit and the nudge `d`.
+    nudge: (usize, R),
+    /// Its input over samples; `None` for a bias.
+    x: Option<&'a [R]>,
+    /// `new` (B values), scratch for [`xent_lanes`] (2·B), `out` (B).
+    bufs: (&'a mut [R], &'a mut [R], &'a mut [R]),
+}
+
+impl<R: Real> Kernel for OutputItems<'_, '_, R> {
+    #[inline(always)]
+    fn run(self) {
+        let (plan, layer, (u, d)) = (self.plan, self.layer, self.nudge);
+        let (new, cols, out) = self.bufs;
+        let b = out.len();
+        let row = |o: usize| &plan.cache.z[(layer.unit_off + o) * b..][..b];
+        let act = |v: R| v.activate(layer.activation);
+        match self.x {
+            Some(x) => {
+                for ((o, &z), &x) in new.iter_mut().zip(row(u)).zip(x) {
+                    *o = act(z + x * d);
                 }
-                R::mean(reduce_sse(sse), b * outputs)
+            }
+            None => {
+                for (o, &z) in new.iter_mut().zip(row(u)) {
+                    *o = act(z + d);
+                }
+            }
+        }
+        let new = &*new;
+        match plan.loss {
+            Loss::Mse => {
+                let a = &plan.cache.a[(layer.unit_off + u) * b..][..b];
+                let y = &plan.cache.yt[u * b..][..b];
+                for (((o, &new), &old), &y) in out.iter_mut().zip(new).zip(a).zip(y) {
+                    *o = dsse_term(new, old, y);
+                }
             }
             Loss::CrossEntropy => {
-                let spread = self.cache.spread[n.u];
-                let c = |i: usize| &self.cache.series[(4 * n.u + i) * b..][..b];
-                let (c0, c1, c2, c3) = (c(0), c(1), c(2), c(3));
-                for (s, (o, &d)) in sse.iter_mut().zip(&*delta).enumerate() {
-                    *o = series_change(d, [c0[s], c1[s], c2[s], c3[s]]);
+                let logit = |o: usize| if o == u { new } else { row(o) };
+                xent_lanes(layer.outputs, logit, &plan.cache.yt, cols, out);
+                for (o, &kept) in out.iter_mut().zip(&plan.cache.losses) {
+                    *o = *o - kept;
                 }
-                // Items beyond the series' range take the exact difference, as the scalar path.
-                for (s, (o, &d)) in sse.iter_mut().zip(&*delta).enumerate() {
-                    if !series_applies(d, spread) {
-                        let y = &self.y[s * outputs..(s + 1) * outputs];
-                        let new = xent(self.outputs_after((n.l, n.u, d, s), a, nxt), y);
-                        *o = new - self.cache.losses[s];
-                    }
-                }
-                R::mean(reduce_sse(sse), b)
             }
-        })
+        }
+    }
+}
+
+/// [`xent`] of every sample at once: logit o of all samples is `logit(o)`, the targets
+/// `yt[o][s]`; the steps over o in [`xent`]'s order, each over samples. `cols` holds 2·B values.
+#[inline(always)]
+fn xent_lanes<'a, R: Real>(
+    outputs: usize,
+    logit: impl Fn(usize) -> &'a [R],
+    yt: &[R],
+    cols: &mut [R],
+    out: &mut [R],
+) {
+    let b = out.len();
+    let (m, ls) = cols[..2 * b].split_at_mut(b);
+    m.copy_from_slice(logit(0));
+    for o in 1..outputs {
+        for (m, &z) in m.iter_mut().zip(logit(o)) {
+            *m = xent_max_step(*m, z);
+        }
+    }
+    ls.fill(R::ZERO);
+    for o in 0..outputs {
+        for ((s, &z), &m) in ls.iter_mut().zip(logit(o)).zip(&*m) {
+            *s = *s + (z - m).exp_real();
+        }
+    }
+    for s in ls.iter_mut() {
+        *s = s.ln_real();
+    }
+    out.fill(R::ZERO);
+    for o in 0..outputs {
+        let p = &yt[o * b..(o + 1) * b];
+        for ((((acc, &z), &m), &ls), &p) in out.iter_mut().zip(logit(o)).zip(&*m).zip(&*ls).zip(p) {
+            *acc = *acc + xent_soft_term(m, ls, z, p);
+        }
     }
 }

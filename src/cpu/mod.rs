@@ -51,9 +51,11 @@ mod forward;
 mod lanes;
 mod reduce;
 mod reuse;
+mod tasks;
 
 use forward::*;
 use reuse::*;
+use tasks::*;
 
 /// Below this many multiply-adds per step the evaluator stays on one thread (spawning costs more).
 const PARALLEL_MIN_WORK: usize = 1 << 18;
@@ -71,8 +73,16 @@ struct Bufs<R> {
     a: Vec<R>,
     b: Vec<R>,
     sse: Vec<R>,
-    /// Each sample's change of the nudged unit (the lane path).
+    /// Each sample's new value of the nudged output unit (the lane path).
     lane: Vec<R>,
+    /// A hidden row block's items, `[sample][unit]`, rows up to the reduction width (lane path).
+    rows: Vec<R>,
+    /// One sample's changes of a block's units (lane path).
+    dl: Vec<R>,
+    /// A block's nudges (lane path; its length is the block width).
+    nudges: Vec<R>,
+    /// Per-sample scratch of the output layer's cross-entropy lanes (2·B).
+    cols: Vec<R>,
 }
 
 /// The unperturbed pass kept by the reuse method: `z` and `a` as `[unit][sample]`; for MSE with an
@@ -91,6 +101,16 @@ struct Cache<R> {
     spread: Vec<R>,
     /// The first layer's inputs as `[input][sample]`, transposed once per step for the lane path.
     xt: Vec<R>,
+    /// The lane path's per-step copies (see [`lanes::lane_prepare`]): the last hidden layer's `z`
+    /// and `a` and the closed-form terms as `[sample][unit]` (empty without a closed form), the
+    /// targets as `[output][sample]`, and whether all of them are finite.
+    zt: Vec<R>,
+    at: Vec<R>,
+    coef: Vec<R>,
+    yt: Vec<R>,
+    finite: bool,
+    /// Per layer, whether all its weights are finite this step (zero inputs may be skipped).
+    finite_w: Vec<bool>,
 }
 
 impl<R> Default for Cache<R> {
@@ -104,6 +124,12 @@ impl<R> Default for Cache<R> {
             series: Vec::new(),
             spread: Vec::new(),
             xt: Vec::new(),
+            zt: Vec::new(),
+            at: Vec::new(),
+            coef: Vec::new(),
+            yt: Vec::new(),
+            finite: false,
+            finite_w: Vec::new(),
         }
     }
 }
@@ -122,6 +148,8 @@ pub struct CpuEvaluator<R: Real = f32> {
     lanes: bool,
     scratch: Vec<Scratch<R>>,
     cache: Cache<R>,
+    /// The reuse method's parameters in work units (rows, output-layer groups, single steps).
+    tasks: Vec<Task>,
     _r: PhantomData<R>,
 }
 
@@ -154,6 +182,7 @@ impl<R: Real> CpuEvaluator<R> {
             lanes: true,
             scratch: Vec::new(),
             cache: Cache::default(),
+            tasks: Vec::new(),
             _r: PhantomData,
         };
         if method == Method::Reuse {
@@ -164,6 +193,11 @@ impl<R: Real> CpuEvaluator<R> {
                 Loss::Mse => (units, 0, 0),
                 Loss::CrossEntropy => (0, data.len(), units),
             };
+            let coefs = match loss {
+                Loss::Mse => 1,
+                Loss::CrossEntropy => 4,
+            };
+            let lane = units * data.len();
             ev.cache = Cache {
                 z: vec![R::ZERO; cells],
                 a: vec![R::ZERO; cells],
@@ -173,7 +207,14 @@ impl<R: Real> CpuEvaluator<R> {
                 series: vec![R::ZERO; 4 * series * data.len()],
                 spread: vec![R::ZERO; series],
                 xt: vec![R::ZERO; ev.x.len()],
+                zt: vec![R::ZERO; lane],
+                at: vec![R::ZERO; lane],
+                coef: vec![R::ZERO; coefs * lane],
+                yt: vec![R::ZERO; ev.y.len()],
+                finite: false,
+                finite_w: Vec::with_capacity(ev.layers.len()),
             };
+            ev.tasks = reuse_tasks(&ev.layers, units > 0);
         }
         ev.set_threads(threads);
         Ok(ev)
@@ -183,14 +224,25 @@ impl<R: Real> CpuEvaluator<R> {
     pub fn set_threads(&mut self, threads: usize) {
         self.threads = threads.max(1);
         let width = self.layers.iter().map(|l| l.outputs).max().unwrap_or(0);
+        let b = self.samples;
+        // The lane path's block width over the last hidden layer's units (0 without one).
+        let ub = if self.cache.zt.is_empty() {
+            0
+        } else {
+            lanes::unit_block(self.layers[self.layers.len() - 2].outputs, b)
+        };
         self.scratch = vec![
             Scratch {
                 params: Vec::new(),
                 bufs: Bufs {
                     a: vec![R::ZERO; width],
                     b: vec![R::ZERO; width],
-                    sse: vec![R::ZERO; self.samples],
-                    lane: vec![R::ZERO; self.samples],
+                    sse: vec![R::ZERO; b],
+                    lane: vec![R::ZERO; b],
+                    rows: vec![R::ZERO; lanes::item_rows(b) * ub],
+                    dl: vec![R::ZERO; ub],
+                    nudges: vec![R::ZERO; ub],
+                    cols: vec![R::ZERO; 2 * b],
                 },
             };
             self.threads
@@ -285,9 +337,13 @@ impl<R: Real> CpuEvaluator<R> {
             eps,
             lanes: self.lanes,
         };
-        for_each_param(threads, &mut self.scratch, deltas, &|k, s| {
-            plan.delta(k, &mut s.bufs)
-        });
+        run_tasks(
+            threads,
+            &mut self.scratch,
+            &self.tasks,
+            deltas,
+            &|task, out, s| plan.task(task, out, &mut s.bufs),
+        );
     }
 
     /// `out[i] = L(probe's perturbed parameters i) − base` for every direction evaluation.
@@ -338,6 +394,12 @@ impl<R: Real> CpuEvaluator<R> {
         let outputs = self.layers[self.layers.len() - 1].outputs;
         let bufs = &mut self.scratch[0].bufs;
         let cache = &mut self.cache;
+        cache.finite_w.clear();
+        cache.finite_w.extend(
+            self.layers
+                .iter()
+                .map(|l| params[l.w_off..l.b_off].iter().all(|w| w.is_finite())),
+        );
         for (i, col) in cache.xt.chunks_mut(b).enumerate() {
             for (s, v) in col.iter_mut().enumerate() {
                 *v = R::from_f32(self.x[s * inputs + i]);
@@ -347,10 +409,9 @@ impl<R: Real> CpuEvaluator<R> {
             let x = &self.x[s * inputs..(s + 1) * inputs];
             let pred = forward_each(
                 &self.layers,
-                x,
+                (x, &cache.finite_w),
                 params,
-                &mut bufs.a,
-                &mut bufs.b,
+                (&mut bufs.a, &mut bufs.b),
                 |layer, u, z, a| {
                     let cell = (layer.unit_off + u) * b + s;
                     cache.z[cell] = z;
@@ -367,6 +428,9 @@ impl<R: Real> CpuEvaluator<R> {
         }
         if !cache.spread.is_empty() {
             xent_series(&self.layers, &self.y, b, params, cache);
+        }
+        if self.lanes {
+            lanes::lane_prepare(&self.layers, &self.y, b, self.loss, cache);
         }
         R::mean(reduce_sse(&bufs.sse), self.loss.mean_count(b, outputs))
     }

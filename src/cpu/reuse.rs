@@ -22,7 +22,8 @@ pub(super) struct ReusePlan<'a, R> {
     pub(super) cache: &'a Cache<R>,
     pub(super) params: &'a [f32],
     pub(super) eps: f32,
-    /// Whether [`ReusePlan::delta_lanes`] may take the items it covers (else the scalar reference).
+    /// Whether the lane path ([`ReusePlan::task`]) may take the items it covers (else the scalar
+    /// reference, [`ReusePlan::delta`]).
     pub(super) lanes: bool,
 }
 
@@ -93,7 +94,13 @@ impl<R: Real> ReusePlan<'_, R> {
         let (mut cur, mut nxt) = (a, b);
         for deep in &self.layers[l + 2..] {
             let out = &mut nxt[..deep.outputs];
-            dense(deep, Some(&cur[..deep.inputs]), &[], self.params, out);
+            dense(
+                deep,
+                (Some(&cur[..deep.inputs]), false),
+                &[],
+                self.params,
+                out,
+            );
             let bias = &self.params[deep.b_off..][..deep.outputs];
             for (o, &bv) in out.iter_mut().zip(bias) {
                 *o = (*o + R::from_f32(bv)).activate(deep.activation);
@@ -106,11 +113,6 @@ impl<R: Real> ReusePlan<'_, R> {
 
     /// `L(params + eps·e_k) − L(params)` from the cache, in the order described in the module docs.
     pub(super) fn delta(&self, k: usize, bufs: &mut Bufs<R>) -> R {
-        if self.lanes {
-            if let Some(d) = self.delta_lanes(k, bufs) {
-                return d;
-            }
-        }
         if self.loss == Loss::CrossEntropy {
             return self.delta_xent(k, bufs);
         }

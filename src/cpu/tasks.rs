@@ -1,0 +1,122 @@
+//! The reuse method's work units and their distribution over threads: each thread takes the next
+//! unit from a shared queue (rows differ in cost when inputs are sparse), and each parameter's
+//! delta is computed the same way whichever thread takes it, so results do not depend on the
+//! thread count.
+
+use super::*;
+use std::sync::{Mutex, PoisonError};
+
+/// Output-layer parameters per work unit.
+const OUTPUT_GROUP: usize = 16;
+/// Parameters per work unit where the scalar reference takes every item.
+const EACH_GROUP: usize = 64;
+
+/// What a work unit's parameters are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// One row of the last hidden layer before a closed-form output layer (all its units).
+    Row,
+    /// Output-layer parameters.
+    Output,
+    /// Any other parameters.
+    Each,
+}
+
+/// Parameters `first..first + len`, of one kind.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Task {
+    pub(super) first: usize,
+    pub(super) len: usize,
+    pub(super) kind: Kind,
+}
+
+/// The work units covering every parameter in order. `closed` says whether the output layer has
+/// the closed form (then the last hidden layer goes by rows).
+pub(super) fn reuse_tasks(layers: &[LayerSpan], closed: bool) -> Vec<Task> {
+    let last = layers.len() - 1;
+    let mut tasks = Vec::new();
+    let mut push = |first: usize, total: usize, group: usize, kind: Kind| {
+        for start in (0..total).step_by(group.max(1)) {
+            let len = group.min(total - start);
+            tasks.push(Task {
+                first: first + start,
+                len,
+                kind,
+            });
+        }
+    };
+    for (l, layer) in layers.iter().enumerate() {
+        let total = (layer.inputs + 1) * layer.outputs;
+        if l == last {
+            push(layer.w_off, total, OUTPUT_GROUP, Kind::Output);
+        } else if l + 1 == last && closed {
+            // Rows of weights (input i to every unit), then the biases: each `outputs` long.
+            push(layer.w_off, total, layer.outputs, Kind::Row);
+        } else {
+            push(layer.w_off, total, EACH_GROUP, Kind::Each);
+        }
+    }
+    tasks
+}
+
+/// What [`run_tasks`] runs per task: `(task, deltas of its parameters, scratch)`.
+pub(super) type TaskFn<'a, R> = dyn Fn(&Task, &mut [R], &mut Scratch<R>) + Sync + 'a;
+
+/// Runs `each(task, deltas of its parameters, scratch)` for every task on `threads` threads.
+pub(super) fn run_tasks<R: Real>(
+    threads: usize,
+    scratch: &mut [Scratch<R>],
+    tasks: &[Task],
+    deltas: &mut [R],
+    each: &TaskFn<'_, R>,
+) {
+    let threads = threads.min(scratch.len()).min(tasks.len());
+    if threads <= 1 {
+        let mut rest = deltas;
+        for task in tasks {
+            let (out, tail) = std::mem::take(&mut rest).split_at_mut(task.len);
+            each(task, out, &mut scratch[0]);
+            rest = tail;
+        }
+        return;
+    }
+    // The next task and the deltas from its first parameter on.
+    let queue = Mutex::new((tasks.iter(), deltas));
+    let work = |s: &mut Scratch<R>| loop {
+        let (task, out) = {
+            let mut q = queue.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(task) = q.0.next() else { break };
+            let (out, tail) = std::mem::take(&mut q.1).split_at_mut(task.len);
+            q.1 = tail;
+            (task, out)
+        };
+        each(task, out, s);
+    };
+    let (first, others) = scratch.split_first_mut().expect("one scratch per thread");
+    let work = &work;
+    std::thread::scope(|scope| {
+        for s in others.iter_mut().take(threads - 1) {
+            scope.spawn(move || work(s));
+        }
+        work(first);
+    });
+}
+
+impl<R: Real> ReusePlan<'_, R> {
+    /// The deltas of one task's parameters into `out`.
+    pub(super) fn task(&self, task: &Task, out: &mut [R], bufs: &mut Bufs<R>) {
+        match task.kind {
+            Kind::Row if self.rows_apply() => self.hidden_row(task.first, out, bufs),
+            Kind::Output if self.lanes => {
+                for (j, o) in out.iter_mut().enumerate() {
+                    *o = self.output_delta(task.first + j, bufs);
+                }
+            }
+            _ => {
+                for (j, o) in out.iter_mut().enumerate() {
+                    *o = self.delta(task.first + j, bufs);
+                }
+            }
+        }
+    }
+}
