@@ -35,6 +35,7 @@ pub mod report;
 pub mod rng;
 pub mod session;
 pub mod settings;
+pub mod shard;
 pub mod train;
 pub mod xent;
 

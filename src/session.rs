@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::error::{Fix, Setting};
 use crate::estimate::{Estimator, StepMode};
 use crate::evaluator::Evaluator;
-use crate::gpu::{AdapterOptions, GpuContext, GpuEvaluator, GpuOptions};
+use crate::gpu::{open_adapters, AdapterOptions, GpuContext, GpuEvaluator, GpuOptions};
 use crate::metrics::{self, Evaluation};
 use crate::model::Loss;
 use crate::model::Model;
@@ -30,7 +30,9 @@ use crate::optim::Optimizer;
 use crate::precision::{Precision, Real};
 pub use crate::settings::Loop;
 use crate::settings::{Batching, DeviceInfo, Hyper, Method, Outcome};
+use crate::shard::{build_sharded, refuse_resident, ShardPlan, ShardedEvaluator};
 use crate::train::{self, BatchEvaluators, Control, EpochReport, Run, Vanished};
+use std::cell::OnceCell;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -41,6 +43,14 @@ pub enum Device {
     Gpu(AdapterOptions),
     /// The CPU reference in this precision, on every core.
     Cpu(Precision),
+    /// Every step split over several adapters (`--shard`): each compute adapter on the backends
+    /// the options allow whose name contains one of `names` (all when empty), one context each.
+    Shards {
+        /// Backends and software-only filter (the name is ignored: `names` picks).
+        adapters: AdapterOptions,
+        /// Case-insensitive substrings of adapter names; empty for all.
+        names: Vec<String>,
+    },
 }
 
 impl Device {
@@ -68,6 +78,8 @@ pub enum Backend {
     Cpu(Precision),
     /// An open GPU context (boxed: it is far larger than a precision).
     Gpu(Box<GpuContext>),
+    /// One open context per adapter a step is split over.
+    Shards(Vec<GpuContext>),
 }
 
 /// Builds evaluators of one concrete type; what [`Backend::with`] hands to a [`Job`].
@@ -93,7 +105,9 @@ struct CpuBuild<R>(std::marker::PhantomData<R>);
 impl<R: Real> Build for CpuBuild<R> {
     type E = CpuEvaluator<R>;
     fn build(&self, model: &Model, data: &Dataset, opts: &GpuOptions) -> Result<CpuEvaluator<R>> {
-        CpuEvaluator::<R>::with_options(model, data, opts.method, opts.loss)
+        let mut ev = CpuEvaluator::<R>::with_options(model, data, opts.method, opts.loss)?;
+        ev.set_share(opts.share);
+        Ok(ev)
     }
     fn device(&self) -> DeviceInfo {
         DeviceInfo::cpu(std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -112,12 +126,49 @@ impl Build for GpuBuild<'_> {
     }
 }
 
+/// Builds [`ShardedEvaluator`]s over several contexts; the speeds are measured at the first build
+/// and kept for the others.
+struct ShardBuild<'c> {
+    ctxs: &'c [GpuContext],
+    speeds: OnceCell<Vec<u64>>,
+}
+
+impl Build for ShardBuild<'_> {
+    type E = ShardedEvaluator<GpuEvaluator>;
+    fn build(&self, model: &Model, data: &Dataset, opts: &GpuOptions) -> Result<Self::E> {
+        let plan = ShardPlan {
+            count: self.ctxs.len(),
+            p: model.num_params(),
+            runs: opts.runs,
+            shape: opts.shape,
+            params: &model.params,
+        };
+        build_sharded(&plan, &self.speeds, |i, share| {
+            let opts = GpuOptions { share, ..*opts };
+            GpuEvaluator::with_options(self.ctxs[i].clone(), model, data, opts)
+        })
+    }
+    fn device(&self) -> DeviceInfo {
+        let names: Vec<DeviceInfo> = self.ctxs.iter().map(GpuContext::device_info).collect();
+        let join = |f: fn(&DeviceInfo) -> &str, sep: &str| {
+            names.iter().map(f).collect::<Vec<_>>().join(sep)
+        };
+        DeviceInfo {
+            kind: "gpu".into(),
+            adapter: join(|d| &d.adapter, " + "),
+            backend: join(|d| &d.backend, "+"),
+            shards: Vec::new(),
+        }
+    }
+}
+
 impl Backend {
     /// Opens `device` (for a GPU: the adapter, the device, the error sink).
     pub fn open(device: &Device) -> Result<Backend> {
         Ok(match device {
             Device::Cpu(p) => Backend::Cpu(*p),
             Device::Gpu(opts) => Backend::Gpu(Box::new(GpuContext::new(opts)?)),
+            Device::Shards { adapters, names } => Backend::Shards(open_adapters(adapters, names)?),
         })
     }
 
@@ -127,6 +178,10 @@ impl Backend {
             Backend::Cpu(Precision::F32) => job.run(&CpuBuild::<f32>(Default::default())),
             Backend::Cpu(Precision::F64) => job.run(&CpuBuild::<f64>(Default::default())),
             Backend::Gpu(ctx) => job.run(&GpuBuild(ctx)),
+            Backend::Shards(ctxs) => job.run(&ShardBuild {
+                ctxs,
+                speeds: OnceCell::new(),
+            }),
         }
     }
 
@@ -134,7 +189,7 @@ impl Backend {
     pub fn precision(&self) -> Precision {
         match self {
             Backend::Cpu(p) => *p,
-            Backend::Gpu(_) => Precision::F32,
+            Backend::Gpu(_) | Backend::Shards(_) => Precision::F32,
         }
     }
 }
@@ -374,6 +429,11 @@ impl<'a> Training<'a> {
                     Some(Fix::Use(Setting::Loop, "host")),
                 ));
             }
+        }
+        let sharded = matches!(self.device, Device::Shards { .. })
+            || matches!(self.backend, Some(Backend::Shards(_)));
+        if sharded && self.looping != Loop::Host {
+            return Err(refuse_resident());
         }
         let backend = match self.backend.take() {
             Some(b) => b,

@@ -17,7 +17,7 @@ use crate::model::{Loss, Model};
 use crate::optim::{Optimizer, DEFAULT_ADAM_EPS, DEFAULT_BETA1, DEFAULT_BETA2, DEFAULT_MOMENTUM};
 use crate::precision::Precision;
 use crate::report::{self, Report, Settings, ValHistory};
-use crate::session::{Device, Finished, Loop, Training};
+use crate::session::{Finished, Loop, Training};
 use crate::settings::{Batching, DeviceInfo, DeviceKind, Hyper, LoopKind, Method, Named, Outcome};
 use crate::train::{Run, Vanished};
 use clap::Args;
@@ -118,6 +118,9 @@ pub struct TrainArgs {
     /// Adapter choice.
     #[command(flatten)]
     pub adapter: AdapterArgs,
+    /// Splitting steps over adapters.
+    #[command(flatten)]
+    pub scale: super::ScaleArgs,
     /// Console output and plot.
     #[command(flatten)]
     pub output: OutputArgs,
@@ -335,10 +338,7 @@ impl Setup {
     /// periodic checkpoint write, if any.
     fn run(&self, args: &TrainArgs) -> Result<(Finished, Option<Error>)> {
         let s = &self.settings;
-        let device = match s.device {
-            DeviceKind::Gpu => Device::Gpu(args.adapter.options()),
-            DeviceKind::Cpu => Device::Cpu(s.precision),
-        };
+        let device = args.scale.device(s.device, &args.adapter, s.precision)?;
         let looping = match s.loop_mode {
             LoopKind::Host => Loop::Host,
             LoopKind::Resident => Loop::Resident(args.epochs_per_submit),
