@@ -217,6 +217,8 @@ pub struct Training<'a> {
     control: Control<'a>,
     on_epoch: Option<EpochHook<'a>>,
     on_ready: Option<ReadyHook<'a>>,
+    #[cfg(feature = "mpi")]
+    world: Option<crate::distributed::World>,
 }
 
 /// What a run produced.
@@ -275,6 +277,8 @@ impl<'a> Training<'a> {
             control: Control::default(),
             on_epoch: None,
             on_ready: None,
+            #[cfg(feature = "mpi")]
+            world: None,
         }
     }
 
@@ -381,6 +385,15 @@ impl<'a> Training<'a> {
         self
     }
 
+    /// Split every step over the ranks of `world` (MPI must be initialised, see
+    /// [`crate::distributed::Mpi`]): each rank evaluates its share on this device and all
+    /// gather, so every rank trains the same parameters as one process would.
+    #[cfg(feature = "mpi")]
+    pub fn distributed(mut self, world: crate::distributed::World) -> Self {
+        self.world = Some(world);
+        self
+    }
+
     /// Trains. Errors are bad settings, data that does not fit the model, or device failures; a
     /// divergence or a stop is an [`Outcome`], with the parameters of the last good epoch kept.
     pub fn run(self) -> Result<Trained> {
@@ -450,11 +463,70 @@ impl<'a> Training<'a> {
                 .shape(),
             ..Default::default()
         };
+        #[cfg(feature = "mpi")]
+        if let Some(world) = self.world {
+            if self.looping != Loop::Host {
+                return Err(crate::distributed::refuse_resident());
+            }
+            let job = Drive {
+                training: self,
+                runs,
+                opts,
+            };
+            return backend.with(mpi_build::OverMpi { job, world });
+        }
         backend.with(Drive {
             training: self,
             runs,
             opts,
         })
+    }
+}
+
+/// A [`Job`] run with every evaluator split over MPI ranks.
+#[cfg(feature = "mpi")]
+mod mpi_build {
+    use super::{Build, Job};
+    use crate::data::Dataset;
+    use crate::distributed::{MpiEvaluator, World};
+    use crate::error::Result;
+    use crate::gpu::GpuOptions;
+    use crate::model::Model;
+    use crate::settings::DeviceInfo;
+
+    /// `job` with each evaluator built for this rank's share and gathered over `world`.
+    pub(super) struct OverMpi<J> {
+        pub(super) job: J,
+        pub(super) world: World,
+    }
+
+    struct MpiBuild<'b, B> {
+        inner: &'b B,
+        world: World,
+    }
+
+    impl<B: Build> Build for MpiBuild<'_, B> {
+        type E = MpiEvaluator<B::E>;
+        fn build(&self, model: &Model, data: &Dataset, opts: &GpuOptions) -> Result<Self::E> {
+            let share = self.world.shares(model.num_params(), opts.shape)[self.world.rank];
+            let local = self
+                .inner
+                .build(model, data, &GpuOptions { share, ..*opts })?;
+            Ok(MpiEvaluator::new(local, self.world, opts.shape))
+        }
+        fn device(&self) -> DeviceInfo {
+            self.inner.device()
+        }
+    }
+
+    impl<J: Job> Job for OverMpi<J> {
+        type Output = J::Output;
+        fn run<B: Build>(self, build: &B) -> J::Output {
+            self.job.run(&MpiBuild {
+                inner: build,
+                world: self.world,
+            })
+        }
     }
 }
 

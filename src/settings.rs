@@ -34,8 +34,10 @@ pub struct ShardInfo {
     /// For SPSA, the direction evaluations `[start, end)` of the step's `2q` it runs instead.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evaluations: Option<[usize; 2]>,
-    /// Evaluations per second measured once at start, from which the split was sized.
-    pub speed: u64,
+    /// Evaluations per second measured once at start, from which the split was sized (`--shard`;
+    /// MPI ranks take equal shares).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speed: Option<u64>,
 }
 
 impl DeviceInfo {

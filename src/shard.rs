@@ -376,7 +376,7 @@ impl<E: Evaluator + Send> Evaluator for ShardedEvaluator<E> {
                             let e = self.shares[i].range(share_len(p, self.shape));
                             [e.start, e.end]
                         }),
-                        speed: self.speeds[i],
+                        speed: Some(self.speeds[i]),
                     }
                 })
                 .collect(),

@@ -476,3 +476,21 @@ fn bad_shard_flags_are_refused_with_one_line() {
     assert_eq!(o.status.code(), Some(4), "an unknown adapter: {err}");
     assert!(err.contains("no-such-adapter"), "{err}");
 }
+
+/// A build without the `mpi` feature refuses `--distributed mpi` in one line naming the rebuild.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn distributed_mpi_without_the_feature_is_one_clear_error() {
+    let o = perturb(&["train", "--distributed", "mpi", "--epochs", "1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a setting this build cannot honour: {err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("--distributed") && err.contains("--features mpi"),
+        "{err}"
+    );
+}

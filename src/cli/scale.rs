@@ -56,3 +56,89 @@ impl ScaleArgs {
         })
     }
 }
+
+/// How a run is spread over processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DistributedArg {
+    /// The ranks of `mpirun -n R` (needs perturb built with `--features mpi`).
+    Mpi,
+}
+
+/// Splitting a step over MPI ranks.
+#[derive(Debug, Args, Clone, Default)]
+pub struct DistributedArgs {
+    /// Split every step over the ranks of `mpirun -n R perturb train …`: each evaluates an equal
+    /// contiguous share of the parameters on its adapter (--adapter, else the rank's local index
+    /// among the adapters) or the CPU, all gather, every rank applies the same update; rank 0
+    /// alone prints and writes files.
+    #[arg(long, value_enum, value_name = "mpi", conflicts_with = "shard")]
+    pub distributed: Option<DistributedArg>,
+}
+
+/// MPI for the run's duration (finalised when dropped), or nothing without `--distributed`.
+#[cfg(feature = "mpi")]
+pub type Session = Option<crate::distributed::Mpi>;
+/// Nothing: this build has no MPI.
+#[cfg(not(feature = "mpi"))]
+pub type Session = Option<std::convert::Infallible>;
+
+impl DistributedArgs {
+    /// Starts MPI when `--distributed mpi` is given; refuses it in a build without MPI.
+    pub fn start(&self) -> Result<Session> {
+        if self.distributed.is_none() {
+            return Ok(None);
+        }
+        #[cfg(feature = "mpi")]
+        {
+            crate::distributed::Mpi::init().map(Some)
+        }
+        #[cfg(not(feature = "mpi"))]
+        Err(Error::invalid(
+            Setting::Distributed,
+            "needs perturb built with MPI: cargo build --release --features mpi",
+        ))
+    }
+
+    /// This process's rank (0 without `--distributed`).
+    pub fn rank(&self, session: &Session) -> usize {
+        #[cfg(feature = "mpi")]
+        if let Some(mpi) = session {
+            return mpi.world().rank;
+        }
+        let _ = session;
+        0
+    }
+
+    /// Sets `training` up to split its steps over the ranks, each on its adapter: `--adapter` if
+    /// given, else the rank's local index (OpenMPI's or MPICH's local rank, else its rank) among
+    /// the compute adapters.
+    pub fn attach<'a>(
+        &self,
+        training: crate::session::Training<'a>,
+        kind: DeviceKind,
+        adapter: &AdapterArgs,
+    ) -> Result<crate::session::Training<'a>> {
+        if self.distributed.is_none() {
+            return Ok(training);
+        }
+        #[cfg(feature = "mpi")]
+        {
+            let world = crate::distributed::World::current();
+            let mut training = training.distributed(world);
+            if kind == DeviceKind::Gpu && adapter.adapter.is_none() {
+                let local = ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID"]
+                    .iter()
+                    .find_map(|k| std::env::var(k).ok()?.parse().ok())
+                    .unwrap_or(world.rank);
+                let ctx = crate::gpu::open_adapter_at(&adapter.options(), local)?;
+                training = training.backend(crate::session::Backend::Gpu(Box::new(ctx)));
+            }
+            Ok(training)
+        }
+        #[cfg(not(feature = "mpi"))]
+        {
+            let _ = (kind, adapter);
+            self.start().map(|_| training)
+        }
+    }
+}

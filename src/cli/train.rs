@@ -25,7 +25,7 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 /// `perturb train` options.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone)]
 pub struct TrainArgs {
     /// Network and data.
     #[command(flatten)]
@@ -121,6 +121,9 @@ pub struct TrainArgs {
     /// Splitting steps over adapters.
     #[command(flatten)]
     pub scale: super::ScaleArgs,
+    /// Splitting steps over MPI ranks.
+    #[command(flatten)]
+    pub distributed: super::scale::DistributedArgs,
     /// Console output and plot.
     #[command(flatten)]
     pub output: OutputArgs,
@@ -129,6 +132,24 @@ pub struct TrainArgs {
 /// Runs `perturb train`. `given(id)` says whether the flag with that argument id was given on
 /// the command line (a resumed run takes the others from its checkpoint).
 pub fn train(args: &TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
+    // MPI for the whole run (--distributed); ranks other than 0 print and write nothing.
+    let mpi = args.distributed.start()?;
+    let silent;
+    let args = match args.distributed.rank(&mpi) {
+        0 => args,
+        _ => {
+            silent = TrainArgs {
+                report: None,
+                save: None,
+                checkpoint: None,
+                checkpoint_every: 0,
+                output: output::OutputArgs::default(),
+                ..args.clone()
+            };
+            output::mute();
+            &silent
+        }
+    };
     output::begin(&args.output)?;
     let mut setup = Setup::new(args, given)?;
     // Held until the run returns: no second run writes this checkpoint meanwhile.
@@ -347,6 +368,7 @@ impl Setup {
         let mut save_error = None;
         let mut history = self.history.clone();
         let mut training = Training::new(self.model.clone(), self.data.clone());
+        training = args.distributed.attach(training, s.device, &args.adapter)?;
         if let Some(val) = &self.val {
             training = training.validation(val.clone());
         }

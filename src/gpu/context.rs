@@ -196,9 +196,22 @@ pub fn list_adapters(opts: &AdapterOptions) -> Result<Vec<AdapterSummary>> {
 /// context each, for a step split over adapters (`--shard`). Vulkan and GL are both enumerated, so
 /// one machine's lavapipe and llvmpipe GL are two adapters.
 pub fn open_adapters(opts: &AdapterOptions, names: &[String]) -> Result<Vec<GpuContext>> {
+    let picked = compute_adapters(opts, names)?;
+    picked.iter().map(GpuContext::open).collect()
+}
+
+/// Opens compute adapter `index` (modulo their number) of those [`open_adapters`] would open for
+/// every name: one rank per adapter by local rank (`--distributed mpi`).
+pub fn open_adapter_at(opts: &AdapterOptions, index: usize) -> Result<GpuContext> {
+    let picked = compute_adapters(opts, &[])?;
+    GpuContext::open(&picked[index % picked.len()])
+}
+
+/// The compute adapters [`open_adapters`] opens, or why there are none.
+fn compute_adapters(opts: &AdapterOptions, names: &[String]) -> Result<Vec<wgpu::Adapter>> {
     let adapters = enumerate(opts.backends()?);
     let wanted: Vec<String> = names.iter().map(|n| n.to_lowercase()).collect();
-    let picked: Vec<&wgpu::Adapter> = adapters
+    let picked: Vec<wgpu::Adapter> = adapters
         .iter()
         .filter(|a| has_compute(a))
         .filter(|a| !opts.force_fallback || a.get_info().device_type == wgpu::DeviceType::Cpu)
@@ -206,6 +219,7 @@ pub fn open_adapters(opts: &AdapterOptions, names: &[String]) -> Result<Vec<GpuC
             let name = a.get_info().name.to_lowercase();
             wanted.is_empty() || wanted.iter().any(|w| name.contains(w))
         })
+        .cloned()
         .collect();
     if picked.is_empty() {
         return Err(Error::AdapterNotFound {
@@ -217,7 +231,7 @@ pub fn open_adapters(opts: &AdapterOptions, names: &[String]) -> Result<Vec<GpuC
                 .join("; "),
         });
     }
-    picked.into_iter().map(GpuContext::open).collect()
+    Ok(picked)
 }
 
 /// A device and queue on the chosen adapter, with every limit the adapter offers, and a sink for
