@@ -143,7 +143,11 @@ pub fn train(args: &TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
                 save: None,
                 checkpoint: None,
                 checkpoint_every: 0,
-                output: output::OutputArgs::default(),
+                // Quiet draws no progress bar; muted prints not even the summary.
+                output: output::OutputArgs {
+                    quiet: true,
+                    ..Default::default()
+                },
                 ..args.clone()
             };
             output::mute();
