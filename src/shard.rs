@@ -172,8 +172,8 @@ fn measure<E: Evaluator>(
     Ok(((evals as f64 / seconds).round() as u64).max(1))
 }
 
-/// What a sharded evaluator is built with: how many shards, a builder of shard `i` for a share,
-/// the run count and probe shape, and the parameters to time a probe at.
+/// What a sharded evaluator is built for: how many shards, the parameters per run, the run count
+/// and probe shape, and the parameters to time a probe at.
 pub struct ShardPlan<'a> {
     /// Shards (adapters), in order.
     pub count: usize,
