@@ -69,6 +69,10 @@ pub enum Setting {
     ValSplit,
     /// The first samples used.
     Take,
+    /// Adapters one step is split over.
+    Shard,
+    /// Ranks one step is split over.
+    Distributed,
 }
 
 impl Setting {
@@ -104,6 +108,8 @@ impl Setting {
             Setting::ValData => "validation data",
             Setting::ValSplit => "validation split",
             Setting::Take => "take",
+            Setting::Shard => "shard",
+            Setting::Distributed => "distributed",
         }
     }
 }

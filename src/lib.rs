@@ -17,6 +17,8 @@ pub mod checkpoint;
 pub mod cli;
 pub mod cpu;
 pub mod data;
+#[cfg(feature = "mpi")]
+pub mod distributed;
 pub mod error;
 pub mod estimate;
 pub mod evaluator;
@@ -35,6 +37,7 @@ pub mod report;
 pub mod rng;
 pub mod session;
 pub mod settings;
+pub mod shard;
 pub mod train;
 pub mod xent;
 

@@ -21,7 +21,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::estimate::{Estimator, StepMode};
 use crate::evaluator::Evaluator;
-use crate::gpu::{AdapterOptions, GpuContext, GpuEvaluator, GpuOptions};
+use crate::gpu::{open_adapters, AdapterOptions, GpuContext, GpuEvaluator, GpuOptions};
 use crate::metrics::{self, Evaluation};
 use crate::model::Loss;
 use crate::model::Model;
@@ -29,7 +29,9 @@ use crate::optim::Optimizer;
 use crate::precision::{Precision, Real};
 pub use crate::settings::Loop;
 use crate::settings::{Batching, DeviceInfo, Hyper, Method, Outcome};
+use crate::shard::{build_sharded, refuse_resident, ShardPlan, ShardedEvaluator};
 use crate::train::{self, BatchEvaluators, Control, EpochReport, Run, Vanished};
+use std::cell::OnceCell;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -40,6 +42,14 @@ pub enum Device {
     Gpu(AdapterOptions),
     /// The CPU reference in this precision, on every core.
     Cpu(Precision),
+    /// Every step split over several adapters (`--shard`): each compute adapter on the backends
+    /// the options allow whose name contains one of `names` (all when empty), one context each.
+    Shards {
+        /// Backends and software-only filter (the name is ignored: `names` picks).
+        adapters: AdapterOptions,
+        /// Case-insensitive substrings of adapter names; empty for all.
+        names: Vec<String>,
+    },
 }
 
 impl Device {
@@ -67,6 +77,8 @@ pub enum Backend {
     Cpu(Precision),
     /// An open GPU context (boxed: it is far larger than a precision).
     Gpu(Box<GpuContext>),
+    /// One open context per adapter a step is split over.
+    Shards(Vec<GpuContext>),
 }
 
 /// Builds evaluators of one concrete type; what [`Backend::with`] hands to a [`Job`].
@@ -92,7 +104,9 @@ struct CpuBuild<R>(std::marker::PhantomData<R>);
 impl<R: Real> Build for CpuBuild<R> {
     type E = CpuEvaluator<R>;
     fn build(&self, model: &Model, data: &Dataset, opts: &GpuOptions) -> Result<CpuEvaluator<R>> {
-        CpuEvaluator::<R>::with_options(model, data, opts.method, opts.loss)
+        let mut ev = CpuEvaluator::<R>::with_options(model, data, opts.method, opts.loss)?;
+        ev.set_share(opts.share);
+        Ok(ev)
     }
     fn device(&self) -> DeviceInfo {
         DeviceInfo::cpu(std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -111,12 +125,49 @@ impl Build for GpuBuild<'_> {
     }
 }
 
+/// Builds [`ShardedEvaluator`]s over several contexts; the speeds are measured at the first build
+/// and kept for the others.
+struct ShardBuild<'c> {
+    ctxs: &'c [GpuContext],
+    speeds: OnceCell<Vec<u64>>,
+}
+
+impl Build for ShardBuild<'_> {
+    type E = ShardedEvaluator<GpuEvaluator>;
+    fn build(&self, model: &Model, data: &Dataset, opts: &GpuOptions) -> Result<Self::E> {
+        let plan = ShardPlan {
+            count: self.ctxs.len(),
+            p: model.num_params(),
+            runs: opts.runs,
+            shape: opts.shape,
+            params: &model.params,
+        };
+        build_sharded(&plan, &self.speeds, |i, share| {
+            let opts = GpuOptions { share, ..*opts };
+            GpuEvaluator::with_options(self.ctxs[i].clone(), model, data, opts)
+        })
+    }
+    fn device(&self) -> DeviceInfo {
+        let names: Vec<DeviceInfo> = self.ctxs.iter().map(GpuContext::device_info).collect();
+        let join = |f: fn(&DeviceInfo) -> &str, sep: &str| {
+            names.iter().map(f).collect::<Vec<_>>().join(sep)
+        };
+        DeviceInfo {
+            kind: "gpu".into(),
+            adapter: join(|d| &d.adapter, " + "),
+            backend: join(|d| &d.backend, "+"),
+            shards: Vec::new(),
+        }
+    }
+}
+
 impl Backend {
     /// Opens `device` (for a GPU: the adapter, the device, the error sink).
     pub fn open(device: &Device) -> Result<Backend> {
         Ok(match device {
             Device::Cpu(p) => Backend::Cpu(*p),
             Device::Gpu(opts) => Backend::Gpu(Box::new(GpuContext::new(opts)?)),
+            Device::Shards { adapters, names } => Backend::Shards(open_adapters(adapters, names)?),
         })
     }
 
@@ -126,6 +177,10 @@ impl Backend {
             Backend::Cpu(Precision::F32) => job.run(&CpuBuild::<f32>(Default::default())),
             Backend::Cpu(Precision::F64) => job.run(&CpuBuild::<f64>(Default::default())),
             Backend::Gpu(ctx) => job.run(&GpuBuild(ctx)),
+            Backend::Shards(ctxs) => job.run(&ShardBuild {
+                ctxs,
+                speeds: OnceCell::new(),
+            }),
         }
     }
 
@@ -133,7 +188,7 @@ impl Backend {
     pub fn precision(&self) -> Precision {
         match self {
             Backend::Cpu(p) => *p,
-            Backend::Gpu(_) => Precision::F32,
+            Backend::Gpu(_) | Backend::Shards(_) => Precision::F32,
         }
     }
 }
@@ -161,6 +216,8 @@ pub struct Training<'a> {
     control: Control<'a>,
     on_epoch: Option<EpochHook<'a>>,
     on_ready: Option<ReadyHook<'a>>,
+    #[cfg(feature = "mpi")]
+    world: Option<crate::distributed::World>,
 }
 
 /// What a run produced.
@@ -219,6 +276,8 @@ impl<'a> Training<'a> {
             control: Control::default(),
             on_epoch: None,
             on_ready: None,
+            #[cfg(feature = "mpi")]
+            world: None,
         }
     }
 
@@ -325,6 +384,15 @@ impl<'a> Training<'a> {
         self
     }
 
+    /// Split every step over the ranks of `world` (MPI must be initialised, see
+    /// [`crate::distributed::Mpi`]): each rank evaluates its share on this device and all
+    /// gather, so every rank trains the same parameters as one process would.
+    #[cfg(feature = "mpi")]
+    pub fn distributed(mut self, world: crate::distributed::World) -> Self {
+        self.world = Some(world);
+        self
+    }
+
     /// Trains. Errors are bad settings, data that does not fit the model, or device failures; a
     /// divergence or a stop is an [`Outcome`], with the parameters of the last good epoch kept.
     pub fn run(self) -> Result<Trained> {
@@ -366,6 +434,11 @@ impl<'a> Training<'a> {
         if let Some(val) = &self.val {
             val.check_fits(&self.model, "validation data")?;
         }
+        let sharded = matches!(self.device, Device::Shards { .. })
+            || matches!(self.backend, Some(Backend::Shards(_)));
+        if sharded && self.looping != Loop::Host {
+            return Err(refuse_resident());
+        }
         let backend = match self.backend.take() {
             Some(b) => b,
             None => Backend::open(&self.device)?,
@@ -381,11 +454,70 @@ impl<'a> Training<'a> {
                 .shape(),
             ..Default::default()
         };
+        #[cfg(feature = "mpi")]
+        if let Some(world) = self.world {
+            if self.looping != Loop::Host {
+                return Err(crate::distributed::refuse_resident());
+            }
+            let job = Drive {
+                training: self,
+                runs,
+                opts,
+            };
+            return backend.with(mpi_build::OverMpi { job, world });
+        }
         backend.with(Drive {
             training: self,
             runs,
             opts,
         })
+    }
+}
+
+/// A [`Job`] run with every evaluator split over MPI ranks.
+#[cfg(feature = "mpi")]
+mod mpi_build {
+    use super::{Build, Job};
+    use crate::data::Dataset;
+    use crate::distributed::{MpiEvaluator, World};
+    use crate::error::Result;
+    use crate::gpu::GpuOptions;
+    use crate::model::Model;
+    use crate::settings::DeviceInfo;
+
+    /// `job` with each evaluator built for this rank's share and gathered over `world`.
+    pub(super) struct OverMpi<J> {
+        pub(super) job: J,
+        pub(super) world: World,
+    }
+
+    struct MpiBuild<'b, B> {
+        inner: &'b B,
+        world: World,
+    }
+
+    impl<B: Build> Build for MpiBuild<'_, B> {
+        type E = MpiEvaluator<B::E>;
+        fn build(&self, model: &Model, data: &Dataset, opts: &GpuOptions) -> Result<Self::E> {
+            let share = self.world.shares(model.num_params(), opts.shape)[self.world.rank];
+            let local = self
+                .inner
+                .build(model, data, &GpuOptions { share, ..*opts })?;
+            Ok(MpiEvaluator::new(local, self.world, opts.shape))
+        }
+        fn device(&self) -> DeviceInfo {
+            self.inner.device()
+        }
+    }
+
+    impl<J: Job> Job for OverMpi<J> {
+        type Output = J::Output;
+        fn run<B: Build>(self, build: &B) -> J::Output {
+            self.job.run(&MpiBuild {
+                inner: build,
+                world: self.world,
+            })
+        }
     }
 }
 

@@ -17,6 +17,27 @@ pub struct DeviceInfo {
     pub adapter: String,
     /// wgpu backend (`"vulkan"`, `"gl"`, …) or `"native"` for the CPU.
     pub backend: String,
+    /// With `--shard`: each adapter and the parameters it evaluates (empty otherwise).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardInfo>,
+}
+
+/// One adapter of a sharded run and its part of every step, as reports record it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ShardInfo {
+    /// Adapter name.
+    pub adapter: String,
+    /// wgpu backend.
+    pub backend: String,
+    /// The parameters `[start, end)` whose nudges it evaluates (coordinate estimators).
+    pub params: [usize; 2],
+    /// For SPSA, the direction evaluations `[start, end)` of the step's `2q` it runs instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evaluations: Option<[usize; 2]>,
+    /// Evaluations per second measured once at start, from which the split was sized (`--shard`;
+    /// MPI ranks take equal shares).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speed: Option<u64>,
 }
 
 impl DeviceInfo {
@@ -26,6 +47,7 @@ impl DeviceInfo {
             kind: "cpu".into(),
             adapter: format!("CPU reference ({threads} threads)"),
             backend: "native".into(),
+            shards: Vec::new(),
         }
     }
 }

@@ -73,6 +73,8 @@ pub fn flag(s: Setting) -> String {
         Setting::ValData => "--val-data",
         Setting::ValSplit => "--val-split",
         Setting::Take => "--take",
+        Setting::Shard => "--shard",
+        Setting::Distributed => "--distributed",
     };
     f.to_string()
 }

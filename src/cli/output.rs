@@ -88,6 +88,14 @@ pub fn silenced() -> bool {
     state().mode != Mode::Lines
 }
 
+/// Set by [`mute`]: stdout is left to another process (MPI rank 0).
+static MUTED: AtomicBool = AtomicBool::new(false);
+
+/// Prints nothing on stdout from now on (an MPI rank other than 0); errors still go to stderr.
+pub fn mute() {
+    MUTED.store(true, Ordering::SeqCst);
+}
+
 /// Set once a write to stdout failed (closed by `| head`, or `/dev/full`): nothing more is printed.
 static STDOUT_LOST: AtomicBool = AtomicBool::new(false);
 
@@ -106,6 +114,9 @@ pub fn print_line(line: &str) {
 /// Writes `text` to stdout unless an earlier write failed; the first failure stops printing and
 /// is noted on stderr.
 fn write_stdout(text: &str) -> std::io::Result<()> {
+    if MUTED.load(Ordering::SeqCst) {
+        return Ok(());
+    }
     if STDOUT_LOST.load(Ordering::SeqCst) {
         return Err(std::io::Error::other("stdout was lost earlier"));
     }

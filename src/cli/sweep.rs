@@ -9,7 +9,7 @@ use crate::estimate::Estimator;
 use crate::model::Model;
 use crate::plot;
 use crate::report;
-use crate::session::{Device, Training};
+use crate::session::Training;
 use crate::train::{DeviceInfo, Hyper, Method, Outcome, Run};
 use clap::Args;
 use serde::Serialize;
@@ -75,6 +75,9 @@ pub struct SweepArgs {
     /// Adapter choice.
     #[command(flatten)]
     pub adapter: AdapterArgs,
+    /// Splitting steps over adapters.
+    #[command(flatten)]
+    pub scale: super::ScaleArgs,
 }
 
 /// One run of a sweep, as reported.
@@ -142,10 +145,9 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
         args.epochs,
         describe_estimator(&runs[0].hyper)
     );
-    let device = match args.device {
-        DeviceArg::Gpu => Device::Gpu(args.adapter.options()),
-        DeviceArg::Cpu => Device::Cpu(args.precision.into()),
-    };
+    let device = args
+        .scale
+        .device(args.device.into(), &args.adapter, args.precision.into())?;
     if args.batch_size == Some(0) {
         return Err(Error::invalid(Setting::BatchSize, "must be at least 1"));
     }

@@ -17,7 +17,7 @@ use crate::model::{Loss, Model};
 use crate::optim::{Optimizer, DEFAULT_ADAM_EPS, DEFAULT_BETA1, DEFAULT_BETA2, DEFAULT_MOMENTUM};
 use crate::precision::Precision;
 use crate::report::{self, Report, Settings, ValHistory};
-use crate::session::{Device, Finished, Loop, Training};
+use crate::session::{Finished, Loop, Training};
 use crate::settings::{Batching, DeviceInfo, DeviceKind, Hyper, LoopKind, Method, Named, Outcome};
 use crate::train::{Run, Vanished};
 use clap::Args;
@@ -25,7 +25,7 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 /// `perturb train` options.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone)]
 pub struct TrainArgs {
     /// Network and data.
     #[command(flatten)]
@@ -118,6 +118,12 @@ pub struct TrainArgs {
     /// Adapter choice.
     #[command(flatten)]
     pub adapter: AdapterArgs,
+    /// Splitting steps over adapters.
+    #[command(flatten)]
+    pub scale: super::ScaleArgs,
+    /// Splitting steps over MPI ranks.
+    #[command(flatten)]
+    pub distributed: super::scale::DistributedArgs,
     /// Console output and plot.
     #[command(flatten)]
     pub output: OutputArgs,
@@ -126,6 +132,28 @@ pub struct TrainArgs {
 /// Runs `perturb train`. `given(id)` says whether the flag with that argument id was given on
 /// the command line (a resumed run takes the others from its checkpoint).
 pub fn train(args: &TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
+    // MPI for the whole run (--distributed); ranks other than 0 print and write nothing.
+    let mpi = args.distributed.start()?;
+    let silent;
+    let args = match args.distributed.rank(&mpi) {
+        0 => args,
+        _ => {
+            silent = TrainArgs {
+                report: None,
+                save: None,
+                checkpoint: None,
+                checkpoint_every: 0,
+                // Quiet draws no progress bar; muted prints not even the summary.
+                output: output::OutputArgs {
+                    quiet: true,
+                    ..Default::default()
+                },
+                ..args.clone()
+            };
+            output::mute();
+            &silent
+        }
+    };
     output::begin(&args.output)?;
     let mut setup = Setup::new(args, given)?;
     // Held until the run returns: no second run writes this checkpoint meanwhile.
@@ -335,10 +363,7 @@ impl Setup {
     /// periodic checkpoint write, if any.
     fn run(&self, args: &TrainArgs) -> Result<(Finished, Option<Error>)> {
         let s = &self.settings;
-        let device = match s.device {
-            DeviceKind::Gpu => Device::Gpu(args.adapter.options()),
-            DeviceKind::Cpu => Device::Cpu(s.precision),
-        };
+        let device = args.scale.device(s.device, &args.adapter, s.precision)?;
         let looping = match s.loop_mode {
             LoopKind::Host => Loop::Host,
             // Periodic checkpoints need every epoch's parameters: one epoch per submission.
@@ -349,6 +374,7 @@ impl Setup {
         let mut save_error = None;
         let mut history = self.history.clone();
         let mut training = Training::new(self.model.clone(), self.data.clone());
+        training = args.distributed.attach(training, s.device, &args.adapter)?;
         if let Some(val) = &self.val {
             training = training.validation(val.clone());
         }

@@ -41,6 +41,7 @@ use crate::evaluator::{check_batch, check_probe, Evaluator};
 use crate::model::{LayerSpan, Loss, Model};
 use crate::precision::Real;
 use crate::settings::{DeviceInfo, Method};
+use crate::shard::Share;
 use crate::xent::{series_applies, series_change, series_terms, softmax_probs, weight_spread};
 use std::marker::PhantomData;
 
@@ -150,6 +151,8 @@ pub struct CpuEvaluator<R: Real = f32> {
     cache: Cache<R>,
     /// The reuse method's parameters in work units (rows, output-layer groups, single steps).
     tasks: Vec<Task>,
+    /// The part of each probe's values it computes ([`CpuEvaluator::set_share`]).
+    share: Share,
     _r: PhantomData<R>,
 }
 
@@ -183,6 +186,7 @@ impl<R: Real> CpuEvaluator<R> {
             scratch: Vec::new(),
             cache: Cache::default(),
             tasks: Vec::new(),
+            share: Share::ALL,
             _r: PhantomData,
         };
         if method == Method::Reuse {
@@ -249,6 +253,12 @@ impl<R: Real> CpuEvaluator<R> {
         ];
     }
 
+    /// Computes only `share` of every probe's values from now on (a shard of a split step); the
+    /// other values are left as they were.
+    pub fn set_share(&mut self, share: Share) {
+        self.share = share;
+    }
+
     /// Chooses the reuse method's lane path (the default) or the per-sample scalar reference for
     /// the items the lane path covers. Results are identical; the switch exists so that tests and
     /// benchmarks can compare the two.
@@ -304,13 +314,13 @@ impl<R: Real> CpuEvaluator<R> {
         }
     }
 
-    /// `deltas[k] = L(params with params[k] + eps) − base` for every k.
-    fn naive_deltas(&mut self, params: &[f32], base: R, eps: f32, deltas: &mut [R]) {
+    /// `deltas[k − first] = L(params with params[k] + eps) − base` for k from `first` on.
+    fn naive_deltas(&mut self, params: &[f32], base: R, eps: f32, first: usize, deltas: &mut [R]) {
         for s in &mut self.scratch {
             s.params.clear();
             s.params.extend_from_slice(params);
         }
-        let threads = self.threads_for(self.num_params * self.macs_per_pass());
+        let threads = self.threads_for(deltas.len() * self.macs_per_pass());
         let (layers, loss) = (&self.layers, self.loss);
         let data = (&self.x[..], &self.y[..], self.samples);
         let each = |k: usize, s: &mut Scratch<R>| {
@@ -319,13 +329,14 @@ impl<R: Real> CpuEvaluator<R> {
             s.params[k] = params[k];
             lk - base
         };
-        for_each_param(threads, &mut self.scratch, deltas, &each);
+        for_each_param(threads, &mut self.scratch, first, deltas, &each);
     }
 
-    /// `deltas[k]` of the reuse method, from the cache [`CpuEvaluator::forward_store`] filled.
-    fn reuse_deltas(&mut self, params: &[f32], eps: f32, deltas: &mut [R]) {
+    /// `deltas[k − first]` of the reuse method, from the cache [`CpuEvaluator::forward_store`]
+    /// filled.
+    fn reuse_deltas(&mut self, params: &[f32], eps: f32, first: usize, deltas: &mut [R]) {
         let outputs = self.layers.last().map_or(1, |l| l.outputs);
-        let threads = self.threads_for(self.num_params * self.samples * (outputs + 1));
+        let threads = self.threads_for(deltas.len() * self.samples * (outputs + 1));
         let plan = ReusePlan {
             layers: &self.layers,
             x: &self.x,
@@ -337,17 +348,29 @@ impl<R: Real> CpuEvaluator<R> {
             eps,
             lanes: self.lanes,
         };
-        run_tasks(
-            threads,
-            &mut self.scratch,
-            &self.tasks,
-            deltas,
-            &|task, out, s| plan.task(task, out, &mut s.bufs),
-        );
+        // A share of the parameters takes the tasks clipped to it (a cut row goes parameter by
+        // parameter, which gives the same bits).
+        let clipped;
+        let tasks = if first == 0 && deltas.len() == self.num_params {
+            &self.tasks[..]
+        } else {
+            clipped = clip_tasks(&self.tasks, first..first + deltas.len());
+            &clipped[..]
+        };
+        run_tasks(threads, &mut self.scratch, tasks, deltas, &|task, out, s| {
+            plan.task(task, out, &mut s.bufs)
+        });
     }
 
-    /// `out[i] = L(probe's perturbed parameters i) − base` for every direction evaluation.
-    fn direction_deltas(&mut self, params: &[f32], probe: &Probe, base: R, out: &mut [R]) {
+    /// `out[i − first] = L(probe's perturbed parameters i) − base` for direction evaluations i
+    /// from `first` on.
+    fn direction_deltas(
+        &mut self,
+        params: &[f32],
+        (probe, base): (&Probe, R),
+        first: usize,
+        out: &mut [R],
+    ) {
         for s in &mut self.scratch {
             s.params.resize(params.len(), 0.0);
         }
@@ -358,12 +381,13 @@ impl<R: Real> CpuEvaluator<R> {
             probe.perturbed(params, i, &mut s.params);
             loss_at(layers, data, loss, &s.params, &mut s.bufs) - base
         };
-        for_each_param(threads, &mut self.scratch, out, &each);
+        for_each_param(threads, &mut self.scratch, first, out, &each);
     }
 
     /// One run of [`Evaluator::probe`]: returns the loss and fills `values`.
     fn probe_run(&mut self, params: &[f32], probe: &Probe, values: &mut [R]) -> R {
         let p = self.num_params;
+        let mine = self.share.range(values.len() / probe_offsets(probe));
         match *probe {
             Probe::Coordinates { offsets, count } => {
                 let base = match self.method {
@@ -371,17 +395,18 @@ impl<R: Real> CpuEvaluator<R> {
                     Method::Reuse => self.forward_store(params),
                 };
                 for (j, &eps) in offsets[..count].iter().enumerate() {
-                    let out = &mut values[j * p..(j + 1) * p];
+                    let out = &mut values[j * p + mine.start..j * p + mine.end];
                     match self.method {
-                        Method::Naive => self.naive_deltas(params, base, eps, out),
-                        Method::Reuse => self.reuse_deltas(params, eps, out),
+                        Method::Naive => self.naive_deltas(params, base, eps, mine.start, out),
+                        Method::Reuse => self.reuse_deltas(params, eps, mine.start, out),
                     }
                 }
                 base
             }
             Probe::Directions { .. } => {
                 let base = self.loss(params);
-                self.direction_deltas(params, probe, base, values);
+                let out = &mut values[mine.clone()];
+                self.direction_deltas(params, (probe, base), mine.start, out);
                 base
             }
         }
@@ -436,27 +461,36 @@ impl<R: Real> CpuEvaluator<R> {
     }
 }
 
-/// Runs `each(k, scratch)` for every parameter k, split over `threads` contiguous ranges;
-/// `deltas[k]` gets its result.
+/// Offsets per parameter of a probe (1 for SPSA, whose values are its evaluations).
+fn probe_offsets(probe: &Probe) -> usize {
+    match *probe {
+        Probe::Coordinates { count, .. } => count.max(1),
+        Probe::Directions { .. } => 1,
+    }
+}
+
+/// Runs `each(k, scratch)` for every parameter k from `first` on, split over `threads` contiguous
+/// ranges; `deltas[k − first]` gets its result.
 fn for_each_param<R: Real>(
     threads: usize,
     scratch: &mut [Scratch<R>],
+    first: usize,
     deltas: &mut [R],
     each: &(dyn Fn(usize, &mut Scratch<R>) -> R + Sync),
 ) {
-    let run = |first: usize, out: &mut [R], s: &mut Scratch<R>| {
+    let run = |at: usize, out: &mut [R], s: &mut Scratch<R>| {
         for (j, slot) in out.iter_mut().enumerate() {
-            *slot = each(first + j, s);
+            *slot = each(at + j, s);
         }
     };
     if threads <= 1 || deltas.len() < 2 {
-        run(0, deltas, &mut scratch[0]);
+        run(first, deltas, &mut scratch[0]);
         return;
     }
     let per = deltas.len().div_ceil(threads.min(scratch.len()));
     std::thread::scope(|scope| {
         for (c, (out, s)) in deltas.chunks_mut(per).zip(scratch.iter_mut()).enumerate() {
-            scope.spawn(move || run(c * per, out, s));
+            scope.spawn(move || run(first + c * per, out, s));
         }
     });
 }

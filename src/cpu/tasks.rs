@@ -59,6 +59,31 @@ pub(super) fn reuse_tasks(layers: &[LayerSpan], closed: bool) -> Vec<Task> {
     tasks
 }
 
+/// The parts of `tasks` inside `range`, in order. A row cut by the range becomes single steps:
+/// the row path computes whole rows, and each parameter's delta is the same bits either way.
+pub(super) fn clip_tasks(tasks: &[Task], range: std::ops::Range<usize>) -> Vec<Task> {
+    tasks
+        .iter()
+        .filter_map(|t| {
+            let first = t.first.max(range.start);
+            let end = (t.first + t.len).min(range.end);
+            (first < end).then(|| {
+                let whole = first == t.first && end == t.first + t.len;
+                let kind = if t.kind == Kind::Row && !whole {
+                    Kind::Each
+                } else {
+                    t.kind
+                };
+                Task {
+                    first,
+                    len: end - first,
+                    kind,
+                }
+            })
+        })
+        .collect()
+}
+
 /// What [`run_tasks`] runs per task: `(task, deltas of its parameters, scratch)`.
 pub(super) type TaskFn<'a, R> = dyn Fn(&Task, &mut [R], &mut Scratch<R>) + Sync + 'a;
 

@@ -191,6 +191,49 @@ pub fn list_adapters(opts: &AdapterOptions) -> Result<Vec<AdapterSummary>> {
         .collect())
 }
 
+/// Opens every compute adapter on the backends `opts` allows whose name contains one of `names`
+/// (case-insensitive; every adapter when `names` is empty), in the order wgpu lists them: one
+/// context each, for a step split over adapters (`--shard`). Vulkan and GL are both enumerated, so
+/// one machine's lavapipe and llvmpipe GL are two adapters.
+pub fn open_adapters(opts: &AdapterOptions, names: &[String]) -> Result<Vec<GpuContext>> {
+    let picked = compute_adapters(opts, names)?;
+    picked.iter().map(GpuContext::open).collect()
+}
+
+/// Opens compute adapter `index` (modulo their number) of those [`open_adapters`] would open for
+/// every name: one rank per adapter by local rank (`--distributed mpi`).
+pub fn open_adapter_at(opts: &AdapterOptions, index: usize) -> Result<GpuContext> {
+    let picked = compute_adapters(opts, &[])?;
+    GpuContext::open(&picked[index % picked.len()])
+}
+
+/// The compute adapters [`open_adapters`] opens, or why there are none.
+fn compute_adapters(opts: &AdapterOptions, names: &[String]) -> Result<Vec<wgpu::Adapter>> {
+    let adapters = enumerate(opts.backends()?);
+    let wanted: Vec<String> = names.iter().map(|n| n.to_lowercase()).collect();
+    let picked: Vec<wgpu::Adapter> = adapters
+        .iter()
+        .filter(|a| has_compute(a))
+        .filter(|a| !opts.force_fallback || a.get_info().device_type == wgpu::DeviceType::Cpu)
+        .filter(|a| {
+            let name = a.get_info().name.to_lowercase();
+            wanted.is_empty() || wanted.iter().any(|w| name.contains(w))
+        })
+        .cloned()
+        .collect();
+    if picked.is_empty() {
+        return Err(Error::AdapterNotFound {
+            wanted: names.join(","),
+            available: adapters
+                .iter()
+                .map(|a| format!("{} ({:?})", a.get_info().name, a.get_info().backend))
+                .collect::<Vec<_>>()
+                .join("; "),
+        });
+    }
+    Ok(picked)
+}
+
 /// A device and queue on the chosen adapter, with every limit the adapter offers, and a sink for
 /// errors wgpu reports outside error scopes (its default handler would panic). A clone shares the
 /// device, the queue and the sink: evaluators used one after another can share one context.
@@ -237,7 +280,11 @@ impl GpuContext {
                 })?
             }
         };
-        let adapter = &adapters[index];
+        GpuContext::open(&adapters[index])
+    }
+
+    /// A device and queue on `adapter`, with its limits and the error sink.
+    fn open(adapter: &wgpu::Adapter) -> Result<GpuContext> {
         let info = adapter.get_info();
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
@@ -285,6 +332,7 @@ impl GpuContext {
             kind: "gpu".into(),
             adapter: self.info.name.clone(),
             backend: self.backend(),
+            shards: Vec::new(),
         }
     }
 

@@ -15,6 +15,7 @@ use crate::evaluator::{
 };
 use crate::model::Model;
 use crate::settings::{DeviceInfo, Hyper, Method};
+use crate::shard::{value_ranges, Share};
 use std::sync::atomic::AtomicBool;
 
 /// Evaluates nudged losses on the GPU. Pipelines, bind group and buffers are built once; each
@@ -38,6 +39,8 @@ pub struct GpuEvaluator {
     pub(super) out_scratch: Vec<f32>,
     /// Extra tripwire passes for one kernel ([`GpuEvaluator::set_loop_burn`]).
     pub(super) burn: Option<(KernelId, u32)>,
+    /// The part of each probe's values it computes ([`GpuOptions::share`]).
+    pub(super) share: Share,
 }
 
 impl GpuEvaluator {
@@ -86,6 +89,7 @@ impl GpuEvaluator {
             shape: opts.shape,
             out_scratch: vec![0.0; out_floats + 1],
             burn: None,
+            share: opts.share,
         })
     }
 
@@ -330,17 +334,22 @@ impl Evaluator for GpuEvaluator {
         let read = self
             .read_back(&mut out[..floats + 1])
             .and_then(|()| self.check_tripwire(out[floats]));
+        // The share's values of one run (all of them without --shard).
+        let mine = value_ranges(p, self.shape, 1, self.share);
         for r in (0..runs).filter(|&r| active[r]) {
             let row = &out[r * (1 + n)..(r + 1) * (1 + n)];
             let base = row[0];
             losses[r] = base;
-            let dst = &mut values[r * n..(r + 1) * n];
-            // Reuse sums each coordinate's change directly; full passes come back as losses.
-            if self.method == Method::Reuse && matches!(self.shape, Shape::Coordinates(_)) {
-                dst.copy_from_slice(&row[1..]);
-            } else {
-                for (d, &l) in dst.iter_mut().zip(&row[1..]) {
-                    *d = l - base;
+            for range in &mine {
+                let dst = &mut values[r * n + range.start..r * n + range.end];
+                let src = &row[1 + range.start..1 + range.end];
+                // Reuse sums each coordinate's change directly; full passes come back as losses.
+                if self.method == Method::Reuse && matches!(self.shape, Shape::Coordinates(_)) {
+                    dst.copy_from_slice(src);
+                } else {
+                    for (d, &l) in dst.iter_mut().zip(src) {
+                        *d = l - base;
+                    }
                 }
             }
         }
@@ -376,6 +385,12 @@ impl Evaluator for GpuEvaluator {
         stop: Option<&AtomicBool>,
         on_epoch: &mut dyn FnMut(usize, f64),
     ) -> Result<History> {
+        if !self
+            .share
+            .covers(crate::shard::share_len(self.num_params, self.shape))
+        {
+            return Err(crate::shard::refuse_resident());
+        }
         self.train_resident(init, hyper, epochs_per_submit, stop, on_epoch)
     }
 

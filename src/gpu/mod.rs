@@ -10,7 +10,9 @@ mod plan;
 mod resident;
 mod variants;
 
-pub use context::{list_adapters, AdapterOptions, AdapterSummary, GpuContext};
+pub use context::{
+    list_adapters, open_adapter_at, open_adapters, AdapterOptions, AdapterSummary, GpuContext,
+};
 pub use evaluator::GpuEvaluator;
 pub use kernels::{
     loop_passes, loss_code, KernelId, LoopPlan, FUSED_WG, GUARD_PASSES, KERNEL_PASS_BUDGET,

@@ -19,6 +19,7 @@ use crate::estimate::{Shape, MAX_OFFSETS, MAX_SPSA_SAMPLES};
 use crate::model::{Loss, Model};
 use crate::precision::inv_count;
 use crate::settings::Method;
+use crate::shard::{share_len, Share};
 
 /// Widest layer output the kernels keep in workgroup memory (`MAX_WIDTH`).
 pub const MAX_WIDTH: usize = 2048;
@@ -142,6 +143,9 @@ pub struct GpuOptions {
     pub shape: Shape,
     /// The loss (the CPU evaluator reads it too).
     pub loss: Loss,
+    /// The part of every probe's nudges to evaluate (`--shard`, `--distributed`; the CPU evaluator
+    /// reads it too); the rest of the values are left as they were.
+    pub share: Share,
 }
 
 impl Default for GpuOptions {
@@ -153,6 +157,7 @@ impl Default for GpuOptions {
             runs: 1,
             shape: Shape::Coordinates(1),
             loss: Loss::Mse,
+            share: Share::ALL,
         }
     }
 }
@@ -609,6 +614,24 @@ fn check_options(opts: &GpuOptions) -> Result<()> {
     Ok(())
 }
 
+/// The slot ranges of a `reuse_seq` weights part [first, end) (chunks of whole units, `n_in`
+/// slots each) that hold the parameters of slots [lo, hi): weights are stored input-major
+/// (`w_off + i·n_out + u`), so a parameter range touches the units its columns fall in — all of
+/// them once it spans a row of `n_out`. The part's other parameters are computed too, not read.
+fn seq_units(n_in: u64, first: u64, end: u64, (lo, hi): (u64, u64)) -> Vec<(u64, u64)> {
+    let n_out = (end - first) / n_in;
+    let units = |a: u64, b: u64| (first + a * n_in, first + b * n_in);
+    if hi - lo >= n_out {
+        return vec![units(0, n_out)];
+    }
+    let (ua, ub) = ((lo - first) % n_out, (hi - 1 - first) % n_out);
+    if ua <= ub {
+        vec![units(ua, ub + 1)]
+    } else {
+        vec![units(0, ub + 1), units(ua, n_out)]
+    }
+}
+
 /// Splits a plan's slot ranges into chunks (dispatch groups) that fit the device.
 struct ChunkPlanner<'a> {
     model: &'a Model,
@@ -679,10 +702,64 @@ impl ChunkPlanner<'_> {
             }
         }
     }
+    /// The slots of [first, end) that the options' share needs: a nudge kernel's slots k + 1 for
+    /// k in the share, and slot 0 (the unperturbed loss) wherever the range holds it; `None` when
+    /// nothing is left. A `reuse_seq` weights part keeps whole units (its chunks hold every input
+    /// of their units), so its range is widened to unit bounds; the extra values are not read.
+    fn clip(&self, kernel: KernelId, first: u64, end: u64) -> Vec<(u64, u64)> {
+        let nudges = matches!(
+            kernel,
+            KernelId::NudgedSse
+                | KernelId::SpsaSse
+                | KernelId::ReuseDeep
+                | KernelId::ReuseSeq(_)
+                | KernelId::ReuseFused
+                | KernelId::ReuseDsse
+        );
+        let n = share_len(self.p, self.opts.shape);
+        if !nudges || self.opts.share.covers(n) {
+            return vec![(first, end)];
+        }
+        let r = self.opts.share.range(n);
+        let (lo, hi) = (first.max(1 + r.start as u64), end.min(1 + r.end as u64));
+        if let KernelId::ReuseSeq(part) = kernel {
+            if seq_part_is_weights(part) && lo < hi {
+                return seq_units(seq_part_inputs(self.model, part), first, end, (lo, hi));
+            }
+        }
+        let mut ranges = Vec::new();
+        if first == 0 {
+            ranges.push((0, 1));
+        }
+        if lo < hi {
+            match ranges.last_mut() {
+                // Slot 0 and the share's slots from 1 on: one range when they touch.
+                Some(zero) if lo == 1 => zero.1 = hi,
+                _ => ranges.push((lo, hi)),
+            }
+        }
+        ranges
+    }
+
     /// Slots [first, end) of `run`'s offset `offset` in chunks, `items_per_wg` (slot, sample)
     /// items per workgroup. Slot 0 is the unperturbed network, slot k + 1 parameter k (or SPSA
     /// evaluation k); offset j's slots land after the earlier offsets' P values.
     fn add(
+        &mut self,
+        kernel: KernelId,
+        run: usize,
+        offset: usize,
+        first: u64,
+        end: u64,
+        items_per_wg: u64,
+    ) {
+        for (first, end) in self.clip(kernel, first, end) {
+            self.add_range(kernel, run, offset, first, end, items_per_wg);
+        }
+    }
+
+    /// [`ChunkPlanner::add`] of one range the share kept.
+    fn add_range(
         &mut self,
         kernel: KernelId,
         run: usize,
@@ -750,5 +827,24 @@ impl ChunkPlanner<'_> {
             });
             at += count;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::seq_units;
+
+    /// A part of 3 units × 4 inputs at slot 10: parameter column u of row i is slot 10 + 3i + u.
+    #[test]
+    fn a_weights_part_keeps_the_units_a_slot_range_touches() {
+        let units = |lo, hi| seq_units(4, 10, 22, (lo, hi));
+        // Unit 1 of row 0 alone, then columns 1..2 of one row.
+        assert_eq!(units(11, 12), [(14, 18)]);
+        assert_eq!(units(14, 16), [(14, 22)]);
+        // Columns 2, 0 across a row break: units 0 and 2, not 1.
+        assert_eq!(units(12, 14), [(10, 14), (18, 22)]);
+        // A whole row's width or more: every unit.
+        assert_eq!(units(11, 14), [(10, 22)]);
+        assert_eq!(units(10, 22), [(10, 22)]);
     }
 }
