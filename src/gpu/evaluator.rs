@@ -251,6 +251,7 @@ impl GpuEvaluator {
             dst.copy_from_slice(bytemuck::cast_slice(&view));
         }
         self.bufs.readback.unmap();
+        super::context::mark("readback");
         Ok(())
     }
 }
