@@ -39,7 +39,10 @@ impl Pipelines {
     /// How many pipelines have been built so far (of the planned ones).
     #[cfg(test)]
     pub(super) fn built(&self) -> usize {
-        self.planned.iter().filter(|(_, c)| c.get().is_some()).count()
+        self.planned
+            .iter()
+            .filter(|(_, c)| c.get().is_some())
+            .count()
     }
 
     // One function makes the constants here and in the list `perturb shaders` translates.
@@ -156,7 +159,10 @@ mod tests {
         match GpuContext::new(&AdapterOptions::from_env()) {
             Ok(ctx) => Some(ctx),
             Err(e) => {
-                assert!(std::env::var_os("CI").is_none(), "no GPU adapter under CI: {e}");
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "no GPU adapter under CI: {e}"
+                );
                 eprintln!("SKIPPED (no GPU adapter: {e})");
                 None
             }
@@ -177,7 +183,8 @@ mod tests {
         let mut ev = GpuEvaluator::new(ctx, &model, &data).expect("book evaluator");
         assert_eq!(ev.pipelines.built(), 0, "nothing is built before a step");
         let mut deltas = vec![0.0f32; model.num_params()];
-        ev.evaluate(&model.params, 1e-4, &mut deltas).expect("host step");
+        ev.evaluate(&model.params, 1e-4, &mut deltas)
+            .expect("host step");
         assert!(built(&ev, KernelId::NudgedSse), "the host step's kernel");
         for k in [KernelId::Update, KernelId::FusedEpochs] {
             assert!(!built(&ev, k), "{} is the resident loop's", k.name());
@@ -208,7 +215,11 @@ mod tests {
         let (mut a, mut b) = (vec![0.0f32; p], vec![0.0f32; p]);
         let la = lazy.evaluate(&model.params, 1e-4, &mut a).expect("lazy");
         let lb = eager.evaluate(&model.params, 1e-4, &mut b).expect("eager");
-        assert_eq!(la.to_bits(), lb.to_bits(), "base loss: lazy {la} eager {lb}");
+        assert_eq!(
+            la.to_bits(),
+            lb.to_bits(),
+            "base loss: lazy {la} eager {lb}"
+        );
         let worst = (0..p).find(|&i| a[i].to_bits() != b[i].to_bits());
         assert!(
             worst.is_none(),
