@@ -142,10 +142,11 @@ pub(super) fn write_csv(size: &Size, path: &Path) -> Result<()> {
     crate::fileio::write_atomic(path, text.as_bytes())
 }
 
-/// The adapter a run's `device:` line names (`device: gpu — NAME (backend), float32, … method`).
+/// The adapter a run's `device:` line names (`device: gpu — NAME (backend), float32, …`; NAME
+/// may hold commas).
 pub(super) fn adapter_of(stdout: &str) -> Option<String> {
     let line = stdout.lines().find_map(|l| l.strip_prefix("device: "))?;
-    let rest = line.rsplitn(3, ", ").nth(2)?;
+    let (rest, _) = line.split_once(", float")?;
     Some(rest.split_once(" — ")?.1.to_string())
 }
 
@@ -208,7 +209,7 @@ mod tests {
             adapter_of(out).as_deref(),
             Some("llvmpipe (LLVM 15.0.6, 256 bits) (vulkan)")
         );
-        let cpu = "device: cpu — CPU reference (2 threads) (native), float64, reuse method";
+        let cpu = "device: cpu — CPU reference (2 threads) (native), float64, reuse method, x";
         assert_eq!(
             adapter_of(cpu).as_deref(),
             Some("CPU reference (2 threads) (native)")
