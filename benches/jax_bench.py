@@ -33,6 +33,7 @@ import time
 
 try:
     import jax
+    import jax.flatten_util
     import jax.numpy as jnp
     import numpy as np
 except ImportError as e:  # --rows reports it; the table mode needs jax
@@ -125,7 +126,7 @@ def n_params(widths):
     return sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
 
 
-def rows(sizes, max_seconds):
+def bench_rows(sizes, max_seconds):
     """The JSON rows of `perturb bench --jax`."""
     out = []
     for size in sizes:
@@ -169,10 +170,9 @@ def main():
         if jax is None:
             print(json.dumps({"skipped": MISSING}))
             return
-        import jax.flatten_util  # noqa: F401 (ravel_pytree)
         sizes = [s for s in args.sizes.split(",") if s in SIZES]
         print(json.dumps({"jax_version": jax.__version__, "platform": jax.devices()[0].platform,
-                          "cpu_count": os.cpu_count(), "rows": rows(sizes, args.max_seconds)}, indent=1))
+                          "cpu_count": os.cpu_count(), "rows": bench_rows(sizes, args.max_seconds)}, indent=1))
         return
     if jax is None:
         raise SystemExit(MISSING)
