@@ -29,11 +29,46 @@ impl Pipelines {
             .iter()
             .find(|(v, _)| v.kernel == kernel)
             .expect("every planned kernel has its pipeline");
-        cell.get_or_init(|| {
-            let pipeline = self.build(variant);
-            super::context::mark(&format!("pipeline {}", variant.name()));
-            pipeline
-        })
+        if cell.get().is_none() && is_step_kernel(kernel) {
+            self.build_step_kernels();
+        }
+        cell.get_or_init(|| self.build_marked(variant))
+    }
+
+    /// Builds every planned kernel of the step (all but the resident loop's own) that is not built
+    /// yet, on as many threads as there are cores: a step dispatches them all, and on llvmpipe
+    /// each is milliseconds of single-threaded driver work (medium reuse: six pipelines, about
+    /// 200 ms of CPU), which otherwise all lands, one after another, on the first step.
+    fn build_step_kernels(&self) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let todo: Vec<_> = self
+            .planned
+            .iter()
+            .filter(|(v, c)| is_step_kernel(v.kernel) && c.get().is_none())
+            .collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(todo.len());
+        if threads < 2 {
+            return; // `get` builds the one asked for
+        }
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    while let Some((variant, cell)) = todo.get(next.fetch_add(1, Ordering::Relaxed))
+                    {
+                        cell.get_or_init(|| self.build_marked(variant));
+                    }
+                });
+            }
+        });
+    }
+
+    fn build_marked(&self, variant: &Variant) -> wgpu::ComputePipeline {
+        let pipeline = self.build(variant);
+        super::context::mark(&format!("pipeline {}", variant.name()));
+        pipeline
     }
 
     /// How many pipelines have been built so far (of the planned ones).
@@ -62,6 +97,11 @@ impl Pipelines {
                 cache: None,
             })
     }
+}
+
+/// Every kernel but the resident loop's `update` and `fused_epochs` is dispatched by each step.
+fn is_step_kernel(kernel: KernelId) -> bool {
+    !matches!(kernel, KernelId::Update | KernelId::FusedEpochs)
 }
 
 /// The shader module, bind group layout and (unbuilt) pipelines of the planned `kernels` (each
@@ -186,6 +226,17 @@ mod tests {
         ev.evaluate(&model.params, 1e-4, &mut deltas)
             .expect("host step");
         assert!(built(&ev, KernelId::NudgedSse), "the host step's kernel");
+        let step_kernels = ev
+            .pipelines
+            .planned
+            .iter()
+            .filter(|(v, _)| super::is_step_kernel(v.kernel))
+            .count();
+        assert_eq!(
+            ev.pipelines.built(),
+            step_kernels,
+            "the step's kernels, together"
+        );
         for k in [KernelId::Update, KernelId::FusedEpochs] {
             assert!(!built(&ev, k), "{} is the resident loop's", k.name());
         }
