@@ -338,14 +338,16 @@ pub(crate) fn injected_fault_due() -> bool {
 }
 
 /// `PERTURB_TIMINGS=1`: one stderr line per start-up phase (instance, adapters, device, shader
-/// module, each pipeline, readbacks): wall milliseconds since the previous mark, this thread's CPU
-/// milliseconds since then (Linux), and wall milliseconds since the first mark. A diagnostic for
+/// module, each pipeline, readbacks): wall milliseconds since the previous mark, the CPU
+/// milliseconds the marking thread ran since its own previous mark (Linux; pipelines may be built
+/// on helper threads), and wall milliseconds since the first mark. A diagnostic for
 /// measuring start-up on a loaded machine, not a setting; silent without the variable.
 pub(crate) fn mark(what: &str) {
     use std::sync::OnceLock;
     use std::time::Instant;
     static ON: OnceLock<bool> = OnceLock::new();
-    static LAST: Mutex<Option<(Instant, Instant, f64)>> = Mutex::new(None);
+    static LAST: Mutex<Option<(Instant, Instant)>> = Mutex::new(None);
+    thread_local!(static THREAD_CPU: std::cell::Cell<f64> = const { std::cell::Cell::new(0.0) });
     if !*ON.get_or_init(|| std::env::var_os("PERTURB_TIMINGS").is_some_and(|v| v != "0")) {
         return;
     }
@@ -355,15 +357,16 @@ pub(crate) fn mark(what: &str) {
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
         .map_or(f64::NAN, |ns| ns / 1e6);
+    let prev_cpu = THREAD_CPU.with(|c| c.replace(cpu));
     let Ok(mut last) = LAST.lock() else { return };
-    let (first, prev, prev_cpu) = last.unwrap_or((now, now, cpu));
+    let (first, prev) = last.unwrap_or((now, now));
     eprintln!(
         "perturb timings: {:8.2} ms wall {:8.2} ms cpu {:8.2} ms total  {what}",
         (now - prev).as_secs_f64() * 1e3,
         cpu - prev_cpu,
         (now - first).as_secs_f64() * 1e3
     );
-    *last = Some((first, now, cpu));
+    *last = Some((first, now));
 }
 
 fn one_line(s: &str) -> String {
