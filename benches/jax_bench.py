@@ -14,6 +14,13 @@ warm-up, `block_until_ready` on the result; the median of repeats. perturb rows:
     pip install "jax[cpu]"
     cargo build --release
     python3 benches/jax_bench.py [--perturb target/release/perturb]
+
+`perturb bench --jax` runs `python3 benches/jax_bench.py --rows [--sizes medium,mnist]` instead: JSON
+on stdout in benches/numpy_bench.py's row format (`jax-grad` rows for each size, MSE, and for mnist
+also cross-entropy; a `jax-vmap-fd` row for medium: the naive forward difference as jit(vmap) over all
+P + 1 nudged networks, which at mnist would need P + 1 copies of the parameters, about 41 GB), with
+`evals_per_second` = (P + 1) * B per step like perturb's rows. Without an importable jax it prints
+{"skipped": why} and exits 0, so that the bench prints a note and goes on.
 """
 
 import argparse
@@ -24,9 +31,14 @@ import subprocess
 import tempfile
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+try:
+    import jax
+    import jax.flatten_util
+    import jax.numpy as jnp
+    import numpy as np
+except ImportError as e:  # --rows reports it; the table mode needs jax
+    jax = None
+    MISSING = f"jax is not importable ({e}); pip install 'jax[cpu]'"
 
 SIZES = {"medium": ([64, 128, 10], 64), "mnist": ([784, 128, 10], 256)}
 REPEATS = 200
@@ -67,7 +79,7 @@ def xent(params, x, _y, labels):
     return jnp.mean(jax.nn.logsumexp(z, axis=1) - jnp.take_along_axis(z, labels[:, None], 1)[:, 0])
 
 
-def jax_step_seconds(loss, widths, batch):
+def jax_step_seconds(loss, widths, batch, repeats=REPEATS):
     params, x, y, labels = init(widths, batch)
 
     @jax.jit
@@ -79,12 +91,58 @@ def jax_step_seconds(loss, widths, batch):
         params = step(params)
     jax.block_until_ready(params)
     times = []
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         t = time.perf_counter()
         params = step(params)
         jax.block_until_ready(params)
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return statistics.median(times), len(times)
+
+
+def vmap_fd_seconds(widths, batch, eps=1e-4, max_seconds=20.0):
+    """The naive forward difference as one jit(vmap) over the unnudged and all P nudged networks
+    (flat parameters, network k nudged at k - 1), then the update; the median of a few steps."""
+    params, x, y, labels = init(widths, batch)
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
+    n = flat.size
+    nudges = jnp.concatenate([jnp.zeros((1, n), jnp.float32), eps * jnp.eye(n, dtype=jnp.float32)])
+
+    @jax.jit
+    def step(f):
+        losses = jax.vmap(lambda d: mse(unravel(f + d), x, y, labels))(nudges)
+        return f - LR * (losses[1:] - losses[0]) / eps
+
+    start = time.perf_counter()
+    flat = jax.block_until_ready(step(flat))
+    times = []
+    while len(times) < 3 or (time.perf_counter() - start < max_seconds and len(times) < 20):
+        t = time.perf_counter()
+        flat = jax.block_until_ready(step(flat))
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), len(times)
+
+
+def n_params(widths):
+    return sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
+
+
+def bench_rows(sizes, max_seconds):
+    """The JSON rows of `perturb bench --jax`."""
+    out = []
+    for size in sizes:
+        widths, batch = SIZES[size]
+        p = n_params(widths)
+        cases = [("jax-grad", "mse", lambda: jax_step_seconds(mse, widths, batch))]
+        if size == "mnist":
+            cases.append(("jax-grad", "cross-entropy", lambda: jax_step_seconds(xent, widths, batch)))
+        if size == "medium":
+            cases.append(("jax-vmap-fd", "mse", lambda: vmap_fd_seconds(widths, batch, max_seconds=max_seconds)))
+        for method, loss, timed in cases:
+            med, runs = timed()
+            out.append({"size": size, "params": p, "samples": batch, "method": method, "loss": loss,
+                        "median_seconds": med, "runs": runs,
+                        "evals_per_second": (p + 1) * batch / med})
+    return out
 
 
 def perturb_rows(binary):
@@ -104,12 +162,25 @@ def perturb_rows(binary):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--perturb", default="target/release/perturb")
+    ap.add_argument("--rows", action="store_true", help="JSON rows for `perturb bench --jax`")
+    ap.add_argument("--sizes", default="medium,mnist")
+    ap.add_argument("--max-seconds", type=float, default=20.0)
     args = ap.parse_args()
+    if args.rows:
+        if jax is None:
+            print(json.dumps({"skipped": MISSING}))
+            return
+        sizes = [s for s in args.sizes.split(",") if s in SIZES]
+        print(json.dumps({"jax_version": jax.__version__, "platform": jax.devices()[0].platform,
+                          "cpu_count": os.cpu_count(), "rows": bench_rows(sizes, args.max_seconds)}, indent=1))
+        return
+    if jax is None:
+        raise SystemExit(MISSING)
     before = perturb_rows(args.perturb)
     jax_rows = {
-        "medium mse": jax_step_seconds(mse, *SIZES["medium"]),
-        "mnist mse": jax_step_seconds(mse, *SIZES["mnist"]),
-        "mnist cross-entropy": jax_step_seconds(xent, *SIZES["mnist"]),
+        "medium mse": jax_step_seconds(mse, *SIZES["medium"])[0],
+        "mnist mse": jax_step_seconds(mse, *SIZES["mnist"])[0],
+        "mnist cross-entropy": jax_step_seconds(xent, *SIZES["mnist"])[0],
     }
     after = perturb_rows(args.perturb)
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; {os.cpu_count()} CPUs")

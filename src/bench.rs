@@ -1,5 +1,7 @@
 //! `perturb bench`: seconds per training step over named sizes × methods × devices × loop modes,
-//! with NumPy rows from `benches/numpy_bench.py` when asked.
+//! with NumPy rows from `benches/numpy_bench.py` and JAX rows from `benches/jax_bench.py` when
+//! asked, and whole-process rows (a `perturb train` run timed from outside, start-up included) that
+//! the command line measures and [`process_row`] turns into rows of the same table.
 
 use crate::data::Dataset;
 use crate::error::{Error, Result, Setting};
@@ -115,12 +117,17 @@ pub struct Row {
     pub device: String,
     /// Adapter or CPU description.
     pub adapter: String,
-    /// `host` or `resident`.
+    /// `host` or `resident`; `process` for a whole `perturb train` run.
     pub mode: String,
-    /// Median seconds per training step (all P + 1 losses and the update), if measured.
+    /// Median seconds per training step (all P + 1 losses and the update), if measured; for a
+    /// `process` row, the median seconds of the whole process.
     pub seconds: Option<f64>,
-    /// (P + 1) · B nudged-sample evaluations per second.
+    /// (P + 1) · B nudged-sample evaluations (items) per second; for a `process` row, over all its
+    /// epochs and its whole run.
     pub evals_per_second: Option<f64>,
+    /// How much longer the first step (resident: the first submission) took than a steady one:
+    /// pipelines built at first use, shader compilation at the first dispatch, first touches.
+    pub first_step_extra: Option<f64>,
     /// CPU-naive time of the same size divided by this row's.
     pub speedup_vs_cpu_naive: Option<f64>,
     /// Steps timed.
@@ -154,13 +161,14 @@ pub struct BenchOptions {
     pub reuse_kernel: Option<ReuseKernel>,
 }
 
-/// Times `step` until the median settles or the budget is spent. Returns (median, runs, stable).
+/// Times `step` until the median settles or the budget is spent. Returns (median, runs, stable,
+/// seconds of the first, untimed step).
 /// Steps shorter than [`MIN_SAMPLE`] are timed in batches (the sample is the batch's mean), so
 /// that the clock's own cost and the bookkeeping between samples stay out of the number.
 fn time_steps(
     budget: Duration,
     mut step: impl FnMut() -> Result<()>,
-) -> Result<(f64, usize, bool)> {
+) -> Result<(f64, usize, bool, f64)> {
     let start = Instant::now();
     step()?; // warm-up (pipelines, caches, first-touch allocations)
     let warm = start.elapsed();
@@ -168,7 +176,7 @@ fn time_steps(
         // One step already exceeds the budget: time one more and say it is a single run.
         let t = Instant::now();
         step()?;
-        return Ok((t.elapsed().as_secs_f64(), 1, false));
+        return Ok((t.elapsed().as_secs_f64(), 1, false, warm.as_secs_f64()));
     }
     // Batch size from a short calibration of warm steps.
     let t = Instant::now();
@@ -203,7 +211,12 @@ fn time_steps(
             break;
         }
     }
-    Ok((median(&mut times), times.len() * batch, stable))
+    Ok((
+        median(&mut times),
+        times.len() * batch,
+        stable,
+        warm.as_secs_f64(),
+    ))
 }
 
 /// Shortest time one timing sample covers (see [`time_steps`]).
@@ -315,6 +328,7 @@ impl Job for TimeRow<'_> {
             mode: self.mode.into(),
             seconds: None,
             evals_per_second: None,
+            first_step_extra: None,
             speedup_vs_cpu_naive: None,
             runs: 0,
             stable: false,
@@ -343,16 +357,18 @@ impl Job for TimeRow<'_> {
         if let Some(k) = ev.kernel_note() {
             r.note = k;
         }
-        let (s, runs, stable) = self.time(&mut ev, &mut r.note)?;
+        let (s, runs, stable, extra) = self.time(&mut ev, &mut r.note)?;
         (r.seconds, r.runs, r.stable) = (Some(s), runs, stable);
+        r.first_step_extra = Some(extra);
         Ok(r)
     }
 }
 
 impl TimeRow<'_> {
-    /// Seconds per step, steps timed, whether the median settled; a resident row notes its
-    /// epochs per submission.
-    fn time<E: Evaluator>(&self, ev: &mut E, note: &mut String) -> Result<(f64, usize, bool)> {
+    /// Seconds per step, steps timed, whether the median settled, how much longer the first step
+    /// (resident: submission) took than a steady one; a resident row notes its epochs per
+    /// submission.
+    fn time<E: Evaluator>(&self, ev: &mut E, note: &mut String) -> Result<(f64, usize, bool, f64)> {
         let budget = Duration::from_secs_f64(self.opts.max_seconds);
         // A small lr keeps repeated steps from drifting anywhere unusual.
         let hyper = Hyper {
@@ -364,14 +380,16 @@ impl TimeRow<'_> {
         let mut params = self.model.params.clone();
         if self.mode == "host" {
             let mut deltas = vec![E::Loss::ZERO; params.len()];
-            return time_steps(budget, || host_step(ev, &mut params, &mut deltas, &hyper));
+            let (s, runs, stable, first) =
+                time_steps(budget, || host_step(ev, &mut params, &mut deltas, &hyper))?;
+            return Ok((s, runs, stable, first - s));
         }
         // Epochs per submission: up to 100 to amortise the submit, fewer when a host step is
         // slow so that one timed batch stays within a fifth of the budget.
         let host = self.host_seconds.unwrap_or(1e-3);
         let epochs = ((self.opts.max_seconds / 5.0 / host) as usize).clamp(1, 100);
         let h = Hyper { epochs, ..hyper };
-        let (s, runs, stable) = time_steps(budget, || {
+        let (s, runs, stable, first) = time_steps(budget, || {
             let run = ev.resident_loop(&params, &h, epochs, None, &mut |_, _| {})?;
             params = run.params;
             Ok(())
@@ -382,48 +400,45 @@ impl TimeRow<'_> {
         } else {
             format!("{note}, {per}")
         };
-        Ok((s / epochs as f64, runs * epochs, stable))
+        Ok((s / epochs as f64, runs * epochs, stable, first - s))
     }
 }
 
-/// Rows from `benches/numpy_bench.py` (python3 with NumPy), in this crate's row format.
-pub fn numpy_rows(sizes: &[Size], max_seconds: f64) -> Result<(String, Vec<Row>)> {
-    // From a checkout (the usual case), else where this binary was built.
-    let local = std::path::Path::new("benches/numpy_bench.py");
-    let script = if local.exists() {
-        local.to_str().expect("ascii path")
+/// `benches/NAME` from a checkout (the usual case), else where this binary was built.
+fn script(name: &str) -> String {
+    let local = std::path::Path::new("benches").join(name);
+    if local.exists() {
+        local.display().to_string()
     } else {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/benches/numpy_bench.py")
-    };
-    let names: Vec<&str> = sizes.iter().map(|s| s.name).collect();
+        format!("{}/benches/{name}", env!("CARGO_MANIFEST_DIR"))
+    }
+}
+
+/// Runs `python3 script args` and parses its JSON stdout; `fail` words a failure.
+fn run_script(
+    script: &str,
+    args: &[&str],
+    fail: impl Fn(String) -> Error,
+) -> Result<serde_json::Value> {
     let out = std::process::Command::new("python3")
-        .args([
-            script,
-            "--sizes",
-            &names.join(","),
-            "--max-seconds",
-            &max_seconds.to_string(),
-        ])
+        .arg(script)
+        .args(args)
         .output()
-        .map_err(|e| Error::invalid(Setting::Numpy, format!("needs python3 with NumPy: {e}")))?;
+        .map_err(|e| fail(format!("needs python3: {e}")))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        return Err(Error::invalid(
-            Setting::Numpy,
-            format!(
-                "{script} failed: {}",
-                err.lines().last().unwrap_or("no output")
-            ),
-        ));
+        return Err(fail(format!(
+            "{script} failed: {}",
+            err.lines().last().unwrap_or("no output")
+        )));
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
-        Error::invalid(
-            Setting::Numpy,
-            format!("unreadable output of {script}: {e}"),
-        )
-    })?;
-    let version = v["numpy_version"].as_str().unwrap_or("?").to_string();
-    let rows = v["rows"]
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| fail(format!("unreadable output of {script}: {e}")))
+}
+
+/// The `rows` of a script's JSON as rows of this crate (CPU, host-driven), labelled `adapter`.
+fn script_rows(v: &serde_json::Value, adapter: &str) -> Vec<Row> {
+    v["rows"]
         .as_array()
         .map(|a| a.as_slice())
         .unwrap_or_default()
@@ -434,30 +449,119 @@ pub fn numpy_rows(sizes: &[Size], max_seconds: f64) -> Result<(String, Vec<Row>)
             samples: r["samples"].as_u64().unwrap_or(0) as usize,
             method: r["method"].as_str().unwrap_or("?").into(),
             device: "cpu".into(),
-            adapter: format!("NumPy {version}"),
+            adapter: adapter.to_string(),
             mode: "host".into(),
             seconds: r["median_seconds"].as_f64(),
             evals_per_second: r["evals_per_second"].as_f64(),
+            first_step_extra: None,
             speedup_vs_cpu_naive: None,
             runs: r["runs"].as_u64().unwrap_or(0) as usize,
             stable: r["median_seconds"].is_f64(),
-            note: r["skipped"]
-                .as_str()
-                .map(|s| format!("skipped: {s}"))
-                .unwrap_or_default(),
+            note: match (r["skipped"].as_str(), r["loss"].as_str()) {
+                (Some(s), _) => format!("skipped: {s}"),
+                (None, Some(loss)) if loss != "mse" => format!("{loss} loss"),
+                _ => String::new(),
+            },
         })
-        .collect();
+        .collect()
+}
+
+/// Rows from `benches/numpy_bench.py` (python3 with NumPy), in this crate's row format.
+pub fn numpy_rows(sizes: &[Size], max_seconds: f64) -> Result<(String, Vec<Row>)> {
+    let names: Vec<&str> = sizes.iter().map(|s| s.name).collect();
+    let v = run_script(
+        &script("numpy_bench.py"),
+        &[
+            "--sizes",
+            &names.join(","),
+            "--max-seconds",
+            &max_seconds.to_string(),
+        ],
+        |p| Error::invalid(Setting::Numpy, p),
+    )?;
+    let version = v["numpy_version"].as_str().unwrap_or("?").to_string();
+    let rows = script_rows(&v, &format!("NumPy {version}"));
     Ok((version, rows))
 }
 
-/// Fills `speedup_vs_cpu_naive` of rows added after the fact (NumPy).
+/// What `benches/jax_bench.py --rows` gave: JAX's version and rows, or why it was skipped.
+#[derive(Clone, Debug)]
+pub enum JaxRows {
+    /// `jax.grad` steps (and the `vmap` forward difference at medium), labelled with JAX's version.
+    Rows(String, Vec<Row>),
+    /// jax is not importable: the script's reason.
+    Skipped(String),
+}
+
+/// Rows from `benches/jax_bench.py --rows` for the sizes it knows (medium, mnist); a missing jax
+/// is [`JaxRows::Skipped`], not an error.
+pub fn jax_rows(sizes: &[Size], max_seconds: f64) -> Result<JaxRows> {
+    let names: Vec<&str> = sizes.iter().map(|s| s.name).collect();
+    let v = run_script(
+        &script("jax_bench.py"),
+        &[
+            "--rows",
+            "--sizes",
+            &names.join(","),
+            "--max-seconds",
+            &max_seconds.to_string(),
+        ],
+        |p| Error::Config(format!("the JAX rows: {p}")),
+    )?;
+    if let Some(why) = v["skipped"].as_str() {
+        return Ok(JaxRows::Skipped(why.to_string()));
+    }
+    let version = format!(
+        "JAX {} ({})",
+        v["jax_version"].as_str().unwrap_or("?"),
+        v["platform"].as_str().unwrap_or("?")
+    );
+    let rows = script_rows(&v, &version);
+    Ok(JaxRows::Rows(version, rows))
+}
+
+/// A whole-process row: `size` trained for `epochs` by `method` on `device` (`cpu` or `gpu`,
+/// `adapter` naming it), from the wall seconds of each run; the median is the row's seconds and
+/// items per second count every epoch's (P + 1) · B. `None` seconds when `times` is empty.
+pub fn process_row(
+    size: &Size,
+    method: Method,
+    (device, adapter): (&str, &str),
+    epochs: usize,
+    times: &mut [f64],
+    note: String,
+) -> Row {
+    let p: usize = size.widths.windows(2).map(|w| (w[0] + 1) * w[1]).sum();
+    let seconds = (!times.is_empty()).then(|| median(times));
+    Row {
+        size: size.name.into(),
+        params: p,
+        samples: size.samples,
+        method: method.name().into(),
+        device: device.into(),
+        adapter: adapter.into(),
+        mode: "process".into(),
+        seconds,
+        evals_per_second: seconds
+            .map(|s| epochs as f64 * (p as f64 + 1.0) * size.samples as f64 / s),
+        first_step_extra: None,
+        speedup_vs_cpu_naive: None,
+        runs: times.len(),
+        stable: true,
+        note,
+    }
+}
+
+/// Fills `speedup_vs_cpu_naive` of step rows added after the fact (NumPy, JAX): against perturb's
+/// own CPU naive step row of the size. Whole-process rows have none.
 pub fn fill_speedups(rows: &mut [Row]) {
     let naive: Vec<(String, f64)> = rows
         .iter()
-        .filter(|r| r.method == "naive" && r.device == "cpu" && !r.adapter.starts_with("NumPy"))
+        .filter(|r| r.method == "naive" && r.device == "cpu" && r.mode == "host")
+        .filter(|r| !r.adapter.starts_with("NumPy") && !r.adapter.starts_with("JAX"))
         .filter_map(|r| r.seconds.map(|s| (r.size.clone(), s)))
         .collect();
-    for r in rows.iter_mut() {
+    for r in rows.iter_mut().filter(|r| r.mode != "process") {
         if let (Some(s), Some((_, n))) = (r.seconds, naive.iter().find(|(size, _)| *size == r.size))
         {
             r.speedup_vs_cpu_naive = Some(n / s);
@@ -465,14 +569,18 @@ pub fn fill_speedups(rows: &mut [Row]) {
     }
 }
 
-/// The rows as an aligned table.
+/// Seconds in s, ms or µs, two decimals.
+fn fmt_seconds(s: f64) -> String {
+    match s {
+        s if s >= 1.0 => format!("{s:.2} s"),
+        s if s >= 1e-3 => format!("{:.2} ms", s * 1e3),
+        s => format!("{:.2} µs", s * 1e6),
+    }
+}
+
+/// The rows as an aligned table: seconds per step (`/step`) or, for whole-process rows, per run
+/// (`/run`); items per second on every measured row.
 pub fn table(rows: &[Row]) -> String {
-    let fmt_s = |s: Option<f64>| match s {
-        None => "-".to_string(),
-        Some(s) if s >= 1.0 => format!("{s:.2} s"),
-        Some(s) if s >= 1e-3 => format!("{:.2} ms", s * 1e3),
-        Some(s) => format!("{:.2} µs", s * 1e6),
-    };
     let mut lines = vec![[
         "size".to_string(),
         "P".into(),
@@ -480,12 +588,14 @@ pub fn table(rows: &[Row]) -> String {
         "method".into(),
         "device".into(),
         "mode".into(),
-        "s/step".into(),
-        "evals/s".into(),
+        "time".into(),
+        "items/s".into(),
+        "first step +".into(),
         "vs cpu naive".into(),
         "note".into(),
     ]];
     for r in rows {
+        let per = if r.mode == "process" { "/run" } else { "/step" };
         lines.push([
             r.size.clone(),
             r.params.to_string(),
@@ -493,9 +603,12 @@ pub fn table(rows: &[Row]) -> String {
             r.method.clone(),
             format!("{} ({})", r.device, r.adapter),
             r.mode.clone(),
-            fmt_s(r.seconds),
+            r.seconds
+                .map_or("-".into(), |s| format!("{}{per}", fmt_seconds(s))),
             r.evals_per_second
                 .map_or("-".into(), |e| format!("{e:.3e}")),
+            r.first_step_extra
+                .map_or("-".into(), |s| fmt_seconds(s.max(0.0))),
             r.speedup_vs_cpu_naive
                 .map_or("-".into(), |x| format!("{x:.1}x")),
             {
@@ -509,7 +622,7 @@ pub fn table(rows: &[Row]) -> String {
             },
         ]);
     }
-    let widths: Vec<usize> = (0..10)
+    let widths: Vec<usize> = (0..11)
         .map(|c| {
             lines
                 .iter()
@@ -531,4 +644,102 @@ pub fn table(rows: &[Row]) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step_row() -> Row {
+        Row {
+            size: "medium".into(),
+            params: 9610,
+            samples: 64,
+            method: "reuse".into(),
+            device: "gpu".into(),
+            adapter: "llvmpipe".into(),
+            mode: "host".into(),
+            seconds: Some(0.013),
+            evals_per_second: Some(9611.0 * 64.0 / 0.013),
+            first_step_extra: Some(0.4),
+            speedup_vs_cpu_naive: None,
+            runs: 50,
+            stable: true,
+            note: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_process_row_takes_the_median_run_and_counts_every_epochs_items() {
+        let book = Size::named("book").unwrap();
+        let mut times = [0.3, 0.1, 0.2];
+        let r = process_row(
+            &book,
+            Method::Naive,
+            ("gpu", "lavapipe"),
+            100,
+            &mut times,
+            "n".into(),
+        );
+        assert_eq!(r.seconds, Some(0.2));
+        assert_eq!((r.params, r.samples, r.runs), (13, 1, 3));
+        let items = 100.0 * 14.0 / 0.2;
+        let got = r.evals_per_second.unwrap();
+        assert!((got - items).abs() <= 1e-9 * items, "{got} vs {items}");
+        assert_eq!(r.mode, "process");
+        let none = process_row(&book, Method::Naive, ("gpu", "x"), 100, &mut [], "n".into());
+        assert_eq!((none.seconds, none.evals_per_second), (None, None));
+    }
+
+    #[test]
+    fn the_table_shows_items_per_second_and_per_step_or_per_run_times() {
+        let book = Size::named("book").unwrap();
+        let process = process_row(
+            &book,
+            Method::Naive,
+            ("gpu", "lavapipe"),
+            100,
+            &mut [0.2],
+            "w".into(),
+        );
+        let text = table(&[step_row(), process]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].contains("items/s") && lines[0].contains("first step +"),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("13.00 ms/step") && lines[1].contains("400.00 ms"),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains(&format!("{:.3e}", 9611.0 * 64.0 / 0.013)),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("200.00 ms/run") && lines[2].contains("7.000e3"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn speedups_skip_process_rows_and_use_the_cpu_naive_step_row() {
+        let mut cpu = step_row();
+        (cpu.method, cpu.device, cpu.seconds) = ("naive".into(), "cpu".into(), Some(1.0));
+        let book = Size::named("medium").unwrap();
+        let mut process = process_row(
+            &book,
+            Method::Naive,
+            ("cpu", "CPU"),
+            10,
+            &mut [0.5],
+            "w".into(),
+        );
+        process.size = "medium".into();
+        let mut rows = vec![process, cpu, step_row()];
+        fill_speedups(&mut rows);
+        assert_eq!(rows[0].speedup_vs_cpu_naive, None, "a process row has none");
+        assert_eq!(rows[1].speedup_vs_cpu_naive, Some(1.0));
+        assert_eq!(rows[2].speedup_vs_cpu_naive, Some(1.0 / 0.013));
+    }
 }

@@ -111,6 +111,7 @@ fn bench_chart_draws_one_line_per_device_method_and_mode() {
         mode: mode.into(),
         seconds,
         evals_per_second: None,
+        first_step_extra: None,
         speedup_vs_cpu_naive: None,
         runs: 5,
         stable: true,

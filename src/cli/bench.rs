@@ -1,6 +1,6 @@
 //! `perturb bench`.
 
-use super::{pick, AdapterArgs};
+use super::{bench_process, pick, AdapterArgs};
 use crate::bench::{self, BenchOptions, Size};
 use crate::error::{Error, Result};
 use crate::gpu::ReuseKernel;
@@ -27,6 +27,15 @@ pub struct BenchArgs {
     /// Also time the book's algorithm in NumPy (plain loop and vectorised), via python3.
     #[arg(long)]
     pub numpy: bool,
+    /// Also time backprop in JAX (`jax.grad` steps; the `vmap` forward difference at medium) via
+    /// python3 and benches/jax_bench.py; skipped with a note when jax is not installed.
+    #[arg(long)]
+    pub jax: bool,
+    /// Whole-process rows: spawn `perturb train` (the README's command; 2,000 book epochs host and
+    /// resident; 10 medium reuse epochs) this many times each and report the median, start-up
+    /// included (0: none).
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub process_runs: usize,
     /// Write the rows as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -123,7 +132,19 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         let (version, mut extra) = bench::numpy_rows(&sizes, args.max_seconds.max(5.0) * 4.0)?;
         say!("  NumPy {version}: {} rows", extra.len());
         rows.append(&mut extra);
-        bench::fill_speedups(&mut rows);
+    }
+    if args.jax {
+        match bench::jax_rows(&sizes, args.max_seconds.max(5.0) * 4.0)? {
+            bench::JaxRows::Rows(version, mut extra) => {
+                say!("  {version}: {} rows", extra.len());
+                rows.append(&mut extra);
+            }
+            bench::JaxRows::Skipped(why) => say!("  --jax: no JAX rows: {why}"),
+        }
+    }
+    bench::fill_speedups(&mut rows);
+    if args.process_runs > 0 {
+        rows.append(&mut process_rows(args, &opts)?);
     }
     say!("\n{}", bench::table(&rows));
     if rows
@@ -138,8 +159,54 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         say!("wrote {}", path.display());
     }
     if let Some(path) = outs.target("--plot") {
-        plot::bench_chart(&rows).render(path)?;
+        let steps: Vec<_> = rows
+            .iter()
+            .filter(|r| r.mode != "process")
+            .cloned()
+            .collect();
+        plot::bench_chart(&steps).render(path)?;
         say!("wrote the chart to {}", path.display());
     }
     Ok(())
+}
+
+/// The whole-process rows ([`super::bench_process`]) of the sizes, methods and devices asked for,
+/// run in a scratch directory that holds the medium data.
+fn process_rows(args: &BenchArgs, opts: &BenchOptions) -> Result<Vec<bench::Row>> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Config(format!("where is this perturb binary? {e}")))?;
+    let dir = std::env::temp_dir().join(format!("perturb-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::Config(format!("could not create {}: {e}", dir.display())))?;
+    let csv = dir.join("medium.csv");
+    let cases = bench_process::cases(
+        &opts.sizes,
+        &opts.methods,
+        (opts.cpu, opts.gpu),
+        &args.adapter,
+        &csv,
+    );
+    if !cases.is_empty() {
+        say!(
+            "timing whole `perturb train` processes, start-up included, median of {}",
+            args.process_runs
+        );
+    }
+    let rows = bench_process::write_csv(&Size::named("medium")?, &csv).and_then(|()| {
+        bench_process::rows(&exe, &dir, &cases, args.process_runs, |r| {
+            let t = r
+                .seconds
+                .map_or(String::new(), |s| format!("{s:.3e} s/run"));
+            say!(
+                "  {:<7} {:<6} {:<4} {:<9} {t}  {}",
+                r.size,
+                r.method,
+                r.device,
+                r.mode,
+                r.note
+            );
+        })
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    rows
 }

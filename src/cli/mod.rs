@@ -27,6 +27,7 @@ macro_rules! say {
 }
 
 mod bench;
+mod bench_process;
 mod check;
 mod devices;
 mod eval;

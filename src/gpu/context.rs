@@ -90,7 +90,12 @@ fn instance(backends: wgpu::Backends) -> wgpu::Instance {
 }
 
 fn enumerate(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
-    pollster::block_on(instance(backends).enumerate_adapters(wgpu::Backends::all()))
+    mark("start");
+    let instance = instance(backends);
+    mark(&format!("instance over {backends:?}"));
+    let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    mark(&format!("{} adapters enumerated", adapters.len()));
+    adapters
 }
 
 fn has_compute(a: &wgpu::Adapter) -> bool {
@@ -296,6 +301,7 @@ impl GpuContext {
             trace: wgpu::Trace::Off,
         }))
         .map_err(|e| Error::Gpu(format!("could not open {}: {e}", info.name)))?;
+        mark("device created");
         let errors = Arc::new(Mutex::new(Vec::new()));
         let sink = errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -383,6 +389,38 @@ pub(crate) fn injected_fault_due() -> bool {
             .and_then(|v| v.parse().ok())
     });
     after.is_some_and(|n| READBACKS.fetch_add(1, Ordering::Relaxed) >= n)
+}
+
+/// `PERTURB_TIMINGS=1`: one stderr line per start-up phase (instance, adapters, device, shader
+/// module, each pipeline, readbacks): wall milliseconds since the previous mark, the CPU
+/// milliseconds the marking thread ran since its own previous mark (Linux; pipelines may be built
+/// on helper threads), and wall milliseconds since the first mark. A diagnostic for
+/// measuring start-up on a loaded machine, not a setting; silent without the variable.
+pub(crate) fn mark(what: &str) {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+    static ON: OnceLock<bool> = OnceLock::new();
+    static LAST: Mutex<Option<(Instant, Instant)>> = Mutex::new(None);
+    thread_local!(static THREAD_CPU: std::cell::Cell<f64> = const { std::cell::Cell::new(0.0) });
+    if !*ON.get_or_init(|| std::env::var_os("PERTURB_TIMINGS").is_some_and(|v| v != "0")) {
+        return;
+    }
+    let now = Instant::now();
+    // Nanoseconds this thread has run, the first field of schedstat; NaN where there is none.
+    let cpu = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(f64::NAN, |ns| ns / 1e6);
+    let prev_cpu = THREAD_CPU.with(|c| c.replace(cpu));
+    let Ok(mut last) = LAST.lock() else { return };
+    let (first, prev) = last.unwrap_or((now, now));
+    eprintln!(
+        "perturb timings: {:8.2} ms wall {:8.2} ms cpu {:8.2} ms total  {what}",
+        (now - prev).as_secs_f64() * 1e3,
+        cpu - prev_cpu,
+        (now - first).as_secs_f64() * 1e3
+    );
+    *last = Some((first, now));
 }
 
 fn one_line(s: &str) -> String {

@@ -262,6 +262,7 @@ impl GpuEvaluator {
             dst.copy_from_slice(bytemuck::cast_slice(&view));
         }
         buf.unmap();
+        super::context::mark("readback");
         Ok(())
     }
 }

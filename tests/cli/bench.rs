@@ -14,6 +14,8 @@ fn bench_prints_a_table_and_json() {
         "cpu",
         "--max-seconds",
         "0.2",
+        "--process-runs",
+        "2",
         "--json",
         &json,
     ]);
@@ -26,7 +28,18 @@ fn bench_prints_a_table_and_json() {
     let rows: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let rows = rows.as_array().unwrap();
-    assert_eq!(rows.len(), 4, "2 sizes x 2 methods");
+    assert_eq!(
+        rows.len(),
+        5,
+        "2 sizes x 2 methods, and the README command on the CPU"
+    );
+    let process: Vec<_> = rows.iter().filter(|r| r["mode"] == "process").collect();
+    assert_eq!(process.len(), 1, "{rows:?}");
+    assert_eq!(process[0]["runs"].as_u64(), Some(2), "{}", process[0]);
+    assert!(
+        out.contains("/run") && out.contains("/step") && out.contains("items/s"),
+        "{out}"
+    );
     for r in rows {
         assert!(r["seconds"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["evals_per_second"].as_f64().unwrap() > 0.0, "{r}");
@@ -44,4 +57,33 @@ fn bench_rejects_unknown_names() {
     assert_fails(&["bench", "--methods", "magic"], &["magic"]);
     assert_fails(&["bench", "--devices", "tpu"], &["tpu"]);
     assert_fails(&["bench", "--max-seconds", "0"], &["--max-seconds"]);
+}
+
+#[test]
+fn bench_jax_adds_rows_or_says_why_it_skips_them() {
+    let o = perturb(&[
+        "bench",
+        "--sizes",
+        "book",
+        "--methods",
+        "reuse",
+        "--devices",
+        "cpu",
+        "--max-seconds",
+        "0.1",
+        "--process-runs",
+        "0",
+        "--jax",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    // benches/jax_bench.py has no book rows: with jax installed it reports zero rows.
+    assert!(
+        out.contains("JAX ") || out.contains("--jax: no JAX rows: jax is not importable"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("/run"),
+        "--process-runs 0 spawns nothing: {out}"
+    );
 }
