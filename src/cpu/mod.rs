@@ -357,9 +357,13 @@ impl<R: Real> CpuEvaluator<R> {
             clipped = clip_tasks(&self.tasks, first..first + deltas.len());
             &clipped[..]
         };
-        run_tasks(threads, &mut self.scratch, tasks, deltas, &|task, out, s| {
-            plan.task(task, out, &mut s.bufs)
-        });
+        run_tasks(
+            threads,
+            &mut self.scratch,
+            tasks,
+            deltas,
+            &|task, out, s| plan.task(task, out, &mut s.bufs),
+        );
     }
 
     /// `out[i − first] = L(probe's perturbed parameters i) − base` for direction evaluations i
