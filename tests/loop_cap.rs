@@ -58,6 +58,28 @@ fn llvmpipe() -> Option<GpuContext> {
     Some(ctx)
 }
 
+/// The smallest batch whose `reuse_seq` loop count (its largest part) is over llvmpipe's budget
+/// for `model` (MSE, no closed-form output): one below runs the invocation kernel, this one the
+/// split kernel.
+fn first_batch_over_reuse_seq_cap(model: &Model) -> usize {
+    let seq_count = |batch: usize| {
+        let plan = LoopPlan {
+            model,
+            batch,
+            closed: false,
+            epochs: 0,
+            loss: Loss::Mse,
+        };
+        (0..4)
+            .map(|part| loop_passes(KernelId::ReuseSeq(part), &plan))
+            .max()
+            .unwrap()
+    };
+    (1..100_000)
+        .find(|&b| seq_count(b) > KERNEL_PASS_BUDGET)
+        .unwrap()
+}
+
 /// One shape of the grid: what the evaluator is built for.
 struct Case {
     name: &'static str,
@@ -656,22 +678,7 @@ fn reuse_seq_and_forward_tile_fall_back_just_above_the_cap_and_stay_bit_exact() 
     // crosses the budget, then run one batch below and one above (where the planner must pick
     // the split kernel instead).
     let model = Model::random(&[2, 3, 1], &[Sig, Sig], 9).unwrap();
-    let seq_count = |batch: usize| {
-        let plan = LoopPlan {
-            model: &model,
-            batch,
-            closed: false,
-            epochs: 0,
-            loss: Loss::Mse,
-        };
-        (0..4)
-            .map(|part| loop_passes(KernelId::ReuseSeq(part), &plan))
-            .max()
-            .unwrap()
-    };
-    let over = (1..100_000)
-        .find(|&b| seq_count(b) > KERNEL_PASS_BUDGET)
-        .unwrap();
+    let over = first_batch_over_reuse_seq_cap(&model);
     for (batch, kernel) in [
         (over - 1, ReuseKernel::Invocation),
         (over, ReuseKernel::Split),
@@ -959,22 +966,7 @@ fn minibatch_resident_batches_just_below_and_above_the_cap_equal_the_host_loop()
     use perturb::Loop;
     let Some(ctx) = llvmpipe() else { return };
     let model = Model::random(&[2, 3, 1], &[Sig, Sig], 9).unwrap();
-    let seq_count = |batch: usize| {
-        let plan = LoopPlan {
-            model: &model,
-            batch,
-            closed: false,
-            epochs: 0,
-            loss: Loss::Mse,
-        };
-        (0..4)
-            .map(|part| loop_passes(KernelId::ReuseSeq(part), &plan))
-            .max()
-            .unwrap()
-    };
-    let over = (1..100_000)
-        .find(|&b| seq_count(b) > KERNEL_PASS_BUDGET)
-        .unwrap();
+    let over = first_batch_over_reuse_seq_cap(&model);
     // 2·over − 1 samples: batches of over − 1 leave a last batch of 1; batches of over leave
     // one of over − 1.
     let data = random_data(&model, 2 * over - 1, 12);
