@@ -3,8 +3,8 @@ perturb's own reuse rows, measured side by side in one process run so the machin
 
 Networks as `perturb bench` (src/bench.rs) and benches/numpy_bench.py build them: dense layers
 x @ W + b, sigmoid hidden, identity output, MSE over every output of every sample, float32;
-medium = 64-128-10, B=64; mnist = 784-128-10, B=256. Also a cross-entropy row for mnist (softmax
-over the identity output, mean over the batch), the loss of issue 14's Fashion-MNIST runs.
+medium = 64-128-10, B=64; mnist = 784-128-10, B=256. Also cross-entropy rows (softmax over the
+identity output, mean over the batch), the loss of issue 14's Fashion-MNIST runs.
 
 JAX step: `jax.jit` of (grad of the loss, then params -= lr * grad), timed after compilation and
 warm-up, `block_until_ready` on the result; the median of repeats. perturb rows: `perturb bench
@@ -16,8 +16,8 @@ warm-up, `block_until_ready` on the result; the median of repeats. perturb rows:
     python3 benches/jax_bench.py [--perturb target/release/perturb]
 
 `perturb bench --jax` runs `python3 benches/jax_bench.py --rows [--sizes medium,mnist]` instead: JSON
-on stdout in benches/numpy_bench.py's row format (`jax-grad` rows for each size, MSE, and for mnist
-also cross-entropy; a `jax-vmap-fd` row for medium: the naive forward difference as jit(vmap) over all
+on stdout in benches/numpy_bench.py's row format (`jax-grad` rows for each size and each loss of
+`--losses`, default both; a `jax-vmap-fd` row for medium: the naive forward difference as jit(vmap) over all
 P + 1 nudged networks, which at mnist would need P + 1 copies of the parameters, about 41 GB), with
 `evals_per_second` = (P + 1) * B per step like perturb's rows. Without an importable jax it prints
 {"skipped": why} and exits 0, so that the bench prints a note and goes on.
@@ -79,6 +79,9 @@ def xent(params, x, _y, labels):
     return jnp.mean(jax.nn.logsumexp(z, axis=1) - jnp.take_along_axis(z, labels[:, None], 1)[:, 0])
 
 
+LOSSES = {"mse": mse, "cross-entropy": xent}
+
+
 def jax_step_seconds(loss, widths, batch, repeats=REPEATS):
     params, x, y, labels = init(widths, batch)
 
@@ -126,16 +129,15 @@ def n_params(widths):
     return sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
 
 
-def bench_rows(sizes, max_seconds):
-    """The JSON rows of `perturb bench --jax`."""
+def bench_rows(sizes, kinds, max_seconds):
+    """The JSON rows of `perturb bench --jax`: a `jax.grad` row per size and loss in kinds, and the
+    `vmap` forward difference at medium for MSE."""
     out = []
     for size in sizes:
         widths, batch = SIZES[size]
         p = n_params(widths)
-        cases = [("jax-grad", "mse", lambda: jax_step_seconds(mse, widths, batch))]
-        if size == "mnist":
-            cases.append(("jax-grad", "cross-entropy", lambda: jax_step_seconds(xent, widths, batch)))
-        if size == "medium":
+        cases = [("jax-grad", kind, lambda f=LOSSES[kind]: jax_step_seconds(f, widths, batch)) for kind in kinds]
+        if size == "medium" and "mse" in kinds:
             cases.append(("jax-vmap-fd", "mse", lambda: vmap_fd_seconds(widths, batch, max_seconds=max_seconds)))
         for method, loss, timed in cases:
             med, runs = timed()
@@ -164,15 +166,20 @@ def main():
     ap.add_argument("--perturb", default="target/release/perturb")
     ap.add_argument("--rows", action="store_true", help="JSON rows for `perturb bench --jax`")
     ap.add_argument("--sizes", default="medium,mnist")
+    ap.add_argument("--losses", default="mse,cross-entropy", help="with --rows: mse, cross-entropy")
     ap.add_argument("--max-seconds", type=float, default=20.0)
     args = ap.parse_args()
+    kinds = [k for k in args.losses.split(",") if k]
+    for k in kinds:
+        if k not in LOSSES:
+            ap.error(f"unknown loss {k!r}")
     if args.rows:
         if jax is None:
             print(json.dumps({"skipped": MISSING}))
             return
         sizes = [s for s in args.sizes.split(",") if s in SIZES]
         print(json.dumps({"jax_version": jax.__version__, "platform": jax.devices()[0].platform,
-                          "cpu_count": os.cpu_count(), "rows": bench_rows(sizes, args.max_seconds)}, indent=1))
+                          "cpu_count": os.cpu_count(), "rows": bench_rows(sizes, kinds, args.max_seconds)}, indent=1))
         return
     if jax is None:
         raise SystemExit(MISSING)

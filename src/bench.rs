@@ -7,7 +7,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result, Setting};
 use crate::evaluator::Evaluator;
 use crate::gpu::{AdapterOptions, GpuOptions, ReuseKernel};
-use crate::model::{Activation, Model};
+use crate::model::{Activation, Loss, Model};
 use crate::precision::{Precision, Real};
 use crate::session::{Backend, Build, Device, Job};
 use crate::settings::{Hyper, Method};
@@ -74,6 +74,12 @@ impl Size {
     /// The model and data: the book's own for `book`; otherwise sigmoid hidden layers, identity
     /// output, seeded parameters and inputs/targets uniform in [-1, 1).
     pub fn build(&self) -> (Model, Dataset) {
+        self.build_for(Loss::Mse)
+    }
+
+    /// The model and data for `loss`: [`Size::build`]'s for MSE; for cross-entropy the same model
+    /// and inputs with seeded class labels (uniform over the outputs) as one-hot targets.
+    pub fn build_for(&self, loss: Loss) -> (Model, Dataset) {
         if self.name == "book" {
             return (Model::book(), Dataset::book());
         }
@@ -92,6 +98,14 @@ impl Size {
             |c: usize| Array2::from_shape_fn((self.samples, c), |_| rng.random_range(-1.0f32..1.0));
         let x = m(model.inputs());
         let y = m(model.outputs());
+        if loss == Loss::CrossEntropy {
+            let classes = model.outputs();
+            let labels: Vec<u32> = (0..self.samples)
+                .map(|_| rng.random_range(0..classes as u32))
+                .collect();
+            let data = Dataset::from_labels(x, &labels, classes, "bench").expect("labels fit");
+            return (model, data);
+        }
         (model, Dataset::new(x, y).expect("finite"))
     }
 
@@ -113,6 +127,8 @@ pub struct Row {
     pub samples: usize,
     /// `naive`, `reuse`, `numpy-loop`, `numpy-vectorized`.
     pub method: String,
+    /// `mse` or `cross-entropy`.
+    pub loss: String,
     /// `cpu` or `gpu`.
     pub device: String,
     /// Adapter or CPU description.
@@ -145,6 +161,9 @@ pub struct BenchOptions {
     pub sizes: Vec<Size>,
     /// Methods.
     pub methods: Vec<Method>,
+    /// Losses (cross-entropy rows skip sizes with one output, the book's: softmax over one logit
+    /// is constant).
+    pub losses: Vec<Loss>,
     /// Include CPU rows.
     pub cpu: bool,
     /// Include GPU rows.
@@ -257,45 +276,43 @@ pub fn run(opts: &BenchOptions, mut progress: impl FnMut(&Row)) -> Result<Vec<Ro
     let cpu = Backend::Cpu(Precision::F32);
     let mut rows = Vec::new();
     for size in &opts.sizes {
-        let (model, data) = size.build();
-        for &method in &opts.methods {
-            let mut row = |backend: &Backend, mode: &'static str, host: Option<f64>| {
-                let r = backend.with(TimeRow {
-                    opts,
-                    size,
-                    model: &model,
-                    data: &data,
-                    method,
-                    mode,
-                    host_seconds: host,
-                })?;
-                progress(&r);
-                let seconds = r.seconds;
-                rows.push(r);
-                Ok::<_, Error>(seconds)
-            };
-            if opts.cpu {
-                row(&cpu, "host", None)?;
-            }
-            if let Some(gpu) = &gpu {
-                let host = row(gpu, "host", None)?;
-                if opts.resident {
-                    row(gpu, "resident", host)?;
+        for &loss in &opts.losses {
+            let (model, data) = size.build_for(loss);
+            for &method in &opts.methods {
+                let mut row = |backend: &Backend, mode: &'static str, host: Option<f64>| {
+                    let r = backend.with(TimeRow {
+                        opts,
+                        size,
+                        model: &model,
+                        data: &data,
+                        loss,
+                        method,
+                        mode,
+                        host_seconds: host,
+                    })?;
+                    progress(&r);
+                    let seconds = r.seconds;
+                    rows.push(r);
+                    Ok::<_, Error>(seconds)
+                };
+                if opts.cpu {
+                    row(&cpu, "host", None)?;
+                }
+                if let Some(gpu) = &gpu {
+                    let host = row(gpu, "host", None)?;
+                    if opts.resident {
+                        row(gpu, "resident", host)?;
+                    }
                 }
             }
         }
-        let evals = (model.num_params() as f64 + 1.0) * data.len() as f64;
-        let naive_cpu = rows
-            .iter()
-            .find(|r| r.size == size.name && r.method == "naive" && r.device == "cpu")
-            .and_then(|r| r.seconds);
+        let p: usize = size.widths.windows(2).map(|w| (w[0] + 1) * w[1]).sum();
+        let evals = (p as f64 + 1.0) * size.samples as f64;
         for r in rows.iter_mut().filter(|r| r.size == size.name) {
-            if let Some(s) = r.seconds {
-                r.evals_per_second = Some(evals / s);
-                r.speedup_vs_cpu_naive = naive_cpu.map(|n| n / s);
-            }
+            r.evals_per_second = r.seconds.map(|s| evals / s);
         }
     }
+    fill_speedups(&mut rows);
     Ok(rows)
 }
 
@@ -305,6 +322,7 @@ struct TimeRow<'a> {
     size: &'a Size,
     model: &'a Model,
     data: &'a Dataset,
+    loss: Loss,
     method: Method,
     /// `"host"` or `"resident"`.
     mode: &'static str,
@@ -323,6 +341,7 @@ impl Job for TimeRow<'_> {
             params: self.model.num_params(),
             samples: self.data.len(),
             method: self.method.name().into(),
+            loss: self.loss.name().into(),
             device: device.kind,
             adapter: device.adapter,
             mode: self.mode.into(),
@@ -334,6 +353,10 @@ impl Job for TimeRow<'_> {
             stable: false,
             note: String::new(),
         };
+        if self.loss == Loss::CrossEntropy && self.model.outputs() < 2 {
+            r.note = "skipped: cross-entropy over one output is 0 for every parameter".into();
+            return Ok(r);
+        }
         if self.method == Method::Naive && size.naive_work() > opts.max_work {
             r.note = format!(
                 "skipped: a naive step is {:.1e} multiply-adds (the naive work cap is {:.0e})",
@@ -344,6 +367,7 @@ impl Job for TimeRow<'_> {
         }
         let gopts = GpuOptions {
             method: self.method,
+            loss: self.loss,
             reuse_kernel: opts.reuse_kernel,
             ..Default::default()
         };
@@ -448,6 +472,7 @@ fn script_rows(v: &serde_json::Value, adapter: &str) -> Vec<Row> {
             params: r["params"].as_u64().unwrap_or(0) as usize,
             samples: r["samples"].as_u64().unwrap_or(0) as usize,
             method: r["method"].as_str().unwrap_or("?").into(),
+            loss: r["loss"].as_str().unwrap_or("mse").into(),
             device: "cpu".into(),
             adapter: adapter.to_string(),
             mode: "host".into(),
@@ -457,23 +482,32 @@ fn script_rows(v: &serde_json::Value, adapter: &str) -> Vec<Row> {
             speedup_vs_cpu_naive: None,
             runs: r["runs"].as_u64().unwrap_or(0) as usize,
             stable: r["median_seconds"].is_f64(),
-            note: match (r["skipped"].as_str(), r["loss"].as_str()) {
-                (Some(s), _) => format!("skipped: {s}"),
-                (None, Some(loss)) if loss != "mse" => format!("{loss} loss"),
-                _ => String::new(),
-            },
+            note: r["skipped"]
+                .as_str()
+                .map_or(String::new(), |s| format!("skipped: {s}")),
         })
         .collect()
 }
 
+/// The losses as the scripts' `--losses` list.
+fn loss_names(losses: &[Loss]) -> String {
+    losses
+        .iter()
+        .map(|l| l.name())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Rows from `benches/numpy_bench.py` (python3 with NumPy), in this crate's row format.
-pub fn numpy_rows(sizes: &[Size], max_seconds: f64) -> Result<(String, Vec<Row>)> {
+pub fn numpy_rows(sizes: &[Size], losses: &[Loss], max_seconds: f64) -> Result<(String, Vec<Row>)> {
     let names: Vec<&str> = sizes.iter().map(|s| s.name).collect();
     let v = run_script(
         &script("numpy_bench.py"),
         &[
             "--sizes",
             &names.join(","),
+            "--losses",
+            &loss_names(losses),
             "--max-seconds",
             &max_seconds.to_string(),
         ],
@@ -495,7 +529,7 @@ pub enum JaxRows {
 
 /// Rows from `benches/jax_bench.py --rows` for the sizes it knows (medium, mnist); a missing jax
 /// is [`JaxRows::Skipped`], not an error.
-pub fn jax_rows(sizes: &[Size], max_seconds: f64) -> Result<JaxRows> {
+pub fn jax_rows(sizes: &[Size], losses: &[Loss], max_seconds: f64) -> Result<JaxRows> {
     let names: Vec<&str> = sizes.iter().map(|s| s.name).collect();
     let v = run_script(
         &script("jax_bench.py"),
@@ -503,6 +537,8 @@ pub fn jax_rows(sizes: &[Size], max_seconds: f64) -> Result<JaxRows> {
             "--rows",
             "--sizes",
             &names.join(","),
+            "--losses",
+            &loss_names(losses),
             "--max-seconds",
             &max_seconds.to_string(),
         ],
@@ -538,6 +574,7 @@ pub fn process_row(
         params: p,
         samples: size.samples,
         method: method.name().into(),
+        loss: Loss::Mse.name().into(),
         device: device.into(),
         adapter: adapter.into(),
         mode: "process".into(),
@@ -552,18 +589,20 @@ pub fn process_row(
     }
 }
 
-/// Fills `speedup_vs_cpu_naive` of step rows added after the fact (NumPy, JAX): against perturb's
-/// own CPU naive step row of the size. Whole-process rows have none.
+/// Fills `speedup_vs_cpu_naive` of step rows: against perturb's own CPU naive step row of the same
+/// size and loss (NumPy and JAX rows too). Whole-process rows have none.
 pub fn fill_speedups(rows: &mut [Row]) {
-    let naive: Vec<(String, f64)> = rows
+    let naive: Vec<(String, String, f64)> = rows
         .iter()
         .filter(|r| r.method == "naive" && r.device == "cpu" && r.mode == "host")
         .filter(|r| !r.adapter.starts_with("NumPy") && !r.adapter.starts_with("JAX"))
-        .filter_map(|r| r.seconds.map(|s| (r.size.clone(), s)))
+        .filter_map(|r| r.seconds.map(|s| (r.size.clone(), r.loss.clone(), s)))
         .collect();
     for r in rows.iter_mut().filter(|r| r.mode != "process") {
-        if let (Some(s), Some((_, n))) = (r.seconds, naive.iter().find(|(size, _)| *size == r.size))
-        {
+        let base = naive
+            .iter()
+            .find(|(size, loss, _)| *size == r.size && *loss == r.loss);
+        if let (Some(s), Some((_, _, n))) = (r.seconds, base) {
             r.speedup_vs_cpu_naive = Some(n / s);
         }
     }
@@ -586,6 +625,7 @@ pub fn table(rows: &[Row]) -> String {
         "P".into(),
         "B".into(),
         "method".into(),
+        "loss".into(),
         "device".into(),
         "mode".into(),
         "time".into(),
@@ -601,6 +641,7 @@ pub fn table(rows: &[Row]) -> String {
             r.params.to_string(),
             r.samples.to_string(),
             r.method.clone(),
+            r.loss.clone(),
             format!("{} ({})", r.device, r.adapter),
             r.mode.clone(),
             r.seconds
@@ -622,7 +663,7 @@ pub fn table(rows: &[Row]) -> String {
             },
         ]);
     }
-    let widths: Vec<usize> = (0..11)
+    let widths: Vec<usize> = (0..lines[0].len())
         .map(|c| {
             lines
                 .iter()
@@ -656,6 +697,7 @@ mod tests {
             params: 9610,
             samples: 64,
             method: "reuse".into(),
+            loss: "mse".into(),
             device: "gpu".into(),
             adapter: "llvmpipe".into(),
             mode: "host".into(),
@@ -720,6 +762,37 @@ mod tests {
             lines[2].contains("200.00 ms/run") && lines[2].contains("7.000e3"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn cross_entropy_sizes_keep_the_mse_model_and_inputs_and_hold_one_hot_labels() {
+        let size = Size::named("medium").unwrap();
+        let (m_mse, d_mse) = size.build();
+        let (m_ce, d_ce) = size.build_for(Loss::CrossEntropy);
+        assert_eq!(m_mse.params, m_ce.params);
+        assert_eq!(d_mse.x, d_ce.x);
+        let labels = d_ce.labels().expect("one-hot rows");
+        assert_eq!(labels.len(), size.samples);
+        let classes: std::collections::BTreeSet<u32> = labels.iter().copied().collect();
+        assert!(
+            classes.len() > 5 && classes.iter().all(|&c| c < 10),
+            "{classes:?}"
+        );
+    }
+
+    #[test]
+    fn speedups_match_the_naive_row_of_the_same_loss() {
+        let mut naive_mse = step_row();
+        (naive_mse.method, naive_mse.device) = ("naive".into(), "cpu".into());
+        naive_mse.seconds = Some(1.0);
+        let mut naive_ce = naive_mse.clone();
+        (naive_ce.loss, naive_ce.seconds) = ("cross-entropy".into(), Some(3.0));
+        let mut reuse_ce = step_row();
+        reuse_ce.loss = "cross-entropy".into();
+        let mut rows = vec![naive_mse, naive_ce, reuse_ce, step_row()];
+        fill_speedups(&mut rows);
+        assert_eq!(rows[2].speedup_vs_cpu_naive, Some(3.0 / 0.013));
+        assert_eq!(rows[3].speedup_vs_cpu_naive, Some(1.0 / 0.013));
     }
 
     #[test]

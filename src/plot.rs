@@ -544,20 +544,23 @@ pub fn curves(
 }
 
 /// Seconds per training step against parameter count on log-log axes, one line per device,
-/// method and loop mode (NumPy rows: one per NumPy variant), so that the sizes where the GPU
+/// method, loop mode and loss (NumPy rows: one per NumPy variant), so that the sizes where the GPU
 /// overtakes the CPU show as crossing lines. Skipped rows (no time) are left out; sizes with the
 /// same P but other batch sizes (mnist, mnist1k) share an x value.
 pub fn bench_chart(rows: &[Row]) -> Chart {
     let mut series: Vec<Series> = Vec::new();
     for r in rows {
         let Some(s) = r.seconds else { continue };
-        let name = if r.adapter.starts_with("NumPy") {
+        let mut name = if r.adapter.starts_with("NumPy") {
             r.method.clone()
         } else if r.device == "gpu" {
             format!("gpu {} {}", r.method, r.mode)
         } else {
             format!("{} {}", r.device, r.method)
         };
+        if r.loss != "mse" {
+            name = format!("{name} {}", r.loss);
+        }
         let point = (r.params as f64, s);
         match series.iter_mut().find(|x| x.name == name) {
             Some(x) => x.points.push(point),

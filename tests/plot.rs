@@ -102,6 +102,7 @@ fn bench_chart_draws_one_line_per_device_method_and_mode() {
         params,
         samples: 64,
         method: method.into(),
+        loss: "mse".into(),
         device: device.into(),
         adapter: if device == "gpu" {
             "llvmpipe".into()

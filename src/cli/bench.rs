@@ -4,6 +4,7 @@ use super::{bench_process, pick, AdapterArgs};
 use crate::bench::{self, BenchOptions, Size};
 use crate::error::{Error, Result};
 use crate::gpu::ReuseKernel;
+use crate::model::Loss;
 use crate::plot;
 use crate::train::Method;
 use clap::Args;
@@ -18,6 +19,10 @@ pub struct BenchArgs {
     /// Methods: naive, reuse.
     #[arg(long, default_value = "naive,reuse")]
     pub methods: String,
+    /// Losses: mse (the book's), cross-entropy (over one-hot labels; skipped for book, whose one
+    /// output makes it constant). NumPy and JAX rows follow the same list.
+    #[arg(long, default_value = "mse")]
+    pub losses: String,
     /// Devices: cpu, gpu.
     #[arg(long, default_value = "cpu,gpu")]
     pub devices: String,
@@ -71,6 +76,15 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             Method::Reuse
         }
     })?;
+    let losses = pick(
+        &args.losses,
+        "losses",
+        &["mse", "cross-entropy"],
+        |s| match s {
+            "mse" => Loss::Mse,
+            _ => Loss::CrossEntropy,
+        },
+    )?;
     let devices = pick(&args.devices, "devices", &["cpu", "gpu"], str::to_string)?;
     let modes = pick(&args.modes, "modes", &["host", "resident"], str::to_string)?;
     if !(args.max_seconds > 0.0 && args.max_seconds.is_finite()) {
@@ -82,6 +96,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let opts = BenchOptions {
         sizes: sizes.clone(),
         methods,
+        losses: losses.clone(),
         cpu: devices.iter().any(|d| d == "cpu"),
         gpu: devices.iter().any(|d| d == "gpu"),
         resident: modes.iter().any(|m| m == "resident"),
@@ -121,20 +136,22 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             .seconds
             .map_or(r.note.clone(), |s| format!("{:.3e} s/step", s));
         say!(
-            "  {:<7} {:<6} {:<4} {:<9} {t}",
+            "  {:<7} {:<6} {:<13} {:<4} {:<9} {t}",
             r.size,
             r.method,
+            r.loss,
             r.device,
             r.mode
         );
     })?;
     if args.numpy {
-        let (version, mut extra) = bench::numpy_rows(&sizes, args.max_seconds.max(5.0) * 4.0)?;
+        let (version, mut extra) =
+            bench::numpy_rows(&sizes, &losses, args.max_seconds.max(5.0) * 4.0)?;
         say!("  NumPy {version}: {} rows", extra.len());
         rows.append(&mut extra);
     }
     if args.jax {
-        match bench::jax_rows(&sizes, args.max_seconds.max(5.0) * 4.0)? {
+        match bench::jax_rows(&sizes, &losses, args.max_seconds.max(5.0) * 4.0)? {
             bench::JaxRows::Rows(version, mut extra) => {
                 say!("  {version}: {} rows", extra.len());
                 rows.append(&mut extra);

@@ -52,10 +52,56 @@ fn bench_prints_a_table_and_json() {
 }
 
 #[test]
+fn bench_cross_entropy_rows_are_labelled_and_the_book_is_skipped_with_a_reason() {
+    let d = dir("bench-ce");
+    let json = d.join("b.json").display().to_string();
+    let o = perturb(&[
+        "bench",
+        "--sizes",
+        "book,small",
+        "--losses",
+        "mse,cross-entropy",
+        "--methods",
+        "reuse",
+        "--devices",
+        "cpu",
+        "--max-seconds",
+        "0.2",
+        "--process-runs",
+        "0",
+        "--json",
+        &json,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = rows.as_array().unwrap();
+    let found = |size: &str, loss: &str| {
+        rows.iter()
+            .find(|r| r["size"] == size && r["loss"] == loss)
+            .unwrap_or_else(|| panic!("no {size} {loss} row in {rows:?}"))
+    };
+    assert_eq!(rows.len(), 4, "2 sizes x 2 losses: {rows:?}");
+    for size in ["book", "small"] {
+        assert!(found(size, "mse")["seconds"].as_f64().unwrap() > 0.0);
+    }
+    assert!(found("small", "cross-entropy")["seconds"].as_f64().unwrap() > 0.0);
+    let book = found("book", "cross-entropy");
+    assert!(book["seconds"].is_null(), "{book}");
+    let note = book["note"].as_str().unwrap();
+    assert!(
+        note.starts_with("skipped") && note.contains("one output"),
+        "{note}"
+    );
+    assert!(stdout(&o).contains("cross-entropy"), "{}", stdout(&o));
+}
+
+#[test]
 fn bench_rejects_unknown_names() {
     assert_fails(&["bench", "--sizes", "huge"], &["huge"]);
     assert_fails(&["bench", "--methods", "magic"], &["magic"]);
     assert_fails(&["bench", "--devices", "tpu"], &["tpu"]);
+    assert_fails(&["bench", "--losses", "hinge"], &["--losses", "hinge"]);
     assert_fails(&["bench", "--max-seconds", "0"], &["--max-seconds"]);
 }
 
