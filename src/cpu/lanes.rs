@@ -43,21 +43,15 @@ pub(super) fn unit_block(units: usize, b: usize) -> usize {
 
 /// Fills the lane path's per-step copies: the last hidden layer's `z`, `a` and closed-form terms
 /// as `[sample][unit]` (`coef` is `ab` for MSE, the series `c1..c4` as `[sample][4][unit]` for
-/// cross-entropy), the targets as `[output][sample]`, and whether all of those and the per-unit
-/// terms are finite (the condition for skipping zero inputs).
+/// cross-entropy), and whether all of those and the per-unit terms are finite (the condition for
+/// skipping zero inputs). The targets as `[output][sample]` (`yt`) are filled before the pass.
 pub(super) fn lane_prepare<R: Real>(
     layers: &[LayerSpan],
-    y: &[f32],
     b: usize,
     loss: Loss,
     cache: &mut Cache<R>,
 ) {
     let out = layers[layers.len() - 1];
-    for (o, col) in cache.yt.chunks_mut(b).enumerate() {
-        for (s, v) in col.iter_mut().enumerate() {
-            *v = R::from_f32(y[s * out.outputs + o]);
-        }
-    }
     if cache.zt.is_empty() {
         return;
     }
@@ -234,7 +228,7 @@ fn items_any<R: Real>(
 }
 
 /// A loop nest to compile for the widest vector unit the CPU has ([`dispatch`]).
-trait Kernel {
+pub(super) trait Kernel {
     /// Runs it; implementations are `#[inline(always)]` so that they take the caller's features.
     fn run(self);
 }
@@ -243,7 +237,7 @@ trait Kernel {
 /// vector `floor`, so `exp_f32` would call libm per lane; AVX2 / AVX-512 code lets LLVM vectorise
 /// the whole twinned activation. Only these features are enabled, never FMA: every lane rounds
 /// each `+ − ×` as the scalar reference does.
-fn dispatch<K: Kernel>(k: K) {
+pub(super) fn dispatch<K: Kernel>(k: K) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
@@ -464,11 +458,23 @@ struct OutputItems<'a, 'p, R> {
 impl<R: Real> Kernel for OutputItems<'_, '_, R> {
     #[inline(always)]
     fn run(self) {
+        // The activation fixed per loop: a `match` per lane would keep the loop scalar.
+        match self.layer.activation {
+            Activation::Identity => self.items(|v| v),
+            Activation::Relu => self.items(|v: R| v.activate(Activation::Relu)),
+            Activation::Sigmoid => self.items(|v: R| v.activate(Activation::Sigmoid)),
+            Activation::Tanh => self.items(|v: R| v.activate(Activation::Tanh)),
+        }
+    }
+}
+
+impl<R: Real> OutputItems<'_, '_, R> {
+    #[inline(always)]
+    fn items(self, act: impl Fn(R) -> R) {
         let (plan, layer, (u, d)) = (self.plan, self.layer, self.nudge);
         let (new, cols, out) = self.bufs;
         let b = out.len();
         let row = |o: usize| &plan.cache.z[(layer.unit_off + o) * b..][..b];
-        let act = |v: R| v.activate(layer.activation);
         match self.x {
             Some(x) => {
                 for ((o, &z), &x) in new.iter_mut().zip(row(u)).zip(x) {
@@ -504,7 +510,7 @@ impl<R: Real> Kernel for OutputItems<'_, '_, R> {
 /// [`xent`] of every sample at once: logit o of all samples is `logit(o)`, the targets
 /// `yt[o][s]`; the steps over o in [`xent`]'s order, each over samples. `cols` holds 2·B values.
 #[inline(always)]
-fn xent_lanes<'a, R: Real>(
+pub(super) fn xent_lanes<'a, R: Real>(
     outputs: usize,
     logit: impl Fn(usize) -> &'a [R],
     yt: &[R],

@@ -48,6 +48,7 @@ use std::marker::PhantomData;
 pub use crate::precision::REDUCE_LANES;
 pub use reduce::reduce_sse;
 
+mod batch;
 mod forward;
 mod lanes;
 mod reduce;
@@ -112,6 +113,8 @@ struct Cache<R> {
     finite: bool,
     /// Per layer, whether all its weights are finite this step (zero inputs may be skipped).
     finite_w: Vec<bool>,
+    /// Scratch of the lane path's output terms: `2(a − y)` as `[output][sample]`.
+    err: Vec<R>,
 }
 
 impl<R> Default for Cache<R> {
@@ -131,6 +134,7 @@ impl<R> Default for Cache<R> {
             yt: Vec::new(),
             finite: false,
             finite_w: Vec::new(),
+            err: Vec::new(),
         }
     }
 }
@@ -217,6 +221,7 @@ impl<R: Real> CpuEvaluator<R> {
                 yt: vec![R::ZERO; ev.y.len()],
                 finite: false,
                 finite_w: Vec::with_capacity(ev.layers.len()),
+                err: vec![R::ZERO; ev.y.len()],
             };
             ev.tasks = reuse_tasks(&ev.layers, units > 0);
         }
@@ -434,6 +439,29 @@ impl<R: Real> CpuEvaluator<R> {
                 *v = R::from_f32(self.x[s * inputs + i]);
             }
         }
+        for (o, col) in cache.yt.chunks_mut(b).enumerate() {
+            for (s, v) in col.iter_mut().enumerate() {
+                *v = R::from_f32(self.y[s * outputs + o]);
+            }
+        }
+        if self.lanes {
+            let sse = &mut bufs.sse;
+            batch::forward_lanes(
+                &self.layers,
+                params,
+                (b, self.loss),
+                cache,
+                (sse, &mut bufs.cols),
+            );
+            if !cache.bb.is_empty() {
+                batch::output_terms_lanes(&self.layers, b, params, cache);
+            }
+            if !cache.spread.is_empty() {
+                xent_series(&self.layers, &self.y, b, params, cache);
+            }
+            lanes::lane_prepare(&self.layers, b, self.loss, cache);
+            return R::mean(reduce_sse(sse), self.loss.mean_count(b, outputs));
+        }
         for s in 0..b {
             let x = &self.x[s * inputs..(s + 1) * inputs];
             let pred = forward_each(
@@ -457,9 +485,6 @@ impl<R: Real> CpuEvaluator<R> {
         }
         if !cache.spread.is_empty() {
             xent_series(&self.layers, &self.y, b, params, cache);
-        }
-        if self.lanes {
-            lanes::lane_prepare(&self.layers, &self.y, b, self.loss, cache);
         }
         R::mean(reduce_sse(&bufs.sse), self.loss.mean_count(b, outputs))
     }
