@@ -51,6 +51,7 @@ pub use reduce::reduce_sse;
 mod batch;
 mod forward;
 mod lanes;
+mod pool;
 mod reduce;
 mod reuse;
 mod tasks;
@@ -59,7 +60,8 @@ use forward::*;
 use reuse::*;
 use tasks::*;
 
-/// Below this many multiply-adds per step the evaluator stays on one thread (spawning costs more).
+/// Below this many multiply-adds per step the evaluator stays on one thread (waking workers costs
+/// more).
 const PARALLEL_MIN_WORK: usize = 1 << 18;
 
 /// Per-thread working memory, allocated once.
@@ -157,6 +159,8 @@ pub struct CpuEvaluator<R: Real = f32> {
     tasks: Vec<Task>,
     /// The part of each probe's values it computes ([`CpuEvaluator::set_share`]).
     share: Share,
+    /// Worker threads, made at the first step that uses more than one thread.
+    pool: Option<pool::Pool>,
     _r: PhantomData<R>,
 }
 
@@ -191,6 +195,7 @@ impl<R: Real> CpuEvaluator<R> {
             cache: Cache::default(),
             tasks: Vec::new(),
             share: Share::ALL,
+            pool: None,
             _r: PhantomData,
         };
         if method == Method::Reuse {
@@ -232,6 +237,7 @@ impl<R: Real> CpuEvaluator<R> {
     /// Sets the number of threads (at least 1). Results do not depend on it.
     pub fn set_threads(&mut self, threads: usize) {
         self.threads = threads.max(1);
+        self.pool = None;
         let width = self.layers.iter().map(|l| l.outputs).max().unwrap_or(0);
         let b = self.samples;
         // The lane path's block width over the last hidden layer's units (0 without one).
@@ -334,7 +340,8 @@ impl<R: Real> CpuEvaluator<R> {
             s.params[k] = params[k];
             lk - base
         };
-        for_each_param(threads, &mut self.scratch, first, deltas, &each);
+        let pool = (threads, &mut self.pool);
+        for_each_param(pool, &mut self.scratch, first, deltas, &each);
     }
 
     /// `deltas[k − first]` of the reuse method, from the cache [`CpuEvaluator::forward_store`]
@@ -363,7 +370,7 @@ impl<R: Real> CpuEvaluator<R> {
             &clipped[..]
         };
         run_tasks(
-            threads,
+            (threads, &mut self.pool),
             &mut self.scratch,
             tasks,
             deltas,
@@ -390,7 +397,8 @@ impl<R: Real> CpuEvaluator<R> {
             probe.perturbed(params, i, &mut s.params);
             loss_at(layers, data, loss, &s.params, &mut s.bufs) - base
         };
-        for_each_param(threads, &mut self.scratch, first, out, &each);
+        let pool = (threads, &mut self.pool);
+        for_each_param(pool, &mut self.scratch, first, out, &each);
     }
 
     /// One run of [`Evaluator::probe`]: returns the loss and fills `values`.
@@ -498,10 +506,10 @@ fn probe_offsets(probe: &Probe) -> usize {
     }
 }
 
-/// Runs `each(k, scratch)` for every parameter k from `first` on, split over `threads` contiguous
-/// ranges; `deltas[k − first]` gets its result.
+/// Runs `each(k, scratch)` for every parameter k from `first` on, on `threads` threads taking
+/// contiguous ranges in turn; `deltas[k − first]` gets its result.
 fn for_each_param<R: Real>(
-    threads: usize,
+    (threads, pool): (usize, &mut Option<pool::Pool>),
     scratch: &mut [Scratch<R>],
     first: usize,
     deltas: &mut [R],
@@ -512,16 +520,31 @@ fn for_each_param<R: Real>(
             *slot = each(at + j, s);
         }
     };
-    if threads <= 1 || deltas.len() < 2 {
+    let threads = threads.min(scratch.len()).min(deltas.len());
+    let Some(pool) = pool_for(pool, threads) else {
         run(first, deltas, &mut scratch[0]);
         return;
-    }
-    let per = deltas.len().div_ceil(threads.min(scratch.len()));
-    std::thread::scope(|scope| {
-        for (c, (out, s)) in deltas.chunks_mut(per).zip(scratch.iter_mut()).enumerate() {
-            scope.spawn(move || run(first + c * per, out, s));
-        }
-    });
+    };
+    // Ranges a few times smaller than an even split, so that a slow thread delays little.
+    let per = deltas.len().div_ceil(4 * threads);
+    let queue = std::sync::Mutex::new((first, deltas));
+    let work = |_: usize, s: &mut Scratch<R>| loop {
+        let (at, out) = {
+            let mut q = queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if q.1.is_empty() {
+                break;
+            }
+            let len = per.min(q.1.len());
+            let (out, tail) = std::mem::take(&mut q.1).split_at_mut(len);
+            let at = q.0;
+            *q = (at + len, tail);
+            (at, out)
+        };
+        run(at, out, s);
+    };
+    pool.run_each(&mut scratch[..threads], &work);
 }
 
 impl<R: Real> Evaluator for CpuEvaluator<R> {
