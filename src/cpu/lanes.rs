@@ -143,24 +143,25 @@ fn block_deltas<R: Real>(
     Some(())
 }
 
-/// The block's items for MSE: `δ·(ab + δ·bb)` per (sample, unit) into `rows[s][j]`.
+/// The block's items for MSE: `δ·(ab + δ·bb)` per (sample, unit) into `rows[s][j]`, with
+/// `δ = act(z + x·d) − a` (a bias row takes x = 1: `1·d` is d exactly, so `z + 1·d = z + d`).
 #[inline(always)]
-fn items_mse<R: Real>(
-    blk: &Block<R>,
-    b: usize,
-    act: impl Fn(R) -> R,
-    rows: &mut [R],
-    dl: &mut [R],
-) {
+fn items_mse<R: Real>(blk: &Block<R>, b: usize, act: impl Fn(R) -> R, rows: &mut [R]) {
     let n = blk.d.len();
+    let one = R::from_f32(1.0);
     for (s, row) in rows.chunks_exact_mut(n).take(b).enumerate() {
-        if block_deltas(blk, s, &act, dl).is_none() {
+        let xs = blk.x.map_or(one, |x| x[s]);
+        if blk.x.is_some() && blk.skip && xs == R::ZERO {
             row.fill(R::ZERO);
             continue;
         }
-        let ab = &blk.coef[s * blk.units + blk.u0..][..n];
-        for (((o, &d), &ab), &bb) in row.iter_mut().zip(&*dl).zip(ab).zip(blk.unit) {
-            *o = d * (ab + d * bb);
+        let at = s * blk.units + blk.u0;
+        let (z, a, ab) = (&blk.z[at..][..n], &blk.a[at..][..n], &blk.coef[at..][..n]);
+        // Zipped, not indexed: bounds checks would keep this loop scalar.
+        let terms = z.iter().zip(a).zip(ab).zip(blk.d).zip(blk.unit);
+        for (o, ((((&z, &a), &ab), &d), &bb)) in row.iter_mut().zip(terms) {
+            let delta = act(z + xs * d) - a;
+            *o = delta * (ab + delta * bb);
         }
     }
 }
@@ -214,7 +215,7 @@ fn items_any<R: Real>(
     macro_rules! with_act {
         ($f:expr) => {
             match loss {
-                Loss::Mse => items_mse(blk, b, $f, bufs.0, bufs.1),
+                Loss::Mse => items_mse(blk, b, $f, bufs.0),
                 Loss::CrossEntropy => items_xent(blk, b, $f, bufs, fix),
             }
         };
