@@ -19,8 +19,6 @@
 //! +0 without being computed.
 
 use super::forward::xent;
-use super::reduce::reduce_sse;
-use super::reuse::{dsse_term, ReusePlan};
 use super::*;
 use crate::model::Activation;
 use crate::xent::{xent_max_step, xent_soft_term};
@@ -60,27 +58,15 @@ pub(super) fn lane_prepare<R: Real>(
     let Cache {
         z, a, zt, at, coef, ..
     } = cache;
-    for u in 0..units {
-        for s in 0..b {
-            zt[s * units + u] = z[first + u * b + s];
-            at[s * units + u] = a[first + u * b + s];
-        }
-    }
+    // Each copy: element (u, s) at `src[u·src_stride + s]` to `dst[s·dst_stride + u]`.
+    transpose(&z[first..], (units, b, b), zt, units);
+    transpose(&a[first..], (units, b, b), at, units);
     match loss {
-        Loss::Mse => {
-            for u in 0..units {
-                for s in 0..b {
-                    coef[s * units + u] = cache.ab[u * b + s];
-                }
-            }
-        }
+        Loss::Mse => transpose(&cache.ab, (units, b, b), coef, units),
         Loss::CrossEntropy => {
-            for u in 0..units {
-                for i in 0..4 {
-                    for s in 0..b {
-                        coef[(4 * s + i) * units + u] = cache.series[(4 * u + i) * b + s];
-                    }
-                }
+            for i in 0..4 {
+                let dst = &mut coef[i * units..];
+                transpose(&cache.series[i * b..], (units, b, 4 * b), dst, 4 * units);
             }
         }
     }
@@ -90,6 +76,27 @@ pub(super) fn lane_prepare<R: Real>(
         && all(&cache.coef)
         && all(&cache.bb)
         && all(&cache.spread);
+}
+
+/// `dst[c·dst_stride + r] = src[r·src_stride + c]` for r < rows, c < cols, in 8 × 8 tiles (a
+/// strided store per element spends more time in the cache than the copy).
+fn transpose<R: Copy>(
+    src: &[R],
+    (rows, cols, src_stride): (usize, usize, usize),
+    dst: &mut [R],
+    dst_stride: usize,
+) {
+    const TILE: usize = 8;
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                let from = &src[r * src_stride..][..cols];
+                for c in c0..(c0 + TILE).min(cols) {
+                    dst[c * dst_stride + r] = from[c];
+                }
+            }
+        }
+    }
 }
 
 /// One block of a hidden row: the cache columns of units `u0..u0 + n` as `[sample][unit]`.
@@ -410,101 +417,6 @@ impl<R: Real> ReusePlan<'_, R> {
             fix: &mut fix,
         });
         reduce_columns(rows, b, n, count, out);
-    }
-
-    /// [`ReusePlan::delta`] of an output-layer parameter, its items over samples as lanes.
-    pub(super) fn output_delta(&self, k: usize, bufs: &mut Bufs<R>) -> R {
-        let last = self.layers.len() - 1;
-        let n = self.nudge(k);
-        let b = self.samples;
-        let layer = self.layers[last];
-        let x = n.input.map(|i| {
-            if last == 0 {
-                &self.cache.xt[i * b..(i + 1) * b]
-            } else {
-                let c = (self.layers[last - 1].unit_off + i) * b;
-                &self.cache.a[c..c + b]
-            }
-        });
-        let Bufs {
-            sse, lane, cols, ..
-        } = bufs;
-        dispatch(OutputItems {
-            plan: self,
-            layer,
-            nudge: (n.u, n.d),
-            x,
-            bufs: (&mut lane[..b], &mut cols[..2 * b], &mut sse[..b]),
-        });
-        R::mean(
-            reduce_sse(&sse[..b]),
-            self.loss.mean_count(b, layer.outputs),
-        )
-    }
-}
-
-/// An output-layer parameter's items over samples ([`ReusePlan::output_delta`]): the nudged
-/// unit's new value for every sample into `new`, then each sample's change of its loss into `out`.
-struct OutputItems<'a, 'p, R> {
-    plan: &'a ReusePlan<'p, R>,
-    layer: LayerSpan,
-    /// The output unit and the nudge `d`.
-    nudge: (usize, R),
-    /// Its input over samples; `None` for a bias.
-    x: Option<&'a [R]>,
-    /// `new` (B values), scratch for [`xent_lanes`] (2·B), `out` (B).
-    bufs: (&'a mut [R], &'a mut [R], &'a mut [R]),
-}
-
-impl<R: Real> Kernel for OutputItems<'_, '_, R> {
-    #[inline(always)]
-    fn run(self) {
-        // The activation fixed per loop: a `match` per lane would keep the loop scalar.
-        match self.layer.activation {
-            Activation::Identity => self.items(|v| v),
-            Activation::Relu => self.items(|v: R| v.activate(Activation::Relu)),
-            Activation::Sigmoid => self.items(|v: R| v.activate(Activation::Sigmoid)),
-            Activation::Tanh => self.items(|v: R| v.activate(Activation::Tanh)),
-        }
-    }
-}
-
-impl<R: Real> OutputItems<'_, '_, R> {
-    #[inline(always)]
-    fn items(self, act: impl Fn(R) -> R) {
-        let (plan, layer, (u, d)) = (self.plan, self.layer, self.nudge);
-        let (new, cols, out) = self.bufs;
-        let b = out.len();
-        let row = |o: usize| &plan.cache.z[(layer.unit_off + o) * b..][..b];
-        match self.x {
-            Some(x) => {
-                for ((o, &z), &x) in new.iter_mut().zip(row(u)).zip(x) {
-                    *o = act(z + x * d);
-                }
-            }
-            None => {
-                for (o, &z) in new.iter_mut().zip(row(u)) {
-                    *o = act(z + d);
-                }
-            }
-        }
-        let new = &*new;
-        match plan.loss {
-            Loss::Mse => {
-                let a = &plan.cache.a[(layer.unit_off + u) * b..][..b];
-                let y = &plan.cache.yt[u * b..][..b];
-                for (((o, &new), &old), &y) in out.iter_mut().zip(new).zip(a).zip(y) {
-                    *o = dsse_term(new, old, y);
-                }
-            }
-            Loss::CrossEntropy => {
-                let logit = |o: usize| if o == u { new } else { row(o) };
-                xent_lanes(layer.outputs, logit, &plan.cache.yt, cols, out);
-                for (o, &kept) in out.iter_mut().zip(&plan.cache.losses) {
-                    *o = *o - kept;
-                }
-            }
-        }
     }
 }
 

@@ -51,6 +51,7 @@ pub use reduce::reduce_sse;
 mod batch;
 mod forward;
 mod lanes;
+mod output;
 mod pool;
 mod reduce;
 mod reuse;
@@ -87,6 +88,14 @@ struct Bufs<R> {
     nudges: Vec<R>,
     /// Per-sample scratch of the output layer's cross-entropy lanes (2·B).
     cols: Vec<R>,
+    /// The samples of an output-layer row whose input is not zero, and their compact copies:
+    /// every output's `z` and target (`[output][k]`), kept loss, input and item (lane path).
+    idx: Vec<usize>,
+    gz: Vec<R>,
+    gy: Vec<R>,
+    gk: Vec<R>,
+    gx: Vec<R>,
+    gout: Vec<R>,
 }
 
 /// The unperturbed pass kept by the reuse method: `z` and `a` as `[unit][sample]`; for MSE with an
@@ -115,6 +124,9 @@ struct Cache<R> {
     finite: bool,
     /// Per layer, whether all its weights are finite this step (zero inputs may be skipped).
     finite_w: Vec<bool>,
+    /// Whether the output layer's `z` and `a`, the targets and the kept losses are all finite
+    /// this step (the output layer's zero inputs may be skipped; lane path).
+    finite_out: bool,
     /// Scratch of the lane path's output terms: `2(a − y)` as `[output][sample]`.
     err: Vec<R>,
 }
@@ -136,6 +148,7 @@ impl<R> Default for Cache<R> {
             yt: Vec::new(),
             finite: false,
             finite_w: Vec::new(),
+            finite_out: false,
             err: Vec::new(),
         }
     }
@@ -226,6 +239,7 @@ impl<R: Real> CpuEvaluator<R> {
                 yt: vec![R::ZERO; ev.y.len()],
                 finite: false,
                 finite_w: Vec::with_capacity(ev.layers.len()),
+                finite_out: false,
                 err: vec![R::ZERO; ev.y.len()],
             };
             ev.tasks = reuse_tasks(&ev.layers, units > 0);
@@ -240,6 +254,7 @@ impl<R: Real> CpuEvaluator<R> {
         self.pool = None;
         let width = self.layers.iter().map(|l| l.outputs).max().unwrap_or(0);
         let b = self.samples;
+        let outputs = self.layers.last().map_or(0, |l| l.outputs);
         // The lane path's block width over the last hidden layer's units (0 without one).
         let ub = if self.cache.zt.is_empty() {
             0
@@ -258,6 +273,12 @@ impl<R: Real> CpuEvaluator<R> {
                     dl: vec![R::ZERO; ub],
                     nudges: vec![R::ZERO; ub],
                     cols: vec![R::ZERO; 2 * b],
+                    idx: Vec::with_capacity(b),
+                    gz: vec![R::ZERO; outputs * b],
+                    gy: vec![R::ZERO; outputs * b],
+                    gk: vec![R::ZERO; b],
+                    gx: vec![R::ZERO; b],
+                    gout: vec![R::ZERO; b],
                 },
             };
             self.threads
@@ -468,6 +489,13 @@ impl<R: Real> CpuEvaluator<R> {
                 xent_series(&self.layers, &self.y, b, params, cache);
             }
             lanes::lane_prepare(&self.layers, b, self.loss, cache);
+            let out = &self.layers[self.layers.len() - 1];
+            let rows = out.unit_off * b..(out.unit_off + out.outputs) * b;
+            let all = |v: &[R]| v.iter().all(|x| x.is_finite());
+            cache.finite_out = all(&cache.z[rows.clone()])
+                && all(&cache.a[rows])
+                && all(&cache.yt)
+                && all(&cache.losses);
             return R::mean(reduce_sse(sse), self.loss.mean_count(b, outputs));
         }
         for s in 0..b {

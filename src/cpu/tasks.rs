@@ -7,8 +7,6 @@ use super::pool::Pool;
 use super::*;
 use std::sync::{Mutex, PoisonError};
 
-/// Output-layer parameters per work unit.
-const OUTPUT_GROUP: usize = 16;
 /// Parameters per work unit where the scalar reference takes every item.
 const EACH_GROUP: usize = 64;
 
@@ -17,7 +15,7 @@ const EACH_GROUP: usize = 64;
 pub(super) enum Kind {
     /// One row of the last hidden layer before a closed-form output layer (all its units).
     Row,
-    /// Output-layer parameters.
+    /// Output-layer parameters of one row (an input's weights, or the biases).
     Output,
     /// Any other parameters.
     Each,
@@ -49,7 +47,9 @@ pub(super) fn reuse_tasks(layers: &[LayerSpan], closed: bool) -> Vec<Task> {
     for (l, layer) in layers.iter().enumerate() {
         let total = (layer.inputs + 1) * layer.outputs;
         if l == last {
-            push(layer.w_off, total, OUTPUT_GROUP, Kind::Output);
+            // Rows (one input's weights to every output, then the biases), which share the
+            // samples the lane path leaves out.
+            push(layer.w_off, total, layer.outputs, Kind::Output);
         } else if l + 1 == last && closed {
             // Rows of weights (input i to every unit), then the biases: each `outputs` long.
             push(layer.w_off, total, layer.outputs, Kind::Row);
@@ -142,11 +142,7 @@ impl<R: Real> ReusePlan<'_, R> {
     pub(super) fn task(&self, task: &Task, out: &mut [R], bufs: &mut Bufs<R>) {
         match task.kind {
             Kind::Row if self.rows_apply() => self.hidden_row(task.first, out, bufs),
-            Kind::Output if self.lanes => {
-                for (j, o) in out.iter_mut().enumerate() {
-                    *o = self.output_delta(task.first + j, bufs);
-                }
-            }
+            Kind::Output if self.lanes => self.output_row(task.first, out, bufs),
             _ => {
                 for (j, o) in out.iter_mut().enumerate() {
                     *o = self.delta(task.first + j, bufs);
