@@ -10,21 +10,30 @@
 //! is ±0, and a ±0 added to a sum that started at +0 changes nothing).
 
 use super::lanes::{dispatch, xent_lanes, Kernel};
+use super::pool::Pool;
+use super::tasks::pool_for;
 use super::*;
 use crate::model::Activation;
+use std::sync::{Mutex, PoisonError};
 
 /// Samples per block of the dense loop: a block of one layer's `z` rows stays in L1 / L2.
 const SAMPLE_BLOCK: usize = 64;
 
-/// The unperturbed pass of every sample: fills `cache.z`, `cache.a` and each sample's loss into
-/// `sse` (and `cache.losses` for cross-entropy), from `cache.xt` / `cache.yt` (filled before).
-/// `cols` is scratch of 2·B values.
-pub(super) fn forward_lanes<R: Real>(
+/// Units per work unit when a layer's pass is split over threads.
+const UNIT_CHUNK: usize = 16;
+
+/// Multiply-adds of a layer below which its pass stays on one thread.
+const LAYER_PARALLEL_MIN: usize = 1 << 16;
+
+/// The unperturbed pass of every sample: fills `cache.z` and `cache.a` from `cache.xt` (filled
+/// before), each layer's units split over `threads` threads in chunks (each unit is computed the
+/// same way by whichever thread takes it).
+pub(super) fn forward_layers<R: Real>(
     layers: &[LayerSpan],
     params: &[f32],
-    (b, loss): (usize, Loss),
+    b: usize,
     cache: &mut Cache<R>,
-    (sse, cols): (&mut [R], &mut [R]),
+    (threads, pool, scratch): (usize, &mut Option<Pool>, &mut [Scratch<R>]),
 ) {
     for (l, layer) in layers.iter().enumerate() {
         let Cache {
@@ -36,16 +45,57 @@ pub(super) fn forward_lanes<R: Real>(
         } else {
             &before[layers[l - 1].unit_off * b..]
         };
-        dispatch(Dense {
-            layer,
-            params,
-            b,
-            skip: finite_w[l],
-            input: &input[..layer.inputs * b],
-            z: &mut z[layer.unit_off * b..][..layer.outputs * b],
-            a: &mut here[..layer.outputs * b],
-        });
+        let dense = |u0: usize, z: &mut [R], a: &mut [R]| {
+            dispatch(Dense {
+                layer,
+                params,
+                b: (b, u0),
+                skip: finite_w[l],
+                input: &input[..layer.inputs * b],
+                z,
+                a,
+            })
+        };
+        let z = &mut z[layer.unit_off * b..][..layer.outputs * b];
+        let a = &mut here[..layer.outputs * b];
+        let work = layer.inputs * layer.outputs * b;
+        let threads = if work < LAYER_PARALLEL_MIN {
+            1
+        } else {
+            threads.min(layer.outputs.div_ceil(UNIT_CHUNK))
+        };
+        let Some(pool) = pool_for(pool, threads.min(scratch.len())) else {
+            dense(0, z, a);
+            continue;
+        };
+        // The next chunk's first unit and the rows from there on.
+        let queue = Mutex::new((0, z, a));
+        let work = |_: usize, _: &mut Scratch<R>| loop {
+            let (u0, z, a) = {
+                let mut q = queue.lock().unwrap_or_else(PoisonError::into_inner);
+                let (u0, z, a) = std::mem::take(&mut *q);
+                if z.is_empty() {
+                    break;
+                }
+                let n = UNIT_CHUNK.min(z.len() / b) * b;
+                let ((z, zt), (a, at)) = (z.split_at_mut(n), a.split_at_mut(n));
+                *q = (u0 + n / b, zt, at);
+                (u0, z, a)
+            };
+            dense(u0, z, a);
+        };
+        pool.run_each(&mut scratch[..threads], &work);
     }
+}
+
+/// Each sample's loss into `sse` (and `cache.losses` for cross-entropy) from the output layer's
+/// `a` and `cache.yt`. `cols` is scratch of 2·B values.
+pub(super) fn sample_losses<R: Real>(
+    layers: &[LayerSpan],
+    (b, loss): (usize, Loss),
+    cache: &mut Cache<R>,
+    (sse, cols): (&mut [R], &mut [R]),
+) {
     let out = layers[layers.len() - 1];
     let a = &cache.a[out.unit_off * b..][..out.outputs * b];
     let sse = &mut sse[..b];
@@ -67,11 +117,12 @@ pub(super) fn forward_lanes<R: Real>(
     }
 }
 
-/// One layer over every sample ([`forward_lanes`]).
+/// Units `u0..` of one layer over every sample ([`forward_layers`]); `z` and `a` hold their rows.
 struct Dense<'a, R> {
     layer: &'a LayerSpan,
     params: &'a [f32],
-    b: usize,
+    /// Samples, and the first unit.
+    b: (usize, usize),
     /// Whether all-zero input blocks may be skipped (the layer's weights are all finite).
     skip: bool,
     /// `[input][sample]`.
@@ -87,13 +138,13 @@ impl<R: Real> Kernel for Dense<'_, R> {
         let Dense {
             layer,
             params,
-            b,
+            b: (b, u0),
             skip,
             input,
             z,
             a,
         } = self;
-        let outputs = layer.outputs;
+        let units = z.len() / b;
         z.fill(R::ZERO);
         for s0 in (0..b).step_by(SAMPLE_BLOCK) {
             let n = SAMPLE_BLOCK.min(b - s0);
@@ -102,7 +153,7 @@ impl<R: Real> Kernel for Dense<'_, R> {
                 if skip && x.iter().all(|&v| v == R::ZERO) {
                     continue;
                 }
-                let row = &params[layer.w_off + i * outputs..][..outputs];
+                let row = &params[layer.w_off + i * layer.outputs + u0..][..units];
                 for (u, &w) in row.iter().enumerate() {
                     let w = R::from_f32(w);
                     let acc = &mut z[u * b + s0..][..n];
@@ -112,7 +163,7 @@ impl<R: Real> Kernel for Dense<'_, R> {
                 }
             }
         }
-        let bias = &params[layer.b_off..][..outputs];
+        let bias = &params[layer.b_off + u0..][..units];
         // The activation fixed per loop: a `match` per lane would keep the loop scalar.
         match layer.activation {
             Activation::Identity => finish(z, a, bias, b, |v| v),

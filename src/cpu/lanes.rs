@@ -59,14 +59,21 @@ pub(super) fn lane_prepare<R: Real>(
         z, a, zt, at, coef, ..
     } = cache;
     // Each copy: element (u, s) at `src[u·src_stride + s]` to `dst[s·dst_stride + u]`.
-    transpose(&z[first..], (units, b, b), zt, units);
-    transpose(&a[first..], (units, b, b), at, units);
+    let same = |v: R| v;
+    transpose(&z[first..], (units, b, b), zt, units, same);
+    transpose(&a[first..], (units, b, b), at, units, same);
     match loss {
-        Loss::Mse => transpose(&cache.ab, (units, b, b), coef, units),
+        Loss::Mse => transpose(&cache.ab, (units, b, b), coef, units, same),
         Loss::CrossEntropy => {
             for i in 0..4 {
                 let dst = &mut coef[i * units..];
-                transpose(&cache.series[i * b..], (units, b, 4 * b), dst, 4 * units);
+                transpose(
+                    &cache.series[i * b..],
+                    (units, b, 4 * b),
+                    dst,
+                    4 * units,
+                    same,
+                );
             }
         }
     }
@@ -78,13 +85,14 @@ pub(super) fn lane_prepare<R: Real>(
         && all(&cache.spread);
 }
 
-/// `dst[c·dst_stride + r] = src[r·src_stride + c]` for r < rows, c < cols, in 8 × 8 tiles (a
+/// `dst[c·dst_stride + r] = convert(src[r·src_stride + c])` for r < rows, c < cols, in 8 × 8 tiles (a
 /// strided store per element spends more time in the cache than the copy).
-fn transpose<R: Copy>(
-    src: &[R],
+pub(super) fn transpose<S: Copy, D>(
+    src: &[S],
     (rows, cols, src_stride): (usize, usize, usize),
-    dst: &mut [R],
+    dst: &mut [D],
     dst_stride: usize,
+    convert: impl Fn(S) -> D,
 ) {
     const TILE: usize = 8;
     for r0 in (0..rows).step_by(TILE) {
@@ -92,7 +100,7 @@ fn transpose<R: Copy>(
             for r in r0..(r0 + TILE).min(rows) {
                 let from = &src[r * src_stride..][..cols];
                 for c in c0..(c0 + TILE).min(cols) {
-                    dst[c * dst_stride + r] = from[c];
+                    dst[c * dst_stride + r] = convert(from[c]);
                 }
             }
         }

@@ -455,7 +455,6 @@ impl<R: Real> CpuEvaluator<R> {
         let b = self.samples;
         let inputs = self.layers[0].inputs;
         let outputs = self.layers[self.layers.len() - 1].outputs;
-        let bufs = &mut self.scratch[0].bufs;
         let cache = &mut self.cache;
         cache.finite_w.clear();
         cache.finite_w.extend(
@@ -463,25 +462,22 @@ impl<R: Real> CpuEvaluator<R> {
                 .iter()
                 .map(|l| params[l.w_off..l.b_off].iter().all(|w| w.is_finite())),
         );
-        for (i, col) in cache.xt.chunks_mut(b).enumerate() {
-            for (s, v) in col.iter_mut().enumerate() {
-                *v = R::from_f32(self.x[s * inputs + i]);
-            }
-        }
-        for (o, col) in cache.yt.chunks_mut(b).enumerate() {
-            for (s, v) in col.iter_mut().enumerate() {
-                *v = R::from_f32(self.y[s * outputs + o]);
-            }
-        }
+        // `[input][sample]` and `[output][sample]` copies of the batch.
+        lanes::transpose(&self.x, (b, inputs, inputs), &mut cache.xt, b, R::from_f32);
+        lanes::transpose(
+            &self.y,
+            (b, outputs, outputs),
+            &mut cache.yt,
+            b,
+            R::from_f32,
+        );
         if self.lanes {
+            let threads = self.threads;
+            let workers = (threads, &mut self.pool, &mut self.scratch[..]);
+            batch::forward_layers(&self.layers, params, b, cache, workers);
+            let bufs = &mut self.scratch[0].bufs;
             let sse = &mut bufs.sse;
-            batch::forward_lanes(
-                &self.layers,
-                params,
-                (b, self.loss),
-                cache,
-                (sse, &mut bufs.cols),
-            );
+            batch::sample_losses(&self.layers, (b, self.loss), cache, (sse, &mut bufs.cols));
             if !cache.bb.is_empty() {
                 batch::output_terms_lanes(&self.layers, b, params, cache);
             }
@@ -498,6 +494,7 @@ impl<R: Real> CpuEvaluator<R> {
                 && all(&cache.losses);
             return R::mean(reduce_sse(sse), self.loss.mean_count(b, outputs));
         }
+        let bufs = &mut self.scratch[0].bufs;
         for s in 0..b {
             let x = &self.x[s * inputs..(s + 1) * inputs];
             let pred = forward_each(
