@@ -31,8 +31,8 @@
 //! truncation below 1/32 of a float32 epsilon); other items take the exact difference.
 //! `delta_k` is the sum of the samples' changes times 1/B.
 //!
-//! Evaluations are split over threads; each keeps its own arithmetic order, so results do not
-//! depend on the thread count.
+//! Evaluations are split over threads (a pool kept by the evaluator, see `pool.rs`, so a step
+//! spawns none); each keeps its own arithmetic order, so results do not depend on the thread count.
 
 use crate::data::Dataset;
 use crate::error::Result;

@@ -125,13 +125,14 @@ pub(super) fn run_tasks<R: Real>(
     pool.run_each(&mut scratch[..threads], &work);
 }
 
-/// The pool for `threads` threads (`None` for one), made when first needed and remade when the
-/// count changes.
+/// A pool for `threads` threads (`None` for one), made when first needed and remade only when it
+/// has fewer (a round uses as many threads as it has items; the evaluator drops its pool when its
+/// thread count changes).
 pub(super) fn pool_for(pool: &mut Option<Pool>, threads: usize) -> Option<&mut Pool> {
     if threads <= 1 {
         return None;
     }
-    if pool.as_ref().is_none_or(|p| p.threads() != threads) {
+    if pool.as_ref().is_none_or(|p| p.threads() < threads) {
         *pool = Some(Pool::new(threads - 1));
     }
     pool.as_mut().filter(|p| p.threads() > 1)
