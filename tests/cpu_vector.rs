@@ -119,7 +119,13 @@ fn assert_lanes_equal_scalar<R: Real>(
 fn lane_path_equals_the_scalar_reference_bit_for_bit_over_the_grid() {
     use Activation::*;
     // [7, 4] has no hidden layer: the output layer's inputs are x, zeros included.
-    let shapes: [&[usize]; 5] = [&[5, 9, 3], &[12, 20, 4], &[4, 6, 7, 3], &[6, 50, 3], &[7, 4]];
+    let shapes: [&[usize]; 5] = [
+        &[5, 9, 3],
+        &[12, 20, 4],
+        &[4, 6, 7, 3],
+        &[6, 50, 3],
+        &[7, 4],
+    ];
     for widths in shapes {
         for hidden in [Identity, Relu, Sigmoid, Tanh] {
             for loss in [Loss::Mse, Loss::CrossEntropy] {
