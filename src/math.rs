@@ -127,7 +127,13 @@ const F32_INF_BITS: u32 = bits("F32_INF_BITS");
 #[inline]
 pub fn exp_f32(x: f32) -> f32 {
     // Same as the shader's two comparisons (NaN passes through).
-    let x = x.clamp(EXP_LO, EXP_HI);
+    exp_in_range(x.clamp(EXP_LO, EXP_HI))
+}
+
+/// [`exp_f32`] past its clamp, for callers whose input already lies in `[EXP_LO, EXP_HI]` (or is
+/// NaN), where the clamp is the identity: the same bits, two comparisons fewer per lane.
+#[inline]
+fn exp_in_range(x: f32) -> f32 {
     let fx = (x * LOG2E + 0.5).floor();
     // Cody-Waite: ln 2 split in two so that fx * C1 is exact.
     let r = x - fx * EXP_C1;
@@ -171,7 +177,8 @@ pub fn recip_f32(d: f32) -> f32 {
 #[inline]
 pub fn sigmoid_f32(x: f32) -> f32 {
     let x = x.clamp(-SIGMOID_CLAMP, SIGMOID_CLAMP);
-    recip_f32(1.0 + exp_f32(-x))
+    // -x lies in [-80, 80] (or is NaN), inside exp's clamp.
+    recip_f32(1.0 + exp_in_range(-x))
 }
 
 /// Hyperbolic tangent: an odd polynomial near 0 (where `1 - 2/(e^2x + 1)` would cancel), the
@@ -188,7 +195,8 @@ pub fn tanh_f32(x: f32) -> f32 {
         p = p * z + TANH_P[4];
         p * z * a + a
     } else if a < TANH_BIG {
-        1.0 - 2.0 * recip_f32(exp_f32(a + a) + 1.0)
+        // a + a lies in [1.25, 18.2) here, inside exp's clamp.
+        1.0 - 2.0 * recip_f32(exp_in_range(a + a) + 1.0)
     } else {
         1.0
     };
@@ -369,6 +377,36 @@ mod tests {
                 tanh_f32(x)
             );
             x += 0.00731;
+        }
+    }
+
+    /// sigmoid and tanh call exp past its clamp where their input is already inside it: the same
+    /// bits as through [`exp_f32`] (with its clamp) on a strided sweep of every float32 pattern.
+    #[test]
+    fn exp_past_its_clamp_gives_the_clamped_exps_bits_in_sigmoid_and_tanh() {
+        const STRIDE: usize = 997;
+        let sweep = (0..=u32::MAX).step_by(STRIDE).map(f32::from_bits);
+        let specials = [
+            0.0f32,
+            -0.0,
+            80.0,
+            -80.0,
+            9.1,
+            -9.1,
+            0.625,
+            f32::INFINITY,
+            f32::NAN,
+        ];
+        for x in sweep.chain(specials) {
+            let c = x.clamp(-SIGMOID_CLAMP, SIGMOID_CLAMP);
+            let sig = recip_f32(1.0 + exp_f32(-c));
+            assert_eq!(sigmoid_f32(x).to_bits(), sig.to_bits(), "sigmoid({x:e})");
+            let a = x.abs();
+            if (TANH_SMALL..TANH_BIG).contains(&a) {
+                let t = 1.0 - 2.0 * recip_f32(exp_f32(a + a) + 1.0);
+                let t = if x < 0.0 { -t } else { t };
+                assert_eq!(tanh_f32(x).to_bits(), t.to_bits(), "tanh({x:e})");
+            }
         }
     }
 

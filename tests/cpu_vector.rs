@@ -2,10 +2,11 @@
 //! output layer's parameters with samples as lanes, zero inputs skipped) equals the per-sample
 //! scalar reference bit for bit, over a grid of shapes × activations × losses × batch sizes
 //! (sizes that are no multiple of any vector width, one sample, more samples than reduction
-//! lanes, hidden rows wider than one block), inputs with many exact zeros of both signs (a whole
-//! zero column, an all-zero sample), float32 and float64, and one to three threads. The reuse
-//! method's unperturbed loss (whose forward pass skips zero inputs too) equals the naive
-//! evaluator's, which skips nothing.
+//! lanes, hidden rows wider than one block, no hidden layer), inputs with many exact zeros of both
+//! signs (a whole zero column, an all-zero sample) and relu units that are off (the output layer's
+//! cross-entropy items skip both), float32 and float64, and one to three threads. The reuse
+//! method's unperturbed loss (computed over all samples as lanes, skipping all-zero input rows)
+//! equals the naive evaluator's, which skips nothing.
 
 use ndarray::Array2;
 use perturb::cpu::CpuEvaluator;
@@ -117,7 +118,14 @@ fn assert_lanes_equal_scalar<R: Real>(
 #[test]
 fn lane_path_equals_the_scalar_reference_bit_for_bit_over_the_grid() {
     use Activation::*;
-    let shapes: [&[usize]; 4] = [&[5, 9, 3], &[12, 20, 4], &[4, 6, 7, 3], &[6, 50, 3]];
+    // [7, 4] has no hidden layer: the output layer's inputs are x, zeros included.
+    let shapes: [&[usize]; 5] = [
+        &[5, 9, 3],
+        &[12, 20, 4],
+        &[4, 6, 7, 3],
+        &[6, 50, 3],
+        &[7, 4],
+    ];
     for widths in shapes {
         for hidden in [Identity, Relu, Sigmoid, Tanh] {
             for loss in [Loss::Mse, Loss::CrossEntropy] {
@@ -178,5 +186,92 @@ fn lane_path_skips_no_zero_input_when_the_cache_is_not_finite() {
             &deltas[1][..6]
         );
         assert_bits_equal(&format!("{loss:?} non-finite"), &deltas[0], &deltas[1]);
+    }
+}
+
+/// An infinite weight from an input that is zero for every sample: the per-sample reference adds
+/// `0·inf = NaN` (it skips zero inputs only when all the layer's weights are finite), so the lane
+/// path's unperturbed pass must not skip that all-zero input row either.
+#[test]
+fn lane_pass_adds_an_all_zero_input_row_when_a_weight_is_infinite() {
+    for loss in [Loss::Mse, Loss::CrossEntropy] {
+        let acts = [Activation::Sigmoid, Activation::Identity];
+        let (mut model, data) = case(&[4, 6, 3], &acts, loss, 9);
+        // Input 0 is zero for every sample (see `zero_at`); its weight to unit 2 is infinite.
+        model.params[2] = f32::INFINITY;
+        let run = |lanes: bool, method: Method| {
+            let mut ev = CpuEvaluator::<f32>::with_options(&model, &data, method, loss).unwrap();
+            ev.set_lanes(lanes);
+            let mut d = vec![0.0f32; model.num_params()];
+            let base = ev.evaluate(&model.params, 1e-3, &mut d).unwrap();
+            (base, d)
+        };
+        let ((b1, lanes), (b0, scalar)) = (run(true, Method::Reuse), run(false, Method::Reuse));
+        let (naive, _) = run(true, Method::Naive);
+        assert!(
+            naive.is_nan(),
+            "{loss:?}: the case does not make the loss NaN: {naive}"
+        );
+        let what = format!("{loss:?} infinite weight");
+        assert_bits_equal(&format!("{what}: base"), &[b1, b0], &[naive, naive]);
+        assert_bits_equal(&format!("{what}: deltas"), &lanes, &scalar);
+    }
+}
+
+/// One evaluator kept across steps (its worker threads and per-step copies reused) with new
+/// parameters, a new batch and a new thread count between steps equals a fresh scalar evaluator
+/// at every step.
+#[test]
+fn a_kept_evaluator_equals_fresh_scalar_ones_across_steps_batches_and_thread_counts() {
+    let acts = [Activation::Relu, Activation::Tanh, Activation::Identity];
+    for loss in [Loss::Mse, Loss::CrossEntropy] {
+        let (model, first) = case(&[12, 20, 16, 4], &acts, loss, 33);
+        let mut kept =
+            CpuEvaluator::<f32>::with_options(&model, &first, Method::Reuse, loss).unwrap();
+        let mut params = model.params.clone();
+        for step in 0..6usize {
+            let (_, data) = case(&[12, 20, 16, 4], &acts, loss, 33 + step % 2 * 64);
+            let data = if step % 2 == 0 { first.clone() } else { data };
+            let data = Dataset::new(
+                data.x.slice(ndarray::s![..33, ..]).to_owned(),
+                data.y.slice(ndarray::s![..33, ..]).to_owned(),
+            )
+            .unwrap();
+            kept.set_batch(&data).unwrap();
+            kept.set_threads(1 + step % 3);
+            for (k, p) in params.iter_mut().enumerate() {
+                *p += ((k * 13 + step * 7) % 11) as f32 * 1e-3 - 5e-3;
+            }
+            let mut fresh =
+                CpuEvaluator::<f32>::with_options(&model, &data, Method::Reuse, loss).unwrap();
+            fresh.set_lanes(false);
+            fresh.set_threads(1);
+            let mut d1 = vec![0.0f32; model.num_params()];
+            let mut d0 = vec![0.0f32; model.num_params()];
+            let b1 = kept.evaluate(&params, 1e-3, &mut d1).unwrap();
+            let b0 = fresh.evaluate(&params, 1e-3, &mut d0).unwrap();
+            let what = format!("{loss:?} step {step}");
+            assert_bits_equal(&format!("{what}: base"), &[b1], &[b0]);
+            assert_bits_equal(&format!("{what}: deltas"), &d1, &d0);
+        }
+    }
+}
+
+/// The naive method's deltas, taken by threads in ranges from a shared queue, do not depend on
+/// the thread count.
+#[test]
+fn naive_deltas_do_not_depend_on_the_thread_count() {
+    let acts = [Activation::Sigmoid, Activation::Identity];
+    let (model, data) = case(&[16, 40, 10], &acts, Loss::Mse, 17);
+    let run = |threads: usize| {
+        let mut ev = CpuEvaluator::<f32>::new(&model, &data).unwrap();
+        ev.set_threads(threads);
+        let mut d = vec![0.0f32; model.num_params()];
+        ev.evaluate(&model.params, 1e-3, &mut d).unwrap();
+        d
+    };
+    let one = run(1);
+    for threads in [2, 3, 5] {
+        assert_bits_equal(&format!("naive threads {threads}"), &run(threads), &one);
     }
 }

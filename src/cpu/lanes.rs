@@ -6,7 +6,9 @@
 //!   apply: for each sample, every unit of a block at once (`[sample][unit]` copies of the cache
 //!   made once per step by [`lane_prepare`]), then each unit's samples summed in
 //!   [`reduce_sse`]'s order with whole rows of units per add ([`reduce_columns`]).
-//! - An output-layer parameter: its items over samples as contiguous `[sample]` slices.
+//! - An output-layer parameter: its items over samples as contiguous `[sample]` slices (in
+//!   `output.rs`, which also leaves out cross-entropy items whose input is exactly zero).
+//! - The unperturbed pass over all samples (in `batch.rs`).
 //!
 //! Every lane performs the scalar reference's operations in the same order (IEEE `+ − ×` per lane,
 //! no FMA), so the result is the scalar path's bit for bit (`tests/cpu_vector.rs` checks it).
@@ -19,8 +21,6 @@
 //! +0 without being computed.
 
 use super::forward::xent;
-use super::reduce::reduce_sse;
-use super::reuse::{dsse_term, ReusePlan};
 use super::*;
 use crate::model::Activation;
 use crate::xent::{xent_max_step, xent_soft_term};
@@ -43,21 +43,15 @@ pub(super) fn unit_block(units: usize, b: usize) -> usize {
 
 /// Fills the lane path's per-step copies: the last hidden layer's `z`, `a` and closed-form terms
 /// as `[sample][unit]` (`coef` is `ab` for MSE, the series `c1..c4` as `[sample][4][unit]` for
-/// cross-entropy), the targets as `[output][sample]`, and whether all of those and the per-unit
-/// terms are finite (the condition for skipping zero inputs).
+/// cross-entropy), and whether all of those and the per-unit terms are finite (the condition for
+/// skipping zero inputs). The targets as `[output][sample]` (`yt`) are filled before the pass.
 pub(super) fn lane_prepare<R: Real>(
     layers: &[LayerSpan],
-    y: &[f32],
     b: usize,
     loss: Loss,
     cache: &mut Cache<R>,
 ) {
     let out = layers[layers.len() - 1];
-    for (o, col) in cache.yt.chunks_mut(b).enumerate() {
-        for (s, v) in col.iter_mut().enumerate() {
-            *v = R::from_f32(y[s * out.outputs + o]);
-        }
-    }
     if cache.zt.is_empty() {
         return;
     }
@@ -66,27 +60,22 @@ pub(super) fn lane_prepare<R: Real>(
     let Cache {
         z, a, zt, at, coef, ..
     } = cache;
-    for u in 0..units {
-        for s in 0..b {
-            zt[s * units + u] = z[first + u * b + s];
-            at[s * units + u] = a[first + u * b + s];
-        }
-    }
+    // Each copy: element (u, s) at `src[u·src_stride + s]` to `dst[s·dst_stride + u]`.
+    let same = |v: R| v;
+    transpose(&z[first..], (units, b, b), zt, units, same);
+    transpose(&a[first..], (units, b, b), at, units, same);
     match loss {
-        Loss::Mse => {
-            for u in 0..units {
-                for s in 0..b {
-                    coef[s * units + u] = cache.ab[u * b + s];
-                }
-            }
-        }
+        Loss::Mse => transpose(&cache.ab, (units, b, b), coef, units, same),
         Loss::CrossEntropy => {
-            for u in 0..units {
-                for i in 0..4 {
-                    for s in 0..b {
-                        coef[(4 * s + i) * units + u] = cache.series[(4 * u + i) * b + s];
-                    }
-                }
+            for i in 0..4 {
+                let dst = &mut coef[i * units..];
+                transpose(
+                    &cache.series[i * b..],
+                    (units, b, 4 * b),
+                    dst,
+                    4 * units,
+                    same,
+                );
             }
         }
     }
@@ -96,6 +85,28 @@ pub(super) fn lane_prepare<R: Real>(
         && all(&cache.coef)
         && all(&cache.bb)
         && all(&cache.spread);
+}
+
+/// `dst[c·dst_stride + r] = convert(src[r·src_stride + c])` for r < rows, c < cols, in 8 × 8 tiles (a
+/// strided store per element spends more time in the cache than the copy).
+pub(super) fn transpose<S: Copy, D>(
+    src: &[S],
+    (rows, cols, src_stride): (usize, usize, usize),
+    dst: &mut [D],
+    dst_stride: usize,
+    convert: impl Fn(S) -> D,
+) {
+    const TILE: usize = 8;
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                let from = &src[r * src_stride..][..cols];
+                for c in c0..(c0 + TILE).min(cols) {
+                    dst[c * dst_stride + r] = convert(from[c]);
+                }
+            }
+        }
+    }
 }
 
 /// One block of a hidden row: the cache columns of units `u0..u0 + n` as `[sample][unit]`.
@@ -149,24 +160,25 @@ fn block_deltas<R: Real>(
     Some(())
 }
 
-/// The block's items for MSE: `δ·(ab + δ·bb)` per (sample, unit) into `rows[s][j]`.
+/// The block's items for MSE: `δ·(ab + δ·bb)` per (sample, unit) into `rows[s][j]`, with
+/// `δ = act(z + x·d) − a` (a bias row takes x = 1: `1·d` is d exactly, so `z + 1·d = z + d`).
 #[inline(always)]
-fn items_mse<R: Real>(
-    blk: &Block<R>,
-    b: usize,
-    act: impl Fn(R) -> R,
-    rows: &mut [R],
-    dl: &mut [R],
-) {
+fn items_mse<R: Real>(blk: &Block<R>, b: usize, act: impl Fn(R) -> R, rows: &mut [R]) {
     let n = blk.d.len();
+    let one = R::from_f32(1.0);
     for (s, row) in rows.chunks_exact_mut(n).take(b).enumerate() {
-        if block_deltas(blk, s, &act, dl).is_none() {
+        let xs = blk.x.map_or(one, |x| x[s]);
+        if blk.x.is_some() && blk.skip && xs == R::ZERO {
             row.fill(R::ZERO);
             continue;
         }
-        let ab = &blk.coef[s * blk.units + blk.u0..][..n];
-        for (((o, &d), &ab), &bb) in row.iter_mut().zip(&*dl).zip(ab).zip(blk.unit) {
-            *o = d * (ab + d * bb);
+        let at = s * blk.units + blk.u0;
+        let (z, a, ab) = (&blk.z[at..][..n], &blk.a[at..][..n], &blk.coef[at..][..n]);
+        // Zipped, not indexed: bounds checks would keep this loop scalar.
+        let terms = z.iter().zip(a).zip(ab).zip(blk.d).zip(blk.unit);
+        for (o, ((((&z, &a), &ab), &d), &bb)) in row.iter_mut().zip(terms) {
+            let delta = act(z + xs * d) - a;
+            *o = delta * (ab + delta * bb);
         }
     }
 }
@@ -220,7 +232,7 @@ fn items_any<R: Real>(
     macro_rules! with_act {
         ($f:expr) => {
             match loss {
-                Loss::Mse => items_mse(blk, b, $f, bufs.0, bufs.1),
+                Loss::Mse => items_mse(blk, b, $f, bufs.0),
                 Loss::CrossEntropy => items_xent(blk, b, $f, bufs, fix),
             }
         };
@@ -234,7 +246,7 @@ fn items_any<R: Real>(
 }
 
 /// A loop nest to compile for the widest vector unit the CPU has ([`dispatch`]).
-trait Kernel {
+pub(super) trait Kernel {
     /// Runs it; implementations are `#[inline(always)]` so that they take the caller's features.
     fn run(self);
 }
@@ -243,7 +255,7 @@ trait Kernel {
 /// vector `floor`, so `exp_f32` would call libm per lane; AVX2 / AVX-512 code lets LLVM vectorise
 /// the whole twinned activation. Only these features are enabled, never FMA: every lane rounds
 /// each `+ − ×` as the scalar reference does.
-fn dispatch<K: Kernel>(k: K) {
+pub(super) fn dispatch<K: Kernel>(k: K) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
@@ -416,95 +428,12 @@ impl<R: Real> ReusePlan<'_, R> {
         });
         reduce_columns(rows, b, n, count, out);
     }
-
-    /// [`ReusePlan::delta`] of an output-layer parameter, its items over samples as lanes.
-    pub(super) fn output_delta(&self, k: usize, bufs: &mut Bufs<R>) -> R {
-        let last = self.layers.len() - 1;
-        let n = self.nudge(k);
-        let b = self.samples;
-        let layer = self.layers[last];
-        let x = n.input.map(|i| {
-            if last == 0 {
-                &self.cache.xt[i * b..(i + 1) * b]
-            } else {
-                let c = (self.layers[last - 1].unit_off + i) * b;
-                &self.cache.a[c..c + b]
-            }
-        });
-        let Bufs {
-            sse, lane, cols, ..
-        } = bufs;
-        dispatch(OutputItems {
-            plan: self,
-            layer,
-            nudge: (n.u, n.d),
-            x,
-            bufs: (&mut lane[..b], &mut cols[..2 * b], &mut sse[..b]),
-        });
-        R::mean(
-            reduce_sse(&sse[..b]),
-            self.loss.mean_count(b, layer.outputs),
-        )
-    }
-}
-
-/// An output-layer parameter's items over samples ([`ReusePlan::output_delta`]): the nudged
-/// unit's new value for every sample into `new`, then each sample's change of its loss into `out`.
-struct OutputItems<'a, 'p, R> {
-    plan: &'a ReusePlan<'p, R>,
-    layer: LayerSpan,
-    /// The output unit and the nudge `d`.
-    nudge: (usize, R),
-    /// Its input over samples; `None` for a bias.
-    x: Option<&'a [R]>,
-    /// `new` (B values), scratch for [`xent_lanes`] (2·B), `out` (B).
-    bufs: (&'a mut [R], &'a mut [R], &'a mut [R]),
-}
-
-impl<R: Real> Kernel for OutputItems<'_, '_, R> {
-    #[inline(always)]
-    fn run(self) {
-        let (plan, layer, (u, d)) = (self.plan, self.layer, self.nudge);
-        let (new, cols, out) = self.bufs;
-        let b = out.len();
-        let row = |o: usize| &plan.cache.z[(layer.unit_off + o) * b..][..b];
-        let act = |v: R| v.activate(layer.activation);
-        match self.x {
-            Some(x) => {
-                for ((o, &z), &x) in new.iter_mut().zip(row(u)).zip(x) {
-                    *o = act(z + x * d);
-                }
-            }
-            None => {
-                for (o, &z) in new.iter_mut().zip(row(u)) {
-                    *o = act(z + d);
-                }
-            }
-        }
-        let new = &*new;
-        match plan.loss {
-            Loss::Mse => {
-                let a = &plan.cache.a[(layer.unit_off + u) * b..][..b];
-                let y = &plan.cache.yt[u * b..][..b];
-                for (((o, &new), &old), &y) in out.iter_mut().zip(new).zip(a).zip(y) {
-                    *o = dsse_term(new, old, y);
-                }
-            }
-            Loss::CrossEntropy => {
-                let logit = |o: usize| if o == u { new } else { row(o) };
-                xent_lanes(layer.outputs, logit, &plan.cache.yt, cols, out);
-                for (o, &kept) in out.iter_mut().zip(&plan.cache.losses) {
-                    *o = *o - kept;
-                }
-            }
-        }
-    }
 }
 
 /// [`xent`] of every sample at once: logit o of all samples is `logit(o)`, the targets
 /// `yt[o][s]`; the steps over o in [`xent`]'s order, each over samples. `cols` holds 2·B values.
 #[inline(always)]
-fn xent_lanes<'a, R: Real>(
+pub(super) fn xent_lanes<'a, R: Real>(
     outputs: usize,
     logit: impl Fn(usize) -> &'a [R],
     yt: &[R],

@@ -31,8 +31,8 @@
 //! truncation below 1/32 of a float32 epsilon); other items take the exact difference.
 //! `delta_k` is the sum of the samples' changes times 1/B.
 //!
-//! Evaluations are split over threads; each keeps its own arithmetic order, so results do not
-//! depend on the thread count.
+//! Evaluations are split over threads (a pool kept by the evaluator, see `pool.rs`, so a step
+//! spawns none); each keeps its own arithmetic order, so results do not depend on the thread count.
 
 use crate::data::Dataset;
 use crate::error::Result;
@@ -48,8 +48,11 @@ use std::marker::PhantomData;
 pub use crate::precision::REDUCE_LANES;
 pub use reduce::reduce_sse;
 
+mod batch;
 mod forward;
 mod lanes;
+mod output;
+mod pool;
 mod reduce;
 mod reuse;
 mod tasks;
@@ -58,7 +61,8 @@ use forward::*;
 use reuse::*;
 use tasks::*;
 
-/// Below this many multiply-adds per step the evaluator stays on one thread (spawning costs more).
+/// Below this many multiply-adds per step the evaluator stays on one thread (waking workers costs
+/// more).
 const PARALLEL_MIN_WORK: usize = 1 << 18;
 
 /// Per-thread working memory, allocated once.
@@ -84,6 +88,14 @@ struct Bufs<R> {
     nudges: Vec<R>,
     /// Per-sample scratch of the output layer's cross-entropy lanes (2·B).
     cols: Vec<R>,
+    /// The samples of an output-layer row whose input is not zero, and their compact copies:
+    /// every output's `z` and target (`[output][k]`), kept loss, input and item (lane path).
+    idx: Vec<usize>,
+    gz: Vec<R>,
+    gy: Vec<R>,
+    gk: Vec<R>,
+    gx: Vec<R>,
+    gout: Vec<R>,
 }
 
 /// The unperturbed pass kept by the reuse method: `z` and `a` as `[unit][sample]`; for MSE with an
@@ -112,6 +124,11 @@ struct Cache<R> {
     finite: bool,
     /// Per layer, whether all its weights are finite this step (zero inputs may be skipped).
     finite_w: Vec<bool>,
+    /// Whether the output layer's `z` and `a`, the targets and the kept losses are all finite
+    /// this step (the output layer's zero inputs may be skipped; lane path).
+    finite_out: bool,
+    /// Scratch of the lane path's output terms: `2(a − y)` as `[output][sample]`.
+    err: Vec<R>,
 }
 
 impl<R> Default for Cache<R> {
@@ -131,6 +148,8 @@ impl<R> Default for Cache<R> {
             yt: Vec::new(),
             finite: false,
             finite_w: Vec::new(),
+            finite_out: false,
+            err: Vec::new(),
         }
     }
 }
@@ -153,6 +172,8 @@ pub struct CpuEvaluator<R: Real = f32> {
     tasks: Vec<Task>,
     /// The part of each probe's values it computes ([`CpuEvaluator::set_share`]).
     share: Share,
+    /// Worker threads, made at the first step that uses more than one thread.
+    pool: Option<pool::Pool>,
     _r: PhantomData<R>,
 }
 
@@ -187,6 +208,7 @@ impl<R: Real> CpuEvaluator<R> {
             cache: Cache::default(),
             tasks: Vec::new(),
             share: Share::ALL,
+            pool: None,
             _r: PhantomData,
         };
         if method == Method::Reuse {
@@ -217,6 +239,8 @@ impl<R: Real> CpuEvaluator<R> {
                 yt: vec![R::ZERO; ev.y.len()],
                 finite: false,
                 finite_w: Vec::with_capacity(ev.layers.len()),
+                finite_out: false,
+                err: vec![R::ZERO; ev.y.len()],
             };
             ev.tasks = reuse_tasks(&ev.layers, units > 0);
         }
@@ -227,8 +251,10 @@ impl<R: Real> CpuEvaluator<R> {
     /// Sets the number of threads (at least 1). Results do not depend on it.
     pub fn set_threads(&mut self, threads: usize) {
         self.threads = threads.max(1);
+        self.pool = None;
         let width = self.layers.iter().map(|l| l.outputs).max().unwrap_or(0);
         let b = self.samples;
+        let outputs = self.layers.last().map_or(0, |l| l.outputs);
         // The lane path's block width over the last hidden layer's units (0 without one).
         let ub = if self.cache.zt.is_empty() {
             0
@@ -247,6 +273,12 @@ impl<R: Real> CpuEvaluator<R> {
                     dl: vec![R::ZERO; ub],
                     nudges: vec![R::ZERO; ub],
                     cols: vec![R::ZERO; 2 * b],
+                    idx: Vec::with_capacity(b),
+                    gz: vec![R::ZERO; outputs * b],
+                    gy: vec![R::ZERO; outputs * b],
+                    gk: vec![R::ZERO; b],
+                    gx: vec![R::ZERO; b],
+                    gout: vec![R::ZERO; b],
                 },
             };
             self.threads
@@ -329,7 +361,8 @@ impl<R: Real> CpuEvaluator<R> {
             s.params[k] = params[k];
             lk - base
         };
-        for_each_param(threads, &mut self.scratch, first, deltas, &each);
+        let pool = (threads, &mut self.pool);
+        for_each_param(pool, &mut self.scratch, first, deltas, &each);
     }
 
     /// `deltas[k − first]` of the reuse method, from the cache [`CpuEvaluator::forward_store`]
@@ -358,7 +391,7 @@ impl<R: Real> CpuEvaluator<R> {
             &clipped[..]
         };
         run_tasks(
-            threads,
+            (threads, &mut self.pool),
             &mut self.scratch,
             tasks,
             deltas,
@@ -385,7 +418,8 @@ impl<R: Real> CpuEvaluator<R> {
             probe.perturbed(params, i, &mut s.params);
             loss_at(layers, data, loss, &s.params, &mut s.bufs) - base
         };
-        for_each_param(threads, &mut self.scratch, first, out, &each);
+        let pool = (threads, &mut self.pool);
+        for_each_param(pool, &mut self.scratch, first, out, &each);
     }
 
     /// One run of [`Evaluator::probe`]: returns the loss and fills `values`.
@@ -421,7 +455,6 @@ impl<R: Real> CpuEvaluator<R> {
         let b = self.samples;
         let inputs = self.layers[0].inputs;
         let outputs = self.layers[self.layers.len() - 1].outputs;
-        let bufs = &mut self.scratch[0].bufs;
         let cache = &mut self.cache;
         cache.finite_w.clear();
         cache.finite_w.extend(
@@ -429,11 +462,39 @@ impl<R: Real> CpuEvaluator<R> {
                 .iter()
                 .map(|l| params[l.w_off..l.b_off].iter().all(|w| w.is_finite())),
         );
-        for (i, col) in cache.xt.chunks_mut(b).enumerate() {
-            for (s, v) in col.iter_mut().enumerate() {
-                *v = R::from_f32(self.x[s * inputs + i]);
+        // `[input][sample]` and `[output][sample]` copies of the batch.
+        lanes::transpose(&self.x, (b, inputs, inputs), &mut cache.xt, b, R::from_f32);
+        lanes::transpose(
+            &self.y,
+            (b, outputs, outputs),
+            &mut cache.yt,
+            b,
+            R::from_f32,
+        );
+        if self.lanes {
+            let threads = self.threads;
+            let workers = (threads, &mut self.pool, &mut self.scratch[..]);
+            batch::forward_layers(&self.layers, params, b, cache, workers);
+            let bufs = &mut self.scratch[0].bufs;
+            let sse = &mut bufs.sse;
+            batch::sample_losses(&self.layers, (b, self.loss), cache, (sse, &mut bufs.cols));
+            if !cache.bb.is_empty() {
+                batch::output_terms_lanes(&self.layers, b, params, cache);
             }
+            if !cache.spread.is_empty() {
+                xent_series(&self.layers, &self.y, b, params, cache);
+            }
+            lanes::lane_prepare(&self.layers, b, self.loss, cache);
+            let out = &self.layers[self.layers.len() - 1];
+            let rows = out.unit_off * b..(out.unit_off + out.outputs) * b;
+            let all = |v: &[R]| v.iter().all(|x| x.is_finite());
+            cache.finite_out = all(&cache.z[rows.clone()])
+                && all(&cache.a[rows])
+                && all(&cache.yt)
+                && all(&cache.losses);
+            return R::mean(reduce_sse(sse), self.loss.mean_count(b, outputs));
         }
+        let bufs = &mut self.scratch[0].bufs;
         for s in 0..b {
             let x = &self.x[s * inputs..(s + 1) * inputs];
             let pred = forward_each(
@@ -458,9 +519,6 @@ impl<R: Real> CpuEvaluator<R> {
         if !cache.spread.is_empty() {
             xent_series(&self.layers, &self.y, b, params, cache);
         }
-        if self.lanes {
-            lanes::lane_prepare(&self.layers, &self.y, b, self.loss, cache);
-        }
         R::mean(reduce_sse(&bufs.sse), self.loss.mean_count(b, outputs))
     }
 }
@@ -473,10 +531,10 @@ fn probe_offsets(probe: &Probe) -> usize {
     }
 }
 
-/// Runs `each(k, scratch)` for every parameter k from `first` on, split over `threads` contiguous
-/// ranges; `deltas[k − first]` gets its result.
+/// Runs `each(k, scratch)` for every parameter k from `first` on, on `threads` threads taking
+/// contiguous ranges in turn; `deltas[k − first]` gets its result.
 fn for_each_param<R: Real>(
-    threads: usize,
+    (threads, pool): (usize, &mut Option<pool::Pool>),
     scratch: &mut [Scratch<R>],
     first: usize,
     deltas: &mut [R],
@@ -487,16 +545,31 @@ fn for_each_param<R: Real>(
             *slot = each(at + j, s);
         }
     };
-    if threads <= 1 || deltas.len() < 2 {
+    let threads = threads.min(scratch.len()).min(deltas.len());
+    let Some(pool) = pool_for(pool, threads) else {
         run(first, deltas, &mut scratch[0]);
         return;
-    }
-    let per = deltas.len().div_ceil(threads.min(scratch.len()));
-    std::thread::scope(|scope| {
-        for (c, (out, s)) in deltas.chunks_mut(per).zip(scratch.iter_mut()).enumerate() {
-            scope.spawn(move || run(first + c * per, out, s));
-        }
-    });
+    };
+    // Ranges a few times smaller than an even split, so that a slow thread delays little.
+    let per = deltas.len().div_ceil(4 * threads);
+    let queue = std::sync::Mutex::new((first, deltas));
+    let work = |_: usize, s: &mut Scratch<R>| loop {
+        let (at, out) = {
+            let mut q = queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if q.1.is_empty() {
+                break;
+            }
+            let len = per.min(q.1.len());
+            let (out, tail) = std::mem::take(&mut q.1).split_at_mut(len);
+            let at = q.0;
+            *q = (at + len, tail);
+            (at, out)
+        };
+        run(at, out, s);
+    };
+    pool.run_each(&mut scratch[..threads], &work);
 }
 
 impl<R: Real> Evaluator for CpuEvaluator<R> {

@@ -3,11 +3,10 @@
 //! delta is computed the same way whichever thread takes it, so results do not depend on the
 //! thread count.
 
+use super::pool::Pool;
 use super::*;
 use std::sync::{Mutex, PoisonError};
 
-/// Output-layer parameters per work unit.
-const OUTPUT_GROUP: usize = 16;
 /// Parameters per work unit where the scalar reference takes every item.
 const EACH_GROUP: usize = 64;
 
@@ -16,7 +15,7 @@ const EACH_GROUP: usize = 64;
 pub(super) enum Kind {
     /// One row of the last hidden layer before a closed-form output layer (all its units).
     Row,
-    /// Output-layer parameters.
+    /// Output-layer parameters of one row (an input's weights, or the biases).
     Output,
     /// Any other parameters.
     Each,
@@ -48,7 +47,9 @@ pub(super) fn reuse_tasks(layers: &[LayerSpan], closed: bool) -> Vec<Task> {
     for (l, layer) in layers.iter().enumerate() {
         let total = (layer.inputs + 1) * layer.outputs;
         if l == last {
-            push(layer.w_off, total, OUTPUT_GROUP, Kind::Output);
+            // Rows (one input's weights to every output, then the biases), which share the
+            // samples the lane path leaves out.
+            push(layer.w_off, total, layer.outputs, Kind::Output);
         } else if l + 1 == last && closed {
             // Rows of weights (input i to every unit), then the biases: each `outputs` long.
             push(layer.w_off, total, layer.outputs, Kind::Row);
@@ -87,27 +88,31 @@ pub(super) fn clip_tasks(tasks: &[Task], range: std::ops::Range<usize>) -> Vec<T
 /// What [`run_tasks`] runs per task: `(task, deltas of its parameters, scratch)`.
 pub(super) type TaskFn<'a, R> = dyn Fn(&Task, &mut [R], &mut Scratch<R>) + Sync + 'a;
 
-/// Runs `each(task, deltas of its parameters, scratch)` for every task on `threads` threads.
+/// Runs `each(task, deltas of its parameters, scratch)` for every task on `threads` threads (the
+/// caller and the pool's workers).
 pub(super) fn run_tasks<R: Real>(
-    threads: usize,
+    (threads, pool): (usize, &mut Option<Pool>),
     scratch: &mut [Scratch<R>],
     tasks: &[Task],
     deltas: &mut [R],
     each: &TaskFn<'_, R>,
 ) {
     let threads = threads.min(scratch.len()).min(tasks.len());
-    if threads <= 1 {
-        let mut rest = deltas;
-        for task in tasks {
-            let (out, tail) = std::mem::take(&mut rest).split_at_mut(task.len);
-            each(task, out, &mut scratch[0]);
-            rest = tail;
+    let pool = match pool_for(pool, threads) {
+        Some(pool) => pool,
+        None => {
+            let mut rest = deltas;
+            for task in tasks {
+                let (out, tail) = std::mem::take(&mut rest).split_at_mut(task.len);
+                each(task, out, &mut scratch[0]);
+                rest = tail;
+            }
+            return;
         }
-        return;
-    }
+    };
     // The next task and the deltas from its first parameter on.
     let queue = Mutex::new((tasks.iter(), deltas));
-    let work = |s: &mut Scratch<R>| loop {
+    let work = |_: usize, s: &mut Scratch<R>| loop {
         let (task, out) = {
             let mut q = queue.lock().unwrap_or_else(PoisonError::into_inner);
             let Some(task) = q.0.next() else { break };
@@ -117,14 +122,20 @@ pub(super) fn run_tasks<R: Real>(
         };
         each(task, out, s);
     };
-    let (first, others) = scratch.split_first_mut().expect("one scratch per thread");
-    let work = &work;
-    std::thread::scope(|scope| {
-        for s in others.iter_mut().take(threads - 1) {
-            scope.spawn(move || work(s));
-        }
-        work(first);
-    });
+    pool.run_each(&mut scratch[..threads], &work);
+}
+
+/// A pool for `threads` threads (`None` for one), made when first needed and remade only when it
+/// has fewer (a round uses as many threads as it has items; the evaluator drops its pool when its
+/// thread count changes).
+pub(super) fn pool_for(pool: &mut Option<Pool>, threads: usize) -> Option<&mut Pool> {
+    if threads <= 1 {
+        return None;
+    }
+    if pool.as_ref().is_none_or(|p| p.threads() < threads) {
+        *pool = Some(Pool::new(threads - 1));
+    }
+    pool.as_mut().filter(|p| p.threads() > 1)
 }
 
 impl<R: Real> ReusePlan<'_, R> {
@@ -132,11 +143,7 @@ impl<R: Real> ReusePlan<'_, R> {
     pub(super) fn task(&self, task: &Task, out: &mut [R], bufs: &mut Bufs<R>) {
         match task.kind {
             Kind::Row if self.rows_apply() => self.hidden_row(task.first, out, bufs),
-            Kind::Output if self.lanes => {
-                for (j, o) in out.iter_mut().enumerate() {
-                    *o = self.output_delta(task.first + j, bufs);
-                }
-            }
+            Kind::Output if self.lanes => self.output_row(task.first, out, bufs),
             _ => {
                 for (j, o) in out.iter_mut().enumerate() {
                     *o = self.delta(task.first + j, bufs);
