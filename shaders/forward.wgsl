@@ -2,6 +2,21 @@
 // reuse method's unperturbed pass that fills the cache. Assembled after common.wgsl.
 // CPU twin: src/cpu/forward.rs.
 
+// Whether forward_sample moves parameters along SPSA directions: true only in spsa_sse's pipeline
+// (src/gpu/variants.rs), so that the other kernels' modules leave the direction generator out
+// (src/gpu/specialise.rs drops the branch not taken) and the driver never compiles it for them.
+override FWD_SPSA: bool = false;
+
+// Parameter j of forward_sample's pass: `param` where SPSA directions are in use, otherwise the
+// same nudge without naming `direction`.
+fn fwd_param(j: u32, nudge: u32, dir: u32) -> f32 {
+    if (FWD_SPSA) {
+        return param(j, nudge, dir);
+    }
+    let w = pw(j);
+    return select(w, w + chunk.eps, j == nudge);
+}
+
 // The forward pass of sample s with parameter `nudge` moved by eps (NO_NUDGE: none), or along
 // SPSA evaluation `dir` (NO_DIR: none), spread over the workgroup; `store` keeps z and a in the
 // cache. Returns (in invocation 0) the sample's loss: squared error or cross-entropy.
@@ -15,14 +30,14 @@ fn forward_sample(s: u32, nudge: u32, dir: u32, lid: u32, store: bool) -> f32 {
             if (l == 0u) {
                 let x_off = s * info.n_in;
                 for (var i = 0u; i < info.n_in; i++) {
-                    acc = acc + xs[x_off + i] * param(info.w_off + i * info.n_out + u, nudge, dir);
+                    acc = acc + xs[x_off + i] * fwd_param(info.w_off + i * info.n_out + u, nudge, dir);
                 }
             } else {
                 for (var i = 0u; i < info.n_in; i++) {
-                    acc = acc + acts[src + i] * param(info.w_off + i * info.n_out + u, nudge, dir);
+                    acc = acc + acts[src + i] * fwd_param(info.w_off + i * info.n_out + u, nudge, dir);
                 }
             }
-            acc = acc + param(info.b_off + u, nudge, dir);
+            acc = acc + fwd_param(info.b_off + u, nudge, dir);
             let a = activate(acc, info.kind);
             acts[dst + u] = a;
             if (store) {

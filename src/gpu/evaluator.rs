@@ -64,14 +64,14 @@ impl GpuEvaluator {
         let bufs = Buffers::new(&ctx, model, data, &plan, opts.method, uniform_stride)?;
         let (pipelines, bind_group) = ctx.scoped("building the kernels' pipelines", || {
             build_pipelines(
-                &ctx.device,
+                &ctx,
                 model,
                 (plan.closed, opts.loss),
                 &plan.loop_counts,
                 &bufs.uniforms,
                 bufs.bound(),
             )
-        })?;
+        })??;
         ctx.take_error()?;
         let out_floats = plan.sizes.out_floats as usize;
         Ok(GpuEvaluator {

@@ -8,6 +8,7 @@ mod kernels;
 mod pipelines;
 mod plan;
 mod resident;
+mod specialise;
 mod variants;
 
 pub use context::{

@@ -9,6 +9,7 @@ use super::kernels::{
     loss_code, seq_part_inputs, seq_part_is_weights, seq_part_layer, seq_repeat, KernelId,
     PART_OUTPUT_WEIGHTS, SEQ_MAX_R, SEQ_WG,
 };
+use super::specialise::{parsed, specialise, validator, Parsed};
 use crate::error::{Error, Result};
 use crate::model::{Activation, Loss, Model};
 use naga::back::{glsl, hlsl, msl, spv};
@@ -67,6 +68,9 @@ impl Variant {
     /// The pipeline's override constants, as wgpu and naga take them.
     pub fn constants(&self) -> Vec<(&'static str, f64)> {
         let mut c = vec![("LOSS", loss_code(self.loss) as f64)];
+        if self.kernel == KernelId::SpsaSse {
+            c.push(("FWD_SPSA", 1.0));
+        }
         if let (KernelId::ReuseSeq(part), Some(s)) = (self.kernel, self.seq) {
             c.extend([
                 ("SEQ_PART", part as f64),
@@ -222,8 +226,7 @@ impl Target {
 /// variant.
 pub struct Translator {
     source: String,
-    module: naga::Module,
-    info: naga::valid::ModuleInfo,
+    parsed: std::sync::Arc<Parsed>,
 }
 
 fn failed(variant: &str, target: Target, problem: impl std::fmt::Display) -> Error {
@@ -234,47 +237,26 @@ fn failed(variant: &str, target: Target, problem: impl std::fmt::Display) -> Err
     }
 }
 
-fn validator() -> naga::valid::Validator {
-    naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::default(),
-    )
-}
-
 impl Translator {
     /// Parses and validates [`super::nudge_shader_source`].
     pub fn new() -> Result<Translator> {
-        let source = super::nudge_shader_source();
-        let module = naga::front::wgsl::parse_str(&source)
-            .map_err(|e| failed("module", Target::Wgsl, e.emit_to_string(&source)))?;
-        let info = validator()
-            .validate(&module)
-            .map_err(|e| failed("module", Target::Wgsl, e.emit_to_string(&source)))?;
         Ok(Translator {
-            source,
-            module,
-            info,
+            source: super::nudge_shader_source(),
+            parsed: parsed().map_err(|e| failed("module", Target::Wgsl, e))?,
         })
     }
 
-    /// `variant` written for `target`: SPIR-V as little-endian words, the others as text. The
-    /// constants are applied (and the specialised module validated) for every target, WGSL too.
+    /// `variant` written for `target`: SPIR-V as little-endian words, the others as text, each
+    /// from the module the pipeline is built from (`specialise.rs`: the entry point's call graph,
+    /// constants applied, branches on them dropped), validated here for every target, WGSL too.
     /// Errors name the variant and the target.
     pub fn translate(&self, variant: &Variant, target: Target) -> Result<Vec<u8>> {
         let name = variant.name();
         let entry = variant.entry_point().to_string();
-        let constants: naga::back::PipelineConstants = variant
-            .constants()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-        let (module, info) = naga::back::pipeline_constants::process_overrides(
-            &self.module,
-            &self.info,
-            Some((naga::ShaderStage::Compute, &entry)),
-            &constants,
-        )
-        .map_err(|e| failed(&name, target, e))?;
+        let module = specialise(&self.parsed, variant).map_err(|e| failed(&name, target, e))?;
+        let info = validator()
+            .validate(&module)
+            .map_err(|e| failed(&name, target, e.emit_to_string(&self.source)))?;
         let stage = naga::ShaderStage::Compute;
         let bytes = match target {
             Target::Spv => {
