@@ -7,6 +7,13 @@
 // (src/gpu/specialise.rs drops the branch not taken) and the driver never compiles it for them.
 override FWD_SPSA: bool = false;
 
+// Invocations of a workgroup of forward_sample's kernels, the stride of its unit loop: WG_SIZE, or
+// fewer for a model whose every layer fits them (src/gpu/variants.rs, FWD_NARROW_WG), so that
+// llvmpipe runs one SIMD group per barrier instead of eight with all but a few lanes idle. Each
+// unit is still summed by one invocation in the same order, and every unit loop still makes one
+// pass: the loop-pass counts (src/gpu/kernels.rs) and the bits are those of the wide workgroup.
+override FWD_WG: u32 = WG_SIZE;
+
 // Parameter j of forward_sample's pass: `param` where SPSA directions are in use, otherwise the
 // same nudge without naming `direction`.
 fn fwd_param(j: u32, nudge: u32, dir: u32) -> f32 {
@@ -25,7 +32,7 @@ fn forward_sample(s: u32, nudge: u32, dir: u32, lid: u32, store: bool) -> f32 {
         let info = layer_info(l);
         let dst = (l % 2u) * MAX_WIDTH;
         let src = MAX_WIDTH - dst;
-        for (var u = lid; u < info.n_out; u += WG_SIZE) {
+        for (var u = lid; u < info.n_out; u += FWD_WG) {
             var acc = 0.0;
             if (l == 0u) {
                 let x_off = s * info.n_in;
@@ -64,7 +71,7 @@ fn forward_sample(s: u32, nudge: u32, dir: u32, lid: u32, store: bool) -> f32 {
     return total;
 }
 
-@compute @workgroup_size(WG_SIZE)
+@compute @workgroup_size(FWD_WG)
 fn nudged_sse(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let item = wg.x + wg.y * chunk.grid_x;  // slot-in-chunk * batch + sample
     // Workgroup-uniform: every invocation of a workgroup leaves together.
@@ -82,7 +89,7 @@ fn nudged_sse(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
 
 // nudged_sse for SPSA: slot 0 is the unperturbed network, slot 1 + d is evaluation d (direction
 // d / 2, sign by parity).
-@compute @workgroup_size(WG_SIZE)
+@compute @workgroup_size(FWD_WG)
 fn spsa_sse(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let item = wg.x + wg.y * chunk.grid_x;
     if (item >= chunk.eval_count * chunk.batch) {
@@ -97,7 +104,7 @@ fn spsa_sse(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     loop_guard(K_SPSA_SSE);
 }
 
-@compute @workgroup_size(WG_SIZE)
+@compute @workgroup_size(FWD_WG)
 fn forward_store(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let s = wg.x + wg.y * chunk.grid_x;
     if (s >= chunk.batch) {

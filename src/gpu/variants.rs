@@ -39,6 +39,24 @@ pub struct Variant {
     pub loss: Loss,
     /// The `reuse_seq` constants; `None` for every other kernel.
     pub seq: Option<SeqConstants>,
+    /// `forward_sample`'s kernels with [`FWD_NARROW_WG`] invocations per workgroup (`FWD_WG`),
+    /// for a model no layer of which is wider.
+    pub narrow: bool,
+}
+
+/// Invocations per workgroup of `nudged_sse`, `spsa_sse` and `forward_store` (`FWD_WG` in
+/// `shaders/forward.wgsl`) for a model whose every layer has at most this many units: one SIMD
+/// group of llvmpipe (256 bits of f32), instead of [`super::WG_SIZE`] invocations with all but a
+/// few idle at each barrier. Each unit loop then makes one pass under either size, so the loop-pass
+/// counts ([`super::loop_passes`], which count with `WG_SIZE`) hold for both.
+pub const FWD_NARROW_WG: u32 = 8;
+
+/// Whether `kernel` runs `forward_sample` with `FWD_WG` invocations per workgroup.
+fn is_forward(kernel: KernelId) -> bool {
+    matches!(
+        kernel,
+        KernelId::NudgedSse | KernelId::SpsaSse | KernelId::ForwardStore
+    )
 }
 
 impl Variant {
@@ -57,7 +75,13 @@ impl Variant {
             }
             _ => None,
         };
-        Variant { kernel, loss, seq }
+        let narrow = is_forward(kernel) && model.max_width() <= FWD_NARROW_WG as usize;
+        Variant {
+            kernel,
+            loss,
+            seq,
+            narrow,
+        }
     }
 
     /// The WGSL entry point.
@@ -71,6 +95,9 @@ impl Variant {
         if self.kernel == KernelId::SpsaSse {
             c.push(("FWD_SPSA", 1.0));
         }
+        if self.narrow {
+            c.push(("FWD_WG", FWD_NARROW_WG as f64));
+        }
         if let (KernelId::ReuseSeq(part), Some(s)) = (self.kernel, self.seq) {
             c.extend([
                 ("SEQ_PART", part as f64),
@@ -83,7 +110,8 @@ impl Variant {
         c
     }
 
-    /// A file name without extension: `nudged_sse-mse`, `reuse_seq-p2-relu-inputs-r4-xent`.
+    /// A file name without extension: `nudged_sse-mse`, `nudged_sse-wg8-mse`,
+    /// `reuse_seq-p2-relu-inputs-r4-xent`.
     pub fn name(&self) -> String {
         let loss = match self.loss {
             Loss::Mse => "mse",
@@ -98,6 +126,7 @@ impl Variant {
                 if s.from_inputs { "-inputs" } else { "" },
                 s.r
             ),
+            _ if self.narrow => format!("{}-wg{FWD_NARROW_WG}-{loss}", self.entry_point()),
             _ => format!("{}-{loss}", self.entry_point()),
         }
     }
@@ -161,13 +190,22 @@ pub fn all_variants() -> Vec<Variant> {
                         kernel,
                         loss,
                         seq: Some(s),
+                        narrow: false,
                     }))
                 }
-                _ => out.push(Variant {
-                    kernel,
-                    loss,
-                    seq: None,
-                }),
+                _ => {
+                    for narrow in [false, true]
+                        .into_iter()
+                        .filter(|&n| !n || is_forward(kernel))
+                    {
+                        out.push(Variant {
+                            kernel,
+                            loss,
+                            seq: None,
+                            narrow,
+                        });
+                    }
+                }
             }
         }
     }
