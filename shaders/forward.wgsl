@@ -71,6 +71,15 @@ fn forward_sample(s: u32, nudge: u32, dir: u32, lid: u32, store: bool) -> f32 {
     return total;
 }
 
+// With one sample the loss sum of slot e (reduce_seq's and reduce_losses' tree over one lane) is
+// 0.0 + total: written here, and the host dispatches no reduction (src/gpu/evaluator.rs,
+// direct_losses), one dispatch less per step.
+fn one_sample_loss(e: u32, total: f32) {
+    if (chunk.batch == 1u) {
+        out[chunk.out_base + e] = (0.0 + total) * chunk.inv_count;
+    }
+}
+
 @compute @workgroup_size(FWD_WG)
 fn nudged_sse(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let item = wg.x + wg.y * chunk.grid_x;  // slot-in-chunk * batch + sample
@@ -83,6 +92,7 @@ fn nudged_sse(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     let total = forward_sample(s, select(e - 1u, NO_NUDGE, e == 0u), NO_DIR, lid, false);
     if (lid == 0u) {
         sse[item] = total;
+        one_sample_loss(e, total);
     }
     loop_guard(K_NUDGED_SSE);
 }
@@ -100,6 +110,7 @@ fn spsa_sse(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     let total = forward_sample(s, NO_NUDGE, select(e - 1u, NO_DIR, e == 0u), lid, false);
     if (lid == 0u) {
         sse[item] = total;
+        one_sample_loss(e, total);
     }
     loop_guard(K_SPSA_SSE);
 }
