@@ -2,6 +2,28 @@
 // reuse method's unperturbed pass that fills the cache. Assembled after common.wgsl.
 // CPU twin: src/cpu/forward.rs.
 
+// Whether forward_sample moves parameters along SPSA directions: true only in spsa_sse's pipeline
+// (src/gpu/variants.rs), so that the other kernels' modules leave the direction generator out
+// (src/gpu/specialise.rs drops the branch not taken) and the driver never compiles it for them.
+override FWD_SPSA: bool = false;
+
+// Invocations of a workgroup of forward_sample's kernels, the stride of its unit loop: WG_SIZE, or
+// fewer for a model whose every layer fits them (src/gpu/variants.rs, FWD_NARROW_WG), so that
+// llvmpipe runs one SIMD group per barrier instead of eight with all but a few lanes idle. Each
+// unit is still summed by one invocation in the same order, and every unit loop still makes one
+// pass: the loop-pass counts (src/gpu/kernels.rs) and the bits are those of the wide workgroup.
+override FWD_WG: u32 = WG_SIZE;
+
+// Parameter j of forward_sample's pass: `param` where SPSA directions are in use, otherwise the
+// same nudge without naming `direction`.
+fn fwd_param(j: u32, nudge: u32, dir: u32) -> f32 {
+    if (FWD_SPSA) {
+        return param(j, nudge, dir);
+    }
+    let w = pw(j);
+    return select(w, w + chunk.eps, j == nudge);
+}
+
 // The forward pass of sample s with parameter `nudge` moved by eps (NO_NUDGE: none), or along
 // SPSA evaluation `dir` (NO_DIR: none), spread over the workgroup; `store` keeps z and a in the
 // cache. Returns (in invocation 0) the sample's loss: squared error or cross-entropy.
@@ -10,19 +32,19 @@ fn forward_sample(s: u32, nudge: u32, dir: u32, lid: u32, store: bool) -> f32 {
         let info = layer_info(l);
         let dst = (l % 2u) * MAX_WIDTH;
         let src = MAX_WIDTH - dst;
-        for (var u = lid; u < info.n_out; u += WG_SIZE) {
+        for (var u = lid; u < info.n_out; u += FWD_WG) {
             var acc = 0.0;
             if (l == 0u) {
                 let x_off = s * info.n_in;
                 for (var i = 0u; i < info.n_in; i++) {
-                    acc = acc + xs[x_off + i] * param(info.w_off + i * info.n_out + u, nudge, dir);
+                    acc = acc + xs[x_off + i] * fwd_param(info.w_off + i * info.n_out + u, nudge, dir);
                 }
             } else {
                 for (var i = 0u; i < info.n_in; i++) {
-                    acc = acc + acts[src + i] * param(info.w_off + i * info.n_out + u, nudge, dir);
+                    acc = acc + acts[src + i] * fwd_param(info.w_off + i * info.n_out + u, nudge, dir);
                 }
             }
-            acc = acc + param(info.b_off + u, nudge, dir);
+            acc = acc + fwd_param(info.b_off + u, nudge, dir);
             let a = activate(acc, info.kind);
             acts[dst + u] = a;
             if (store) {
@@ -49,7 +71,16 @@ fn forward_sample(s: u32, nudge: u32, dir: u32, lid: u32, store: bool) -> f32 {
     return total;
 }
 
-@compute @workgroup_size(WG_SIZE)
+// With one sample the loss sum of slot e (reduce_seq's and reduce_losses' tree over one lane) is
+// 0.0 + total: written here, and the host dispatches no reduction (src/gpu/evaluator.rs,
+// direct_losses), one dispatch less per step.
+fn one_sample_loss(e: u32, total: f32) {
+    if (chunk.batch == 1u) {
+        out[chunk.out_base + e] = (0.0 + total) * chunk.inv_count;
+    }
+}
+
+@compute @workgroup_size(FWD_WG)
 fn nudged_sse(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let item = wg.x + wg.y * chunk.grid_x;  // slot-in-chunk * batch + sample
     // Workgroup-uniform: every invocation of a workgroup leaves together.
@@ -61,13 +92,14 @@ fn nudged_sse(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     let total = forward_sample(s, select(e - 1u, NO_NUDGE, e == 0u), NO_DIR, lid, false);
     if (lid == 0u) {
         sse[item] = total;
+        one_sample_loss(e, total);
     }
     loop_guard(K_NUDGED_SSE);
 }
 
 // nudged_sse for SPSA: slot 0 is the unperturbed network, slot 1 + d is evaluation d (direction
 // d / 2, sign by parity).
-@compute @workgroup_size(WG_SIZE)
+@compute @workgroup_size(FWD_WG)
 fn spsa_sse(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let item = wg.x + wg.y * chunk.grid_x;
     if (item >= chunk.eval_count * chunk.batch) {
@@ -78,11 +110,12 @@ fn spsa_sse(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     let total = forward_sample(s, NO_NUDGE, select(e - 1u, NO_DIR, e == 0u), lid, false);
     if (lid == 0u) {
         sse[item] = total;
+        one_sample_loss(e, total);
     }
     loop_guard(K_SPSA_SSE);
 }
 
-@compute @workgroup_size(WG_SIZE)
+@compute @workgroup_size(FWD_WG)
 fn forward_store(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let s = wg.x + wg.y * chunk.grid_x;
     if (s >= chunk.batch) {

@@ -72,9 +72,29 @@ fn nudge_shader_parses_and_validates_without_a_gpu() {
     }
 }
 
+/// The workgroup size of entry point `name` with the override constants `constants` applied.
+fn workgroup_size(
+    module: &naga::Module,
+    info: &naga::valid::ModuleInfo,
+    name: &str,
+    constants: &[(&str, f64)],
+) -> [u32; 3] {
+    let constants = constants.iter().map(|&(k, v)| (k.to_string(), v)).collect();
+    let (m, _) = naga::back::pipeline_constants::process_overrides(
+        module,
+        info,
+        Some((naga::ShaderStage::Compute, name)),
+        &constants,
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
+    m.entry_points[0].workgroup_size
+}
+
 #[test]
 fn workgroup_sizes_and_widths_match_the_rust_constants() {
     let module = parse(&nudge_shader_source());
+    let info = validate(&module);
+    let forward = ["nudged_sse", "spsa_sse", "forward_store"];
     for ep in &module.entry_points {
         let want = match ep.name.as_str() {
             "reduce_losses" | "reuse_fused" => REDUCE_LANES as u32,
@@ -82,7 +102,13 @@ fn workgroup_sizes_and_widths_match_the_rust_constants() {
             "reuse_seq" => perturb::gpu::SEQ_WG,
             _ => WG_SIZE,
         };
-        assert_eq!(ep.workgroup_size, [want, 1, 1], "{}", ep.name);
+        let got = workgroup_size(&module, &info, &ep.name, &[]);
+        assert_eq!(got, [want, 1, 1], "{}", ep.name);
+        if forward.contains(&ep.name.as_str()) {
+            let narrow = perturb::gpu::FWD_NARROW_WG;
+            let got = workgroup_size(&module, &info, &ep.name, &[("FWD_WG", narrow as f64)]);
+            assert_eq!(got, [narrow, 1, 1], "{} narrow", ep.name);
+        }
     }
     let get = |name: &str| constant(&module, name);
     assert_eq!(get("WG_SIZE"), naga::Literal::U32(WG_SIZE));

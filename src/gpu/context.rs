@@ -214,7 +214,9 @@ pub fn open_adapter_at(opts: &AdapterOptions, index: usize) -> Result<GpuContext
 
 /// The compute adapters [`open_adapters`] opens, or why there are none.
 fn compute_adapters(opts: &AdapterOptions, names: &[String]) -> Result<Vec<wgpu::Adapter>> {
-    let adapters = enumerate(opts.backends()?);
+    let backends = opts.backends()?;
+    super::specialise::parse_in_background();
+    let adapters = enumerate(backends);
     let wanted: Vec<String> = names.iter().map(|n| n.to_lowercase()).collect();
     let picked: Vec<wgpu::Adapter> = adapters
         .iter()
@@ -252,10 +254,18 @@ pub struct GpuContext {
     pub info: wgpu::AdapterInfo,
     /// The limits the device was created with (the adapter's).
     pub limits: wgpu::Limits,
-    errors: Arc<Mutex<Vec<String>>>,
+    errors: ErrorSink,
 }
 
+/// Where errors wgpu reports outside error scopes wait for [`GpuContext::take_error`].
+pub(super) type ErrorSink = Arc<Mutex<Vec<String>>>;
+
 impl GpuContext {
+    /// The context's error sink, for errors found outside wgpu (read at the next readback).
+    pub(super) fn error_sink(&self) -> ErrorSink {
+        self.errors.clone()
+    }
+
     /// Whether `other` is this context or a clone of it (the same device). wgpu's own device
     /// equality compares ids, which two contexts' separate instances can share.
     pub(crate) fn same_device(&self, other: &GpuContext) -> bool {
@@ -267,6 +277,7 @@ impl GpuContext {
         // Vulkan, Metal and DX12 first: GL ranks below them anyway, and opening EGL on a headless
         // machine is slow and noisy. Only when none of them fits are GL adapters considered.
         let allowed = opts.backends()?;
+        super::specialise::parse_in_background();
         let mut adapters = enumerate(allowed & wgpu::Backends::PRIMARY);
         let index = match choose(&adapters, opts) {
             Ok(i) => i,

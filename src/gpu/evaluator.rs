@@ -41,6 +41,16 @@ pub struct GpuEvaluator {
     pub(super) burn: Option<(KernelId, u32)>,
     /// The part of each probe's values it computes ([`GpuOptions::share`]).
     pub(super) share: Share,
+    /// One sample: `nudged_sse` and `spsa_sse` write their slots' losses themselves
+    /// (`one_sample_loss` in `shaders/forward.wgsl`), so their reduction is not dispatched.
+    pub(super) direct_losses: bool,
+    /// The plan's kernels that are dispatched, with their loop passes.
+    pub(super) dispatched: Vec<(KernelId, u64)>,
+}
+
+/// Whether `kernel` writes its slots' losses itself when a step has one sample.
+fn writes_one_sample_loss(kernel: KernelId) -> bool {
+    matches!(kernel, KernelId::NudgedSse | KernelId::SpsaSse)
 }
 
 impl GpuEvaluator {
@@ -60,18 +70,27 @@ impl GpuEvaluator {
     ) -> Result<GpuEvaluator> {
         data.check_fits(model, "data")?;
         let plan = Plan::new(&AdapterFacts::of(&ctx), model, data, &opts)?;
+        let direct_losses = plan.sizes.b == 1;
+        let reduced = |k: KernelId| k.is_reduced() && !(direct_losses && writes_one_sample_loss(k));
+        let reduce_used = plan.chunks.iter().any(|c| reduced(c.kernel));
+        let dispatched: Vec<(KernelId, u64)> = plan
+            .loop_counts
+            .iter()
+            .copied()
+            .filter(|&(k, _)| reduce_used || k != plan.reduce_kernel)
+            .collect();
         let uniform_stride = uniform_stride(&ctx);
         let bufs = Buffers::new(&ctx, model, data, &plan, opts.method, uniform_stride)?;
         let (pipelines, bind_group) = ctx.scoped("building the kernels' pipelines", || {
             build_pipelines(
-                &ctx.device,
+                &ctx,
                 model,
                 (plan.closed, opts.loss),
-                &plan.loop_counts,
+                &dispatched,
                 &bufs.uniforms,
                 bufs.bound(),
             )
-        })?;
+        })??;
         ctx.take_error()?;
         let out_floats = plan.sizes.out_floats as usize;
         Ok(GpuEvaluator {
@@ -90,6 +109,8 @@ impl GpuEvaluator {
             out_scratch: vec![0.0; out_floats + 1],
             burn: None,
             share: opts.share,
+            direct_losses,
+            dispatched,
         })
     }
 
@@ -118,7 +139,7 @@ impl GpuEvaluator {
     /// (the costliest, tripwire not included), as the planner counted them
     /// ([`crate::gpu::loop_passes`]).
     pub fn loop_counts(&self) -> &[(KernelId, u64)] {
-        &self.plan.loop_counts
+        &self.dispatched
     }
 
     /// Makes `kernel`'s tripwire run `burn` loop passes more (`None`: none more), and clears the
@@ -223,7 +244,7 @@ impl GpuEvaluator {
             );
             pass.set_pipeline(self.pipelines.get(c.kernel));
             pass.dispatch_workgroups(c.grid.0, c.grid.1, 1);
-            if !c.kernel.is_reduced() {
+            if !c.kernel.is_reduced() || self.direct_losses && writes_one_sample_loss(c.kernel) {
                 continue;
             }
             pass.set_pipeline(self.pipelines.get(self.plan.reduce_kernel));

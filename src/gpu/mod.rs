@@ -8,6 +8,7 @@ mod kernels;
 mod pipelines;
 mod plan;
 mod resident;
+mod specialise;
 mod variants;
 
 pub use context::{
@@ -22,7 +23,9 @@ pub use plan::{
     AdapterFacts, ChunkUniform, GpuOptions, ReuseKernel, FUSED_MAX_WIDTH, LAYER_WORDS, MAX_WIDTH,
     RESIDENT_MAX_BATCH, SEQ_REDUCE_MAX_BATCH,
 };
-pub use variants::{all_variants, SeqConstants, Target, Translator, Variant, LOSSES};
+pub use variants::{
+    all_variants, SeqConstants, Target, Translator, Variant, FWD_NARROW_WG, LOSSES,
+};
 
 /// `shaders/math.wgsl`: the WGSL twin of [`crate::math`].
 pub const MATH_WGSL: &str = include_str!("../../shaders/math.wgsl");

@@ -1,23 +1,35 @@
-//! The shader module, its bind group layout and bind group, and a pipeline for each kernel the
-//! plan dispatches (and no other), each built at its first dispatch.
+//! The bind group layout and bind group, and a pipeline for each kernel the plan dispatches (and
+//! no other), each built at its first dispatch from a module of its own.
 
+use super::context::{ErrorSink, GpuContext};
 use super::kernels::KernelId;
 use super::plan::ChunkUniform;
+use super::specialise::{parsed, specialise, Parsed};
 use super::variants::Variant;
+use crate::error::{Error, Result};
 use crate::model::{Loss, Model};
-use std::sync::OnceLock;
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
 
 /// The pipelines of the kernels a plan dispatches, and only those, each built the first time it
 /// is asked for: the host loop never builds the resident loop's `update` and `fused_epochs`, and a
 /// run that goes straight to `fused_epochs` never builds the per-step kernels. On llvmpipe each
 /// pipeline costs milliseconds of NIR work at creation (its LLVM code is compiled, or found in
 /// Mesa's shader cache, at the first dispatch either way), so an unused one is start-up wasted.
-#[derive(Debug)]
 pub(super) struct Pipelines {
     device: wgpu::Device,
-    module: wgpu::ShaderModule,
+    errors: ErrorSink,
+    parsed: Arc<Parsed>,
     layout: wgpu::PipelineLayout,
     planned: Vec<(Variant, OnceLock<wgpu::ComputePipeline>)>,
+}
+
+impl std::fmt::Debug for Pipelines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipelines")
+            .field("planned", &self.planned)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Pipelines {
@@ -80,19 +92,38 @@ impl Pipelines {
             .count()
     }
 
-    // One function makes the constants here and in the list `perturb shaders` translates.
+    /// The pipeline of `variant` from a module of its own (`specialise.rs`): the driver compiles
+    /// only the entry point's code with its constants applied, not the whole assembled module.
+    /// The module `perturb shaders` translates is made by the same function.
     fn build(&self, variant: &Variant) -> wgpu::ComputePipeline {
+        let (module, constants) = match specialise(&self.parsed, variant) {
+            Ok(m) => (wgpu::ShaderSource::Naga(Cow::Owned(m)), Vec::new()),
+            Err(e) => {
+                // Reported at the next readback; the whole module stands in meanwhile.
+                if let Ok(mut v) = self.errors.lock() {
+                    v.push(format!("specialising {}: {e}", variant.name()));
+                }
+                let source = Cow::Owned(super::nudge_shader_source());
+                (wgpu::ShaderSource::Wgsl(source), variant.constants())
+            }
+        };
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(variant.entry_point()),
+                source: module,
+            });
         self.device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(variant.entry_point()),
                 layout: Some(&self.layout),
-                module: &self.module,
+                module: &module,
                 entry_point: Some(variant.entry_point()),
                 // Every workgroup value is written before it is read; zeroing 16 KiB per
                 // workgroup (a shader loop on GL) would dominate small evaluations.
                 compilation_options: wgpu::PipelineCompilationOptions {
                     zero_initialize_workgroup_memory: false,
-                    constants: &variant.constants(),
+                    constants: &constants,
                 },
                 cache: None,
             })
@@ -108,18 +139,15 @@ fn is_step_kernel(kernel: KernelId) -> bool {
 /// specialised for `loss`, each `reuse_seq` part by its own override constants too), and the bind group over
 /// `uniforms` and the storage buffers `bound` (bindings 1 to 8 in `shaders/common.wgsl`'s order).
 pub(super) fn build_pipelines(
-    device: &wgpu::Device,
+    ctx: &GpuContext,
     model: &Model,
     (closed, loss): (bool, Loss),
     kernels: &[(KernelId, u64)],
     uniforms: &wgpu::Buffer,
     bound: [&wgpu::Buffer; 8],
-) -> (Pipelines, wgpu::BindGroup) {
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some("perturb kernels"),
-        source: wgpu::ShaderSource::Wgsl(super::nudge_shader_source().into()),
-    });
-    super::context::mark("shader module created");
+) -> Result<(Pipelines, wgpu::BindGroup)> {
+    let parsed = parsed().map_err(|e| Error::Gpu(format!("the kernels' WGSL: {e}")))?;
+    let device = &ctx.device;
     let entry =
         |binding: u32, ty: wgpu::BufferBindingType, dynamic: bool| wgpu::BindGroupLayoutEntry {
             binding,
@@ -154,7 +182,8 @@ pub(super) fn build_pipelines(
     });
     let pipelines = Pipelines {
         device: device.clone(),
-        module,
+        errors: ctx.error_sink(),
+        parsed,
         layout: pipeline_layout,
         planned: kernels
             .iter()
@@ -176,7 +205,8 @@ pub(super) fn build_pipelines(
         .chain((1..).zip(bound).map(|(i, b)| bind(i, b)))
         .collect::<Vec<_>>(),
     });
-    (pipelines, bind_group)
+    super::context::mark("layouts and bind group created");
+    Ok((pipelines, bind_group))
 }
 
 fn bind(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {

@@ -9,6 +9,7 @@ use super::kernels::{
     loss_code, seq_part_inputs, seq_part_is_weights, seq_part_layer, seq_repeat, KernelId,
     PART_OUTPUT_WEIGHTS, SEQ_MAX_R, SEQ_WG,
 };
+use super::specialise::{parsed, specialise, validator, Parsed};
 use crate::error::{Error, Result};
 use crate::model::{Activation, Loss, Model};
 use naga::back::{glsl, hlsl, msl, spv};
@@ -38,6 +39,24 @@ pub struct Variant {
     pub loss: Loss,
     /// The `reuse_seq` constants; `None` for every other kernel.
     pub seq: Option<SeqConstants>,
+    /// `forward_sample`'s kernels with [`FWD_NARROW_WG`] invocations per workgroup (`FWD_WG`),
+    /// for a model no layer of which is wider.
+    pub narrow: bool,
+}
+
+/// Invocations per workgroup of `nudged_sse`, `spsa_sse` and `forward_store` (`FWD_WG` in
+/// `shaders/forward.wgsl`) for a model whose every layer has at most this many units: one SIMD
+/// group of llvmpipe (256 bits of f32), instead of [`super::WG_SIZE`] invocations with all but a
+/// few idle at each barrier. Each unit loop then makes one pass under either size, so the loop-pass
+/// counts ([`super::loop_passes`], which count with `WG_SIZE`) hold for both.
+pub const FWD_NARROW_WG: u32 = 8;
+
+/// Whether `kernel` runs `forward_sample` with `FWD_WG` invocations per workgroup.
+fn is_forward(kernel: KernelId) -> bool {
+    matches!(
+        kernel,
+        KernelId::NudgedSse | KernelId::SpsaSse | KernelId::ForwardStore
+    )
 }
 
 impl Variant {
@@ -56,7 +75,13 @@ impl Variant {
             }
             _ => None,
         };
-        Variant { kernel, loss, seq }
+        let narrow = is_forward(kernel) && model.max_width() <= FWD_NARROW_WG as usize;
+        Variant {
+            kernel,
+            loss,
+            seq,
+            narrow,
+        }
     }
 
     /// The WGSL entry point.
@@ -67,6 +92,12 @@ impl Variant {
     /// The pipeline's override constants, as wgpu and naga take them.
     pub fn constants(&self) -> Vec<(&'static str, f64)> {
         let mut c = vec![("LOSS", loss_code(self.loss) as f64)];
+        if self.kernel == KernelId::SpsaSse {
+            c.push(("FWD_SPSA", 1.0));
+        }
+        if self.narrow {
+            c.push(("FWD_WG", FWD_NARROW_WG as f64));
+        }
         if let (KernelId::ReuseSeq(part), Some(s)) = (self.kernel, self.seq) {
             c.extend([
                 ("SEQ_PART", part as f64),
@@ -79,7 +110,8 @@ impl Variant {
         c
     }
 
-    /// A file name without extension: `nudged_sse-mse`, `reuse_seq-p2-relu-inputs-r4-xent`.
+    /// A file name without extension: `nudged_sse-mse`, `nudged_sse-wg8-mse`,
+    /// `reuse_seq-p2-relu-inputs-r4-xent`.
     pub fn name(&self) -> String {
         let loss = match self.loss {
             Loss::Mse => "mse",
@@ -94,6 +126,7 @@ impl Variant {
                 if s.from_inputs { "-inputs" } else { "" },
                 s.r
             ),
+            _ if self.narrow => format!("{}-wg{FWD_NARROW_WG}-{loss}", self.entry_point()),
             _ => format!("{}-{loss}", self.entry_point()),
         }
     }
@@ -157,13 +190,22 @@ pub fn all_variants() -> Vec<Variant> {
                         kernel,
                         loss,
                         seq: Some(s),
+                        narrow: false,
                     }))
                 }
-                _ => out.push(Variant {
-                    kernel,
-                    loss,
-                    seq: None,
-                }),
+                _ => {
+                    for narrow in [false, true]
+                        .into_iter()
+                        .filter(|&n| !n || is_forward(kernel))
+                    {
+                        out.push(Variant {
+                            kernel,
+                            loss,
+                            seq: None,
+                            narrow,
+                        });
+                    }
+                }
             }
         }
     }
@@ -222,8 +264,7 @@ impl Target {
 /// variant.
 pub struct Translator {
     source: String,
-    module: naga::Module,
-    info: naga::valid::ModuleInfo,
+    parsed: std::sync::Arc<Parsed>,
 }
 
 fn failed(variant: &str, target: Target, problem: impl std::fmt::Display) -> Error {
@@ -234,47 +275,26 @@ fn failed(variant: &str, target: Target, problem: impl std::fmt::Display) -> Err
     }
 }
 
-fn validator() -> naga::valid::Validator {
-    naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::default(),
-    )
-}
-
 impl Translator {
     /// Parses and validates [`super::nudge_shader_source`].
     pub fn new() -> Result<Translator> {
-        let source = super::nudge_shader_source();
-        let module = naga::front::wgsl::parse_str(&source)
-            .map_err(|e| failed("module", Target::Wgsl, e.emit_to_string(&source)))?;
-        let info = validator()
-            .validate(&module)
-            .map_err(|e| failed("module", Target::Wgsl, e.emit_to_string(&source)))?;
         Ok(Translator {
-            source,
-            module,
-            info,
+            source: super::nudge_shader_source(),
+            parsed: parsed().map_err(|e| failed("module", Target::Wgsl, e))?,
         })
     }
 
-    /// `variant` written for `target`: SPIR-V as little-endian words, the others as text. The
-    /// constants are applied (and the specialised module validated) for every target, WGSL too.
+    /// `variant` written for `target`: SPIR-V as little-endian words, the others as text, each
+    /// from the module the pipeline is built from (`specialise.rs`: the entry point's call graph,
+    /// constants applied, branches on them dropped), validated here for every target, WGSL too.
     /// Errors name the variant and the target.
     pub fn translate(&self, variant: &Variant, target: Target) -> Result<Vec<u8>> {
         let name = variant.name();
         let entry = variant.entry_point().to_string();
-        let constants: naga::back::PipelineConstants = variant
-            .constants()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-        let (module, info) = naga::back::pipeline_constants::process_overrides(
-            &self.module,
-            &self.info,
-            Some((naga::ShaderStage::Compute, &entry)),
-            &constants,
-        )
-        .map_err(|e| failed(&name, target, e))?;
+        let module = specialise(&self.parsed, variant).map_err(|e| failed(&name, target, e))?;
+        let info = validator()
+            .validate(&module)
+            .map_err(|e| failed(&name, target, e.emit_to_string(&self.source)))?;
         let stage = naga::ShaderStage::Compute;
         let bytes = match target {
             Target::Spv => {
