@@ -35,7 +35,8 @@
 //                  then full forward passes of the later layers in workgroup memory.
 //   reduce_losses  as above, so slot k + 1 holds L_k - L directly.
 //   reuse_fused    reuse_dsse and its reduction in one workgroup per parameter (hardware GPUs).
-//   reuse_seq      the same in one invocation per parameter, or per SEQ_R weights of one unit
+//   reuse_seq      the same in one invocation per parameter, or per SEQ_R weights of one unit, or
+//                  (MSE's closed form, last hidden layer's weights) per R inputs of U units
 //                  (CPU adapters such as llvmpipe: no barriers, few loads).
 // Resident loop (resident.wgsl):
 //   update         one invocation per parameter: next = p - (delta / eps) * lr, the host's float32 rule.

@@ -9,7 +9,7 @@
 // a pipeline per part of the last two layers, specialised by the constants below (llvmpipe runs
 // both sides of a branch, so each pipeline holds only its part's code), and an invocation nudges
 // SEQ_R weights of the same unit, whose z, a and closed-form sum for a sample are loaded once for
-// all of them.
+// all of them (under MSE's closed form, SEQ_R inputs of several units: reuse_seq_units).
 const PART_HIDDEN_WEIGHTS: u32 = 0u;
 const PART_HIDDEN_BIASES: u32 = 1u;
 const PART_OUTPUT_WEIGHTS: u32 = 2u;
@@ -57,8 +57,128 @@ fn seq_change(t: SeqUnit, s: u32, z_new: f32, a_old: f32, ab: f32, c: vec4<f32>)
     return output_change(t.u, s, delta);
 }
 
+// The unit path: the last hidden layer's weights under MSE's closed form, where every item is
+// a few operations and the loads dominate. Inside a loop Mesa 22's llvmpipe loads lane by lane
+// (a scalar loop with a bounds check; measured, one load costs about what one item's sigmoid
+// does), uniform address or not, so what counts is loads per item: an invocation nudges R inputs of U units, loading x
+// once for its units and z, a and the closed-form sum once for its inputs, R + 3 U loads per
+// sample for R U items. R U stays within SEQ_ITEMS: Mesa unrolls the item loop (its arrays in
+// registers) up to about that many sigmoids and keeps longer ones as loops, arrays in memory
+// (measured: 12 sigmoids ran slower than 8, and 8 tanh stayed a loop). src/gpu/kernels.rs seq_unit_shape plans the same R, U.
+const SEQ_ITEMS: u32 = 8u;
+const SEQ_UNIT_MAX_R: u32 = 4u;
+
+fn seq_units_on() -> bool {
+    return SEQ_PART == PART_HIDDEN_WEIGHTS && SEQ_CLOSED && LOSS == LOSS_MSE;
+}
+
+fn reuse_seq_units(g: u32, lid: u32) {
+    let info = layer_info(chunk.num_layers - 2u);
+    let b = chunk.batch;
+    let units = chunk.eval_count / info.n_in;
+    // R inputs of U units per invocation; lane j of a unit block takes inputs j, j + lanes, ...
+    // tanh_f32 is about twice sigmoid_f32's code: half the items keep the item loop unrolled.
+    let items = select(SEQ_ITEMS, SEQ_ITEMS / 2u, SEQ_KIND == ACT_TANH);
+    let nr = min(SEQ_R, SEQ_UNIT_MAX_R);
+    let nu = max(items / nr, 1u);
+    let lanes = (info.n_in + nr - 1u) / nr;
+    let blocks = (lanes + SEQ_WG - 1u) / SEQ_WG;
+    let j = (g % blocks) * SEQ_WG + lid;
+    let ub = g / blocks;
+    if (ub * nu >= units || j >= lanes) {
+        return;
+    }
+    // A chunk holds whole units (reuse_seq below); this block's are u_first.. (before u_end).
+    let u_first = (chunk.eval_base - 1u - info.w_off) / info.n_in + ub * nu;
+    let u_end = (chunk.eval_base - 1u - info.w_off) / info.n_in + units;
+    let ab = chunk.cache_base + chunk.ab_off;
+    // Every loop below runs a constant count with no loop inside, so Mesa unrolls it and the
+    // arrays stay in registers (a loop holding a loop is kept, and its arrays go to memory).
+    var z_row: array<u32, SEQ_ITEMS>;
+    var a_row: array<u32, SEQ_ITEMS>;
+    var ab_row: array<u32, SEQ_ITEMS>;
+    var bb: array<f32, SEQ_ITEMS>;
+    for (var m = 0u; m < nu; m++) {
+        let u = min(u_first + m, u_end - 1u);
+        let unit = info.unit_off + u;
+        z_row[m] = chunk.cache_base + unit * b;
+        a_row[m] = chunk.cache_base + (chunk.total_units + unit) * b;
+        ab_row[m] = ab + u * b;
+        bb[m] = cache[ab + info.n_out * b + u];
+    }
+    var x_at: array<u32, SEQ_UNIT_MAX_R>;
+    var x_stride = 1u;
+    for (var r = 0u; r < nr; r++) {
+        let ic = min(j + r * lanes, info.n_in - 1u);
+        if (SEQ_FROM_INPUTS) {
+            x_at[r] = ic;
+            x_stride = info.n_in;
+        } else {
+            let prev = layer_info(max(chunk.num_layers - 2u, 1u) - 1u);
+            x_at[r] = chunk.cache_base + (chunk.total_units + prev.unit_off + ic) * b;
+        }
+    }
+    // Item n: input r = n / nu, unit m = n % nu; the same loops and tree as reuse_seq below.
+    var d: array<f32, SEQ_ITEMS>;
+    for (var n = 0u; n < nr * nu; n++) {
+        let ic = min(j + (n / nu) * lanes, info.n_in - 1u);
+        let w = pw(info.w_off + ic * info.n_out + min(u_first + n % nu, u_end - 1u));
+        d[n] = (w + chunk.eps) - (w + chunk.zero);  // `+ zero` as in reuse_target
+    }
+    let kind = info.kind;
+    let width = tree_width();
+    var trees: array<Tree, SEQ_ITEMS>;
+    var acc: array<f32, SEQ_ITEMS>;
+    var z: array<f32, SEQ_ITEMS>;
+    var a_old: array<f32, SEQ_ITEMS>;
+    var ab_s: array<f32, SEQ_ITEMS>;
+    var x: array<f32, SEQ_UNIT_MAX_R>;
+    for (var i = 0u; i < width; i++) {
+        for (var n = 0u; n < nr * nu; n++) {
+            acc[n] = 0.0;
+        }
+        for (var s = tree_lane(i, width); s < b; s += REDUCE_LANES) {
+            for (var m = 0u; m < nu; m++) {
+                z[m] = cache[z_row[m] + s];
+                a_old[m] = cache[a_row[m] + s];
+                ab_s[m] = cache[ab_row[m] + s];
+            }
+            for (var r = 0u; r < nr; r++) {
+                if (SEQ_FROM_INPUTS) {
+                    x[r] = xs[x_at[r] + s * x_stride];
+                } else {
+                    x[r] = cache[x_at[r] + s];
+                }
+            }
+            for (var n = 0u; n < nr * nu; n++) {
+                let m = n % nu;
+                let z_new = z[m] + x[n / nu] * d[n];
+                // The runtime select as in seq_change (load-bearing under Mesa 22).
+                let a_new = select(activate(z_new, SEQ_KIND), z_new, kind != SEQ_KIND);
+                let delta = a_new - a_old[m];
+                acc[n] = acc[n] + delta * (ab_s[m] + delta * bb[m]);
+            }
+        }
+        for (var n = 0u; n < nr * nu; n++) {
+            trees[n] = tree_add(trees[n], i, acc[n]);
+        }
+    }
+    for (var n = 0u; n < nr * nu; n++) {
+        let i = j + (n / nu) * lanes;
+        let u = u_first + n % nu;
+        if (i < info.n_in && u < u_end) {
+            out[chunk.out_base + 1u + info.w_off + i * info.n_out + u] = trees[n].total * chunk.inv_count;
+        }
+    }
+}
+
 @compute @workgroup_size(SEQ_WG)
 fn reuse_seq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    if (seq_units_on()) {
+        reuse_seq_units(wg.x + wg.y * chunk.grid_x, lid);
+        loop_guard(K_REUSE_SEQ + SEQ_PART);
+        return;
+    }
     let weights = SEQ_PART == PART_HIDDEN_WEIGHTS || SEQ_PART == PART_OUTPUT_WEIGHTS;
     var l = chunk.num_layers - 1u;
     if (SEQ_PART < PART_OUTPUT_WEIGHTS) {

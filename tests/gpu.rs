@@ -276,6 +276,22 @@ fn every_reuse_kernel_matches_cpu_reference() {
             (m, d)
         },
         {
+            // reuse_seq's unit path (MSE, closed form) on a hidden layer fed by another: one
+            // input by 8 units per invocation, 19 units (the last block partial), 300 samples.
+            let m = Model::random(
+                &[6, 11, 19, 4],
+                &[
+                    Activation::Sigmoid,
+                    Activation::Sigmoid,
+                    Activation::Identity,
+                ],
+                13,
+            )
+            .unwrap();
+            let d = random_data(&m, 300, 14);
+            (m, d)
+        },
+        {
             let m = Model::random(
                 &[5, 9, 6, 3],
                 &[Activation::Relu, Activation::Sigmoid, Activation::Tanh],

@@ -204,6 +204,28 @@ fn cases() -> Vec<Case> {
             Some(ReuseKernel::Invocation),
             one,
         ),
+        // reuse_seq's unit path (MSE, closed form; "seq closed" above: tanh, 4 units per
+        // invocation): sigmoid on a hidden layer fed by another, one input by 8 units per
+        // invocation, 20 units (the last block partial) and 300 samples (strided tree lanes)...
+        c(
+            "seq closed deep",
+            &[3, 5, 20, 2],
+            &[Tanh, Sig, Id],
+            300,
+            Method::Reuse,
+            Some(ReuseKernel::Invocation),
+            one,
+        ),
+        // ...and 4 inputs by 2 units per invocation, as at the bench's sizes.
+        c(
+            "seq closed wide",
+            &[64, 9, 3],
+            &[Sig, Id],
+            20,
+            Method::Reuse,
+            Some(ReuseKernel::Invocation),
+            one,
+        ),
         c(
             "seq one layer",
             &[6, 2],

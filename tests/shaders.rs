@@ -131,6 +131,14 @@ fn workgroup_sizes_and_widths_match_the_rust_constants() {
         get("SEQ_MAX_R"),
         naga::Literal::U32(perturb::gpu::SEQ_MAX_R)
     );
+    assert_eq!(
+        get("SEQ_ITEMS"),
+        naga::Literal::U32(perturb::gpu::SEQ_ITEMS)
+    );
+    assert_eq!(
+        get("SEQ_UNIT_MAX_R"),
+        naga::Literal::U32(perturb::gpu::SEQ_UNIT_MAX_R)
+    );
     assert_eq!(get("MAX_WIDTH"), naga::Literal::U32(MAX_WIDTH as u32));
     assert_eq!(
         get("LAYER_WORDS"),

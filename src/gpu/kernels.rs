@@ -15,7 +15,7 @@
 //! the kernel then writes its id where the evaluator looks, and the step fails with
 //! [`crate::Error::LoopCap`] instead of returning a plausible loss.
 
-use crate::model::{Loss, Model};
+use crate::model::{Activation, Loss, Model};
 use crate::precision::REDUCE_LANES;
 
 /// llvmpipe's loop counter per invocation (`LP_MAX_TGSI_LOOP_ITERATIONS` in Mesa's gallivm): a
@@ -35,6 +35,13 @@ pub const WG_SIZE: u32 = 64;
 pub const SEQ_WG: u32 = 16;
 /// Most weights one `reuse_seq` invocation nudges (`SEQ_MAX_R`).
 pub const SEQ_MAX_R: u32 = 8;
+/// Most weights one invocation of `reuse_seq`'s unit path nudges (`SEQ_ITEMS`): R inputs of U
+/// units, R U at most this. Mesa 22 unrolls the item loop, its arrays in registers, up to about
+/// that many sigmoids; a longer one stays a loop with its arrays in memory (measured slower).
+pub const SEQ_ITEMS: u32 = 8;
+/// Most inputs per invocation of the unit path (`SEQ_UNIT_MAX_R`): the rest of [`SEQ_ITEMS`] goes
+/// to units, whose z, a and closed-form sum are the loads an input does not share.
+pub const SEQ_UNIT_MAX_R: u32 = 4;
 /// `reuse_seq`'s parts (`PART_*`): the last hidden layer's weights, its biases, the output layer's
 /// weights, its biases.
 pub const SEQ_PARTS: [u32; 4] = [0, 1, 2, 3];
@@ -434,6 +441,26 @@ pub(crate) fn seq_repeat(n_in: u64) -> u32 {
     (1..=SEQ_MAX_R)
         .min_by_key(|&r| n_in.div_ceil(r as u64).div_ceil(SEQ_WG as u64) * (3 + r as u64))
         .unwrap_or(1)
+}
+
+/// The unit path of `reuse_seq` (`seq_units_on` in the shader: the last hidden layer's weights
+/// under MSE's closed form), as (inputs R, units U) per invocation; `None` where it does not
+/// apply. On llvmpipe every load in the sample loop is a scalar loop over the SIMD lanes, so
+/// sharing x over U units and each unit's z, a and closed-form sum over R inputs (R + 3 U loads
+/// for R U items, against 1 + 3 / R per item one unit at a time) is most of the gain. Its loop
+/// passes are those of the one-unit form ([`loop_passes`]: the same loops, the item loops
+/// unrolled).
+pub(crate) fn seq_unit_shape(model: &Model, part: u32, loss: Loss) -> Option<(u32, u32)> {
+    if part != PART_HIDDEN_WEIGHTS || loss != Loss::Mse || !model.closed_form_output() {
+        return None;
+    }
+    // tanh_f32 is about twice sigmoid_f32's code: half the items keep the loop unrolled.
+    let items = match model.layers()[seq_part_layer(model, part)].activation {
+        Activation::Tanh => SEQ_ITEMS / 2,
+        _ => SEQ_ITEMS,
+    };
+    let r = seq_repeat(seq_part_inputs(model, part)).min(SEQ_UNIT_MAX_R);
+    Some((r, (items / r).max(1)))
 }
 
 /// `SEQ_R` of `part`'s pipeline: [`seq_repeat`] of its layer's inputs for weights, 1 for biases.

@@ -17,7 +17,8 @@ pub use context::{
 pub use evaluator::GpuEvaluator;
 pub use kernels::{
     loop_passes, loss_code, KernelId, LoopPlan, FUSED_WG, GUARD_PASSES, KERNEL_PASS_BUDGET,
-    LLVMPIPE_LOOP_CAP, SEQ_MAX_R, SEQ_PARTS, SEQ_WG, TILE_S, TILE_U, WG_SIZE,
+    LLVMPIPE_LOOP_CAP, SEQ_ITEMS, SEQ_MAX_R, SEQ_PARTS, SEQ_UNIT_MAX_R, SEQ_WG, TILE_S, TILE_U,
+    WG_SIZE,
 };
 pub use plan::{
     AdapterFacts, ChunkUniform, GpuOptions, ReuseKernel, FUSED_MAX_WIDTH, LAYER_WORDS, MAX_WIDTH,

@@ -10,8 +10,9 @@
 
 use super::context::GpuContext;
 use super::kernels::{
-    loop_passes, seq_part_inputs, seq_part_is_weights, seq_parts, seq_repeat, KernelId, LoopPlan,
-    GUARD_PASSES, KERNEL_PASS_BUDGET, LLVMPIPE_LOOP_CAP, SEQ_WG, TILE_S, TILE_U, WG_SIZE,
+    loop_passes, seq_part_inputs, seq_part_is_weights, seq_parts, seq_repeat, seq_unit_shape,
+    KernelId, LoopPlan, GUARD_PASSES, KERNEL_PASS_BUDGET, LLVMPIPE_LOOP_CAP, SEQ_WG, TILE_S,
+    TILE_U, WG_SIZE,
 };
 use crate::data::Dataset;
 use crate::error::{Error, Fix, Result, Setting};
@@ -793,10 +794,13 @@ impl ChunkPlanner<'_> {
                 grid(tiles.div_ceil(WG_SIZE as u64), self.max_dim)
             } else if let KernelId::ReuseSeq(part) = kernel {
                 if seq_part_is_weights(part) {
-                    // A workgroup per (unit, block of SEQ_WG lanes).
+                    // A workgroup per (block of U units, block of SEQ_WG lanes of R inputs).
                     let n_in = seq_part_inputs(self.model, part);
-                    let lanes = n_in.div_ceil(seq_repeat(n_in) as u64);
-                    grid((count / n_in) * lanes.div_ceil(SEQ_WG as u64), self.max_dim)
+                    let (r, u) = seq_unit_shape(self.model, part, self.opts.loss)
+                        .unwrap_or((seq_repeat(n_in), 1));
+                    let lanes = n_in.div_ceil(r as u64);
+                    let units = (count / n_in).div_ceil(u as u64);
+                    grid(units * lanes.div_ceil(SEQ_WG as u64), self.max_dim)
                 } else {
                     grid(count.div_ceil(SEQ_WG as u64), self.max_dim)
                 }
