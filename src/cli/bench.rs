@@ -103,17 +103,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         max_seconds: args.max_seconds,
         max_work: args.max_work,
         adapter: args.adapter.options(),
-        reuse_kernel: match args.reuse_kernel.as_str() {
-            "auto" => None,
-            "split" => Some(ReuseKernel::Split),
-            "workgroup" => Some(ReuseKernel::Workgroup),
-            "invocation" => Some(ReuseKernel::Invocation),
-            other => {
-                return Err(Error::Config(format!(
-                    "--reuse-kernel must be auto, split, workgroup or invocation, got {other:?}"
-                )))
-            }
-        },
+        reuse_kernel: reuse_kernel(&args.reuse_kernel)?,
     };
     if let Some(path) = &args.plot {
         plot::Format::from_path(path)?; // before the timing, not after
@@ -185,6 +175,21 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         say!("wrote the chart to {}", path.display());
     }
     Ok(())
+}
+
+/// `--reuse-kernel`: `None` for auto (by adapter).
+fn reuse_kernel(name: &str) -> Result<Option<ReuseKernel>> {
+    Ok(match name {
+        "auto" => None,
+        "split" => Some(ReuseKernel::Split),
+        "workgroup" => Some(ReuseKernel::Workgroup),
+        "invocation" => Some(ReuseKernel::Invocation),
+        other => {
+            return Err(Error::Config(format!(
+                "--reuse-kernel must be auto, split, workgroup or invocation, got {other:?}"
+            )))
+        }
+    })
 }
 
 /// The whole-process rows ([`super::bench_process`]) of the sizes, methods and devices asked for,
