@@ -3,9 +3,14 @@
 //! hands every rank all the values, so every rank applies the same update: the result is the
 //! one-process run's, bit for bit.
 //!
-//! One step sends, per rank, a status word, the loss of each run and the rank's share of the
-//! values (as float64, exact for float32); every rank receives all of them: P + 2 numbers per rank
-//! and run for forward differences, P·offsets + 2 for the others.
+//! One step sends, per rank, a status word, a stop word, the loss of each run and the rank's share
+//! of the values (as float64, exact for float32); every rank receives all of them: P + 3 numbers
+//! per rank and run for forward differences, P·offsets + 3 for the others.
+//!
+//! Stopping: a signal reaches the ranks at different moments (or only one of them), and a rank
+//! that stopped on its own while the others entered the next gather would leave them waiting
+//! forever. So the trainer of a distributed run watches [`agreed_stop`], which every rank raises
+//! at the same gather: the first one after any rank's own stop flag was raised.
 
 use crate::error::{Error, Result};
 use crate::estimate::{Probe, Shape};
@@ -18,7 +23,18 @@ use ::mpi::datatype::PartitionMut;
 use ::mpi::topology::SimpleCommunicator;
 use ::mpi::traits::*;
 use ::mpi::Count;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Raised on every rank at the same gather once any rank's own stop flag was raised (one MPI
+/// world per process, so one flag per process).
+static AGREED_STOP: AtomicBool = AtomicBool::new(false);
+
+/// The stop flag the trainer of a distributed run watches instead of its own: raised on every
+/// rank after the same step, so all ranks stop before the same next step. Lowered when a
+/// [`MpiEvaluator`] is built.
+pub fn agreed_stop() -> &'static AtomicBool {
+    &AGREED_STOP
+}
 
 /// MPI, initialised for this process; finalised when dropped. Hold it for the whole run.
 pub struct Mpi(::mpi::environment::Universe);
@@ -105,8 +121,10 @@ fn offsets(counts: &[Count]) -> Vec<Count> {
 /// This rank's evaluator, computing its share of every probe, with the other ranks' shares
 /// gathered after each probe: to the trainer, one evaluator of the whole step.
 #[derive(Debug)]
-pub struct MpiEvaluator<E: Evaluator> {
+pub struct MpiEvaluator<'s, E: Evaluator> {
     local: E,
+    /// This rank's own stop flag (set by its signal handler), shared at every gather.
+    stop: Option<&'s AtomicBool>,
     world: World,
     shape: Shape,
     shares: Vec<Share>,
@@ -116,10 +134,17 @@ pub struct MpiEvaluator<E: Evaluator> {
     values: Vec<E::Loss>,
 }
 
-impl<E: Evaluator> MpiEvaluator<E> {
-    /// Wraps `local`, built for `world.shares(P, shape)[world.rank]`. Collective: every rank
+impl<'s, E: Evaluator> MpiEvaluator<'s, E> {
+    /// Wraps `local`, built for `world.shares(P, shape)[world.rank]`, sharing `stop` (this
+    /// rank's own stop flag) at every gather and lowering [`agreed_stop`]. Collective: every rank
     /// builds its evaluators in the same order (their device names are exchanged here).
-    pub fn new(local: E, world: World, shape: Shape) -> MpiEvaluator<E> {
+    pub fn new(
+        local: E,
+        world: World,
+        shape: Shape,
+        stop: Option<&'s AtomicBool>,
+    ) -> MpiEvaluator<'s, E> {
+        AGREED_STOP.store(false, Ordering::SeqCst);
         let d = local.device();
         let mine = format!("{}\t{}", d.adapter, d.backend);
         let devices = gather_bytes(mine.as_bytes())
@@ -133,6 +158,7 @@ impl<E: Evaluator> MpiEvaluator<E> {
         MpiEvaluator {
             shares: world.shares(local.num_params(), shape),
             local,
+            stop,
             world,
             shape,
             devices,
@@ -142,7 +168,7 @@ impl<E: Evaluator> MpiEvaluator<E> {
     }
 }
 
-impl<E: Evaluator> Evaluator for MpiEvaluator<E> {
+impl<E: Evaluator> Evaluator for MpiEvaluator<'_, E> {
     type Loss = E::Loss;
 
     fn num_params(&self) -> usize {
@@ -188,11 +214,13 @@ impl<E: Evaluator> Evaluator for MpiEvaluator<E> {
         let counts: Vec<Count> = (0..ranks)
             .map(|q| {
                 let vals: usize = per_run[q].iter().map(|r| r.len()).sum();
-                (1 + live.len() * (1 + vals)) as Count
+                (2 + live.len() * (1 + vals)) as Count
             })
             .collect();
         let mut send = Vec::with_capacity(counts[self.world.rank] as usize);
         send.push(if local.is_ok() { 0.0 } else { 1.0 });
+        let stopping = self.stop.is_some_and(|s| s.load(Ordering::SeqCst));
+        send.push(if stopping { 1.0 } else { 0.0 });
         for &r in &live {
             send.push(self.losses[r].to_f64());
             for range in &per_run[self.world.rank] {
@@ -206,6 +234,10 @@ impl<E: Evaluator> Evaluator for MpiEvaluator<E> {
             &send[..],
             &mut PartitionMut::new(&mut recv[..], &counts[..], &displs[..]),
         );
+        // Every rank sees the same stop words, so all raise the agreed flag after this step.
+        if (0..ranks).any(|q| recv[displs[q] as usize + 1] != 0.0) {
+            AGREED_STOP.store(true, Ordering::SeqCst);
+        }
         local?;
         for q in 0..ranks {
             let mut at = displs[q] as usize;
@@ -214,7 +246,7 @@ impl<E: Evaluator> Evaluator for MpiEvaluator<E> {
                     "MPI rank {q} of {ranks} could not evaluate its share of the step"
                 )));
             }
-            at += 1;
+            at += 2;
             for &r in &live {
                 if q == 0 {
                     losses[r] = E::Loss::from_f64(recv[at]);

@@ -459,12 +459,15 @@ impl<'a> Training<'a> {
             if self.looping != Loop::Host {
                 return Err(crate::distributed::refuse_resident());
             }
+            // The ranks stop together: the trainer watches their agreed flag, and this rank's own
+            // goes to the gathers.
+            let stop = self.control.stop.replace(crate::distributed::agreed_stop());
             let job = Drive {
                 training: self,
                 runs,
                 opts,
             };
-            return backend.with(mpi_build::OverMpi { job, world });
+            return backend.with(mpi_build::OverMpi { job, world, stop });
         }
         backend.with(Drive {
             training: self,
@@ -484,38 +487,43 @@ mod mpi_build {
     use crate::gpu::GpuOptions;
     use crate::model::Model;
     use crate::settings::DeviceInfo;
+    use std::sync::atomic::AtomicBool;
 
-    /// `job` with each evaluator built for this rank's share and gathered over `world`.
-    pub(super) struct OverMpi<J> {
+    /// `job` with each evaluator built for this rank's share and gathered over `world`, sharing
+    /// `stop` (this rank's own flag; the job's trainer watches the ranks' agreed one).
+    pub(super) struct OverMpi<'s, J> {
         pub(super) job: J,
         pub(super) world: World,
+        pub(super) stop: Option<&'s AtomicBool>,
     }
 
     struct MpiBuild<'b, B> {
         inner: &'b B,
         world: World,
+        stop: Option<&'b AtomicBool>,
     }
 
-    impl<B: Build> Build for MpiBuild<'_, B> {
-        type E = MpiEvaluator<B::E>;
+    impl<'b, B: Build> Build for MpiBuild<'b, B> {
+        type E = MpiEvaluator<'b, B::E>;
         fn build(&self, model: &Model, data: &Dataset, opts: &GpuOptions) -> Result<Self::E> {
             let share = self.world.shares(model.num_params(), opts.shape)[self.world.rank];
             let local = self
                 .inner
                 .build(model, data, &GpuOptions { share, ..*opts })?;
-            Ok(MpiEvaluator::new(local, self.world, opts.shape))
+            Ok(MpiEvaluator::new(local, self.world, opts.shape, self.stop))
         }
         fn device(&self) -> DeviceInfo {
             self.inner.device()
         }
     }
 
-    impl<J: Job> Job for OverMpi<J> {
+    impl<J: Job> Job for OverMpi<'_, J> {
         type Output = J::Output;
         fn run<B: Build>(self, build: &B) -> J::Output {
             self.job.run(&MpiBuild {
                 inner: build,
                 world: self.world,
+                stop: self.stop,
             })
         }
     }

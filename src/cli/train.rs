@@ -135,8 +135,9 @@ pub fn train(args: &TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
     // MPI for the whole run (--distributed); ranks other than 0 print and write nothing.
     let mpi = args.distributed.start()?;
     let silent;
-    let args = match args.distributed.rank(&mpi) {
-        0 => args,
+    let writes = args.distributed.rank(&mpi) == 0;
+    let args = match writes {
+        true => args,
         _ => {
             silent = TrainArgs {
                 report: None,
@@ -156,8 +157,17 @@ pub fn train(args: &TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
     };
     output::begin(&args.output)?;
     let mut setup = Setup::new(args, given)?;
-    // Held until the run returns: no second run writes this checkpoint meanwhile.
-    let (targets, _lock) = claim_outputs(args, &mut setup)?;
+    // Held until the run returns: no second run writes this checkpoint meanwhile. The other
+    // ranks write nothing, not even a stopped run's checkpoint (rank 0 saves it), so they claim
+    // nothing and take no lock.
+    let (targets, _lock) = match writes {
+        true => claim_outputs(args, &mut setup)?,
+        false => {
+            setup.checkpoint = None;
+            setup.writes = false;
+            (Targets::none(), None)
+        }
+    };
     setup.announce();
     interrupt::install()?;
     let (done, saved) = setup.run(args)?;
@@ -205,6 +215,8 @@ struct Setup {
     checkpoint: Option<PathBuf>,
     /// The resumed checkpoint's measurements after each of its epochs (empty for a fresh run).
     history: History,
+    /// False on MPI ranks other than 0, which save no checkpoint, not even the fallback.
+    writes: bool,
 }
 
 impl Setup {
@@ -318,6 +330,7 @@ impl Setup {
             settings,
             checkpoint,
             history,
+            writes: true,
         })
     }
 
@@ -612,6 +625,9 @@ impl Setup {
     /// path, or to [`FALLBACK_CHECKPOINT`] when there is none (only runs that end early save
     /// without one). Returns where it went.
     fn save_checkpoint(&self, run: &Run, history: &History) -> Result<Option<PathBuf>> {
+        if !self.writes {
+            return Ok(None);
+        }
         let path = self
             .checkpoint
             .clone()
@@ -916,6 +932,18 @@ struct Targets {
     /// [`FALLBACK_CHECKPOINT`], where a run saves itself when its checkpoint cannot be written (or
     /// it has none); `None` when that file is another output or an input.
     fallback: Option<PathBuf>,
+}
+
+impl Targets {
+    /// No outputs at all (MPI ranks other than 0).
+    fn none() -> Targets {
+        Targets {
+            save: None,
+            report: None,
+            plot: None,
+            fallback: None,
+        }
+    }
 }
 
 /// Flag of the checkpoint among the outputs (given, resumed, or next to `--save`).
