@@ -479,7 +479,7 @@ impl<R: Real> CpuEvaluator<R> {
                 batch::output_terms_lanes(&self.layers, b, params, cache);
             }
             if !cache.spread.is_empty() {
-                xent_series(&self.layers, &self.y, b, params, cache);
+                batch::xent_series_lanes(&self.layers, b, params, cache);
             }
             lanes::lane_prepare(&self.layers, b, self.loss, cache);
             let out = &self.layers[self.layers.len() - 1];
