@@ -147,20 +147,23 @@ impl<R: Real> Kernel for Dense<'_, R> {
         } = self;
         let units = z.len() / b;
         z.fill(R::ZERO);
-        let w = &params[layer.w_off..layer.b_off];
-        let (s_end, u_end) = (
-            b / TILE_SAMPLES * TILE_SAMPLES,
-            units / TILE_UNITS * TILE_UNITS,
-        );
-        for s0 in (0..s_end).step_by(TILE_SAMPLES) {
-            for t0 in (0..u_end).step_by(TILE_UNITS) {
-                dense_tile(layer, (b, s0, u0 + t0), skip, input, w, &mut z[t0 * b..]);
+        for s0 in (0..b).step_by(SAMPLE_BLOCK) {
+            let n = SAMPLE_BLOCK.min(b - s0);
+            for i in 0..layer.inputs {
+                let x = &input[i * b + s0..][..n];
+                if skip && x.iter().all(|&v| v == R::ZERO) {
+                    continue;
+                }
+                let row = &params[layer.w_off + i * layer.outputs + u0..][..units];
+                for (u, &w) in row.iter().enumerate() {
+                    let w = R::from_f32(w);
+                    let acc = &mut z[u * b + s0..][..n];
+                    for (o, &x) in acc.iter_mut().zip(x) {
+                        *o = *o + x * w;
+                    }
+                }
             }
         }
-        // The edges: samples past the last whole tile for every unit, and units past the last
-        // whole tile for the other samples.
-        dense_rest(layer, (b, s_end..b, 0..units, u0), skip, input, w, z);
-        dense_rest(layer, (b, 0..s_end, u_end..units, u0), skip, input, w, z);
         let bias = &params[layer.b_off + u0..][..units];
         // The activation fixed per loop: a `match` per lane would keep the loop scalar.
         match layer.activation {
@@ -168,79 +171,6 @@ impl<R: Real> Kernel for Dense<'_, R> {
             Activation::Relu => finish(z, a, bias, b, |v: R| v.activate(Activation::Relu)),
             Activation::Sigmoid => finish(z, a, bias, b, |v: R| v.activate(Activation::Sigmoid)),
             Activation::Tanh => finish(z, a, bias, b, |v: R| v.activate(Activation::Tanh)),
-        }
-    }
-}
-
-/// Samples and units of one register tile of the dense loop: 16 accumulators of 16 float32.
-const TILE_SAMPLES: usize = 32;
-const TILE_UNITS: usize = 8;
-
-/// One tile of [`Dense`]: `z[u][s]` for [`TILE_UNITS`] units from `u` (the layer's) and
-/// [`TILE_SAMPLES`] samples from `s0`, summed over every input in order in local accumulators
-/// (the same per-(unit, sample) order as [`dense_rest`]; an input that is zero over the tile's
-/// samples is skipped where allowed, as the whole-block skip in the module docs).
-#[inline(always)]
-fn dense_tile<R: Real>(
-    layer: &LayerSpan,
-    (b, s0, u): (usize, usize, usize),
-    skip: bool,
-    input: &[R],
-    w: &[f32],
-    z: &mut [R],
-) {
-    let mut acc = [[R::ZERO; TILE_SAMPLES]; TILE_UNITS];
-    for i in 0..layer.inputs {
-        let x: &[R; TILE_SAMPLES] = input[i * b + s0..][..TILE_SAMPLES]
-            .try_into()
-            .expect("a whole tile");
-        if skip && x.iter().all(|&v| v == R::ZERO) {
-            continue;
-        }
-        let row: &[f32; TILE_UNITS] = w[i * layer.outputs + u..][..TILE_UNITS]
-            .try_into()
-            .expect("a whole tile");
-        for (acc, &wk) in acc.iter_mut().zip(row) {
-            let wk = R::from_f32(wk);
-            for (o, &x) in acc.iter_mut().zip(x) {
-                *o = *o + x * wk;
-            }
-        }
-    }
-    for (k, acc) in acc.iter().enumerate() {
-        z[k * b + s0..][..TILE_SAMPLES].copy_from_slice(acc);
-    }
-}
-
-/// [`Dense`] for the samples `ss` and units `us` (of the chunk starting at layer unit `u0`) that
-/// no whole tile covers, in blocks of [`SAMPLE_BLOCK`] samples.
-#[inline(always)]
-fn dense_rest<R: Real>(
-    layer: &LayerSpan,
-    (b, ss, us, u0): (usize, std::ops::Range<usize>, std::ops::Range<usize>, usize),
-    skip: bool,
-    input: &[R],
-    w: &[f32],
-    z: &mut [R],
-) {
-    if ss.is_empty() || us.is_empty() {
-        return;
-    }
-    for s0 in ss.clone().step_by(SAMPLE_BLOCK) {
-        let n = SAMPLE_BLOCK.min(ss.end - s0);
-        for i in 0..layer.inputs {
-            let x = &input[i * b + s0..][..n];
-            if skip && x.iter().all(|&v| v == R::ZERO) {
-                continue;
-            }
-            let row = &w[i * layer.outputs + u0 + us.start..][..us.len()];
-            for (u, &wv) in us.clone().zip(row) {
-                let wv = R::from_f32(wv);
-                let acc = &mut z[u * b + s0..][..n];
-                for (o, &x) in acc.iter_mut().zip(x) {
-                    *o = *o + x * wv;
-                }
-            }
         }
     }
 }
