@@ -4,11 +4,13 @@
 //! - A row of the last hidden layer's parameters (input i's weights to every unit, or the biases)
 //!   before an identity output layer, where the closed forms of `output_terms` / `xent_series`
 //!   apply: for each sample, every unit of a block at once (`[sample][unit]` copies of the cache
-//!   made once per step by [`lane_prepare`]), then each unit's samples summed in
-//!   [`reduce_sse`]'s order with whole rows of units per add ([`reduce_columns`]).
+//!   made once per step by [`lane_prepare`]), in two stages over the whole block (the first half
+//!   of the activation, then the second half and the item: [`stage_pre`]), then each unit's
+//!   samples summed in [`reduce_sse`]'s order with whole rows of units per add
+//!   ([`reduce_columns`]).
 //! - An output-layer parameter: its items over samples as contiguous `[sample]` slices (in
 //!   `output.rs`, which also leaves out cross-entropy items whose input is exactly zero).
-//! - The unperturbed pass over all samples (in `batch.rs`).
+//! - The unperturbed pass over all samples and cross-entropy's series terms (in `batch.rs`).
 //!
 //! Every lane performs the scalar reference's operations in the same order (IEEE `+ − ×` per lane,
 //! no FMA), so the result is the scalar path's bit for bit (`tests/cpu_vector.rs` checks it).
