@@ -151,6 +151,32 @@ fn lane_path_equals_the_scalar_reference_bit_for_bit_over_the_grid() {
     }
 }
 
+/// Batch sizes around the 64-sample chunks of the lane path's cross-entropy series terms (one
+/// short, exact, one over, two chunks and one over) and the 32/64-lane widths.
+const CHUNK_EDGE_BATCHES: [usize; 5] = [63, 64, 65, 128, 129];
+
+/// The lane path's per-step series terms (samples as lanes, in 64-sample chunks) and its
+/// two-stage hidden items (the sigmoid split into `1 + e^-x` and its reciprocal) equal the scalar
+/// reference at every chunk edge, for every hidden activation, with zero inputs, on one thread and
+/// two.
+#[test]
+fn lane_series_terms_and_staged_items_equal_the_reference_at_chunk_edges() {
+    use Activation::*;
+    for hidden in [Identity, Relu, Sigmoid, Tanh] {
+        for loss in [Loss::Mse, Loss::CrossEntropy] {
+            let acts = [hidden, Identity];
+            for b in CHUNK_EDGE_BATCHES {
+                let c = case(&[9, 40, 6], &acts, loss, b);
+                let what = format!("[9, 40, 6] {acts:?} {loss:?} B={b}");
+                for threads in [1, 2] {
+                    assert_lanes_equal_scalar::<f32>(&what, &c, loss, threads);
+                }
+                assert_lanes_equal_scalar::<f64>(&what, &c, loss, 1);
+            }
+        }
+    }
+}
+
 /// An input so large that one sample's pre-activations overflow to infinity: its items are NaN on
 /// the scalar path, zero inputs included, so the lane path must not skip that step's zero inputs.
 #[test]

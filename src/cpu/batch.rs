@@ -14,6 +14,7 @@ use super::pool::Pool;
 use super::tasks::pool_for;
 use super::*;
 use crate::model::Activation;
+use crate::xent::{weight_spread, xent_max_step};
 use std::sync::{Mutex, PoisonError};
 
 /// Samples per block of the dense loop: a block of one layer's `z` rows stays in L1 / L2.
@@ -291,6 +292,149 @@ impl<R: Real> Kernel for OutputTerms<'_, R> {
                     *acc = *acc + w * e2;
                 }
             }
+        }
+    }
+}
+
+/// Samples per chunk of [`xent_series_lanes`]: its per-sample sums live in arrays this long.
+const SERIES_CHUNK: usize = 64;
+
+/// [`super::reuse::xent_series`] with samples as lanes: the softmax `p` of every sample's logits
+/// (the output layer's `z`) into `cache.err` as `[output][sample]` (by [`softmax_probs`]'s steps,
+/// each over samples), then for every unit the series terms of [`series_terms`], each sum over
+/// the outputs in its order, lane by lane; and each unit's spread.
+pub(super) fn xent_series_lanes<R: Real>(
+    layers: &[LayerSpan],
+    b: usize,
+    params: &[f32],
+    cache: &mut Cache<R>,
+) {
+    let out = layers[layers.len() - 1];
+    let k = out.outputs;
+    for u in 0..out.inputs {
+        cache.spread[u] = weight_spread(&params[out.w_off + u * k..][..k]);
+    }
+    let Cache {
+        z, yt, err, series, ..
+    } = cache;
+    dispatch(SeriesLanes {
+        out,
+        b,
+        params,
+        z: &z[out.unit_off * b..][..k * b],
+        yt,
+        p: &mut err[..k * b],
+        series,
+    });
+}
+
+struct SeriesLanes<'a, R> {
+    out: LayerSpan,
+    b: usize,
+    params: &'a [f32],
+    z: &'a [R],
+    yt: &'a [R],
+    /// The softmax, `[output][sample]`.
+    p: &'a mut [R],
+    series: &'a mut [R],
+}
+
+impl<R: Real> Kernel for SeriesLanes<'_, R> {
+    #[inline(always)]
+    fn run(self) {
+        let SeriesLanes {
+            out,
+            b,
+            params,
+            z,
+            yt,
+            p,
+            series,
+        } = self;
+        for s0 in (0..b).step_by(SERIES_CHUNK) {
+            let n = SERIES_CHUNK.min(b - s0);
+            let row = |_: &[R], o: usize| o * b + s0..o * b + s0 + n;
+            // The softmax: m by the running maximum, ls = ln Σ e^(z − m), p = e^((z − m) − ls).
+            let (mut m, mut ls) = ([R::ZERO; SERIES_CHUNK], [R::ZERO; SERIES_CHUNK]);
+            let (m, ls) = (&mut m[..n], &mut ls[..n]);
+            m.copy_from_slice(&z[row(z, 0)]);
+            for o in 1..out.outputs {
+                for (m, &zv) in m.iter_mut().zip(&z[row(z, o)]) {
+                    *m = xent_max_step(*m, zv);
+                }
+            }
+            for o in 0..out.outputs {
+                for ((s, &zv), &m) in ls.iter_mut().zip(&z[row(z, o)]).zip(&*m) {
+                    *s = *s + (zv - m).exp_real();
+                }
+            }
+            for s in ls.iter_mut() {
+                *s = s.ln_real();
+            }
+            for o in 0..out.outputs {
+                let r = row(z, o);
+                for ((pv, &zv), (&m, &ls)) in
+                    p[r.clone()].iter_mut().zip(&z[r]).zip(m.iter().zip(&*ls))
+                {
+                    *pv = ((zv - m) - ls).exp_real();
+                }
+            }
+            series_chunk(out, (b, s0, n), params, (yt, &*p), series);
+        }
+    }
+}
+
+/// The series terms of every unit for samples `s0..s0 + n` ([`SeriesLanes`]).
+#[inline(always)]
+fn series_chunk<R: Real>(
+    out: LayerSpan,
+    (b, s0, n): (usize, usize, usize),
+    params: &[f32],
+    (yt, p): (&[R], &[R]),
+    series: &mut [R],
+) {
+    let k = out.outputs;
+    let row = |o: usize| o * b + s0..o * b + s0 + n;
+    let (three, half) = (R::from_f64(3.0), R::from_f64(0.5));
+    let (sixth, twentyfourth) = (R::from_f64(1.0 / 6.0), R::from_f64(1.0 / 24.0));
+    for u in 0..out.inputs {
+        let w = &params[out.w_off + u * k..][..k];
+        let mut acc = [[R::ZERO; SERIES_CHUNK]; 6];
+        let [total, k1, wt, m2, m3, m4] = &mut acc;
+        let (total, k1, wt) = (&mut total[..n], &mut k1[..n], &mut wt[..n]);
+        let (m2, m3, m4) = (&mut m2[..n], &mut m3[..n], &mut m4[..n]);
+        for (o, &wk) in w.iter().enumerate() {
+            let wk = R::from_f32(wk);
+            let (t, pr) = (&yt[row(o)], &p[row(o)]);
+            for (((tot, k1), wt), (&tk, &pk)) in total
+                .iter_mut()
+                .zip(k1.iter_mut())
+                .zip(wt.iter_mut())
+                .zip(t.iter().zip(pr))
+            {
+                *tot = *tot + tk;
+                *k1 = *k1 + pk * wk;
+                *wt = *wt + tk * wk;
+            }
+        }
+        for (o, &wk) in w.iter().enumerate() {
+            let wk = R::from_f32(wk);
+            let terms = m2.iter_mut().zip(m3.iter_mut()).zip(m4.iter_mut());
+            for (((m2, m3), m4), (&pk, &k1)) in terms.zip(p[row(o)].iter().zip(&*k1)) {
+                let d = wk - k1;
+                let q = d * d;
+                *m2 = *m2 + pk * q;
+                *m3 = *m3 + pk * (q * d);
+                *m4 = *m4 + pk * (q * q);
+            }
+        }
+        let c = |i: usize| (4 * u + i) * b + s0..(4 * u + i) * b + s0 + n;
+        for (j, &tot) in total.iter().enumerate() {
+            let k4 = m4[j] - (m2[j] * m2[j]) * three;
+            series[c(0)][j] = tot * k1[j] - wt[j];
+            series[c(1)][j] = (tot * m2[j]) * half;
+            series[c(2)][j] = (tot * m3[j]) * sixth;
+            series[c(3)][j] = (tot * k4) * twentyfourth;
         }
     }
 }

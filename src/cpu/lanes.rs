@@ -4,11 +4,13 @@
 //! - A row of the last hidden layer's parameters (input i's weights to every unit, or the biases)
 //!   before an identity output layer, where the closed forms of `output_terms` / `xent_series`
 //!   apply: for each sample, every unit of a block at once (`[sample][unit]` copies of the cache
-//!   made once per step by [`lane_prepare`]), then each unit's samples summed in
-//!   [`reduce_sse`]'s order with whole rows of units per add ([`reduce_columns`]).
+//!   made once per step by [`lane_prepare`]), in two stages over the whole block (the first half
+//!   of the activation, then the second half and the item: [`stage_pre`]), then each unit's
+//!   samples summed in [`reduce_sse`]'s order with whole rows of units per add
+//!   ([`reduce_columns`]).
 //! - An output-layer parameter: its items over samples as contiguous `[sample]` slices (in
 //!   `output.rs`, which also leaves out cross-entropy items whose input is exactly zero).
-//! - The unperturbed pass over all samples (in `batch.rs`).
+//! - The unperturbed pass over all samples and cross-entropy's series terms (in `batch.rs`).
 //!
 //! Every lane performs the scalar reference's operations in the same order (IEEE `+ − ×` per lane,
 //! no FMA), so the result is the scalar path's bit for bit (`tests/cpu_vector.rs` checks it).
@@ -22,6 +24,7 @@
 
 use super::forward::xent;
 use super::*;
+use crate::math::{recip_f32, SHARED_CONSTANTS};
 use crate::model::Activation;
 use crate::xent::{xent_max_step, xent_soft_term};
 
@@ -129,119 +132,202 @@ struct Block<'a, R> {
 /// The exact difference of one cross-entropy item outside the series' range: (sample, unit, δ).
 type Fix<'f, R> = &'f mut dyn FnMut(usize, usize, R) -> R;
 
-/// Each sample's change `δ = act(z + x·d) − a` of the block's units into `dl`; `None` when the
-/// sample's input is zero and may be skipped.
+/// Whether sample s's items are +0 without being computed: its input to the row is exactly zero
+/// and skipping is allowed (module docs). Bias rows (no input) are never skipped.
 #[inline(always)]
-fn block_deltas<R: Real>(
-    blk: &Block<R>,
-    s: usize,
-    act: &impl Fn(R) -> R,
-    dl: &mut [R],
-) -> Option<()> {
-    let n = blk.d.len();
-    let z = &blk.z[s * blk.units + blk.u0..][..n];
-    let a = &blk.a[s * blk.units + blk.u0..][..n];
-    match blk.x {
-        Some(x) => {
-            let xs = x[s];
-            if blk.skip && xs == R::ZERO {
-                return None;
-            }
-            for (((o, &z), &a), &d) in dl.iter_mut().zip(z).zip(a).zip(blk.d) {
-                *o = act(z + xs * d) - a;
-            }
-        }
-        None => {
-            for (((o, &z), &a), &d) in dl.iter_mut().zip(z).zip(a).zip(blk.d) {
-                *o = act(z + d) - a;
-            }
-        }
-    }
-    Some(())
+fn skipped<R: Real>(blk: &Block<R>, s: usize) -> bool {
+    blk.skip && blk.x.is_some_and(|x| x[s] == R::ZERO)
 }
 
-/// The block's items for MSE: `δ·(ab + δ·bb)` per (sample, unit) into `rows[s][j]`, with
-/// `δ = act(z + x·d) − a` (a bias row takes x = 1: `1·d` is d exactly, so `z + 1·d = z + d`).
+/// Stage one of a block's items: `rows[s][j] = pre(z + x·d)` for every sample that is not skipped
+/// (a bias row takes x = 1: `1·d` is d exactly, so `z + 1·d = z + d`), +0 for those that are.
+/// Running the first half of the activation over the whole block before the second half (stage
+/// two, in [`items_mse`] / [`items_xent`]) gives the CPU two short dependent chains per item
+/// instead of one long one, so more items are in flight at once.
 #[inline(always)]
-fn items_mse<R: Real>(blk: &Block<R>, b: usize, act: impl Fn(R) -> R, rows: &mut [R]) {
+fn stage_pre<R: Real>(blk: &Block<R>, b: usize, pre: &impl Fn(R) -> R, rows: &mut [R]) {
     let n = blk.d.len();
     let one = R::from_f32(1.0);
     for (s, row) in rows.chunks_exact_mut(n).take(b).enumerate() {
-        let xs = blk.x.map_or(one, |x| x[s]);
-        if blk.x.is_some() && blk.skip && xs == R::ZERO {
+        if skipped(blk, s) {
             row.fill(R::ZERO);
             continue;
         }
-        let at = s * blk.units + blk.u0;
-        let (z, a, ab) = (&blk.z[at..][..n], &blk.a[at..][..n], &blk.coef[at..][..n]);
+        let xs = blk.x.map_or(one, |x| x[s]);
+        let z = &blk.z[s * blk.units + blk.u0..][..n];
         // Zipped, not indexed: bounds checks would keep this loop scalar.
-        let terms = z.iter().zip(a).zip(ab).zip(blk.d).zip(blk.unit);
-        for (o, ((((&z, &a), &ab), &d), &bb)) in row.iter_mut().zip(terms) {
-            let delta = act(z + xs * d) - a;
+        for ((o, &z), &d) in row.iter_mut().zip(z).zip(blk.d) {
+            *o = pre(z + xs * d);
+        }
+    }
+}
+
+/// The block's items for MSE: `δ·(ab + δ·bb)` per (sample, unit) into `rows[s][j]`, with
+/// `δ = act(z + x·d) − a` and `act = post ∘ pre` ([`stage_pre`]).
+#[inline(always)]
+fn items_mse<R: Real>(
+    blk: &Block<R>,
+    b: usize,
+    (pre, post): (impl Fn(R) -> R, impl Fn(R) -> R),
+    rows: &mut [R],
+) {
+    let n = blk.d.len();
+    stage_pre(blk, b, &pre, rows);
+    for (s, row) in rows.chunks_exact_mut(n).take(b).enumerate() {
+        if skipped(blk, s) {
+            continue;
+        }
+        let at = s * blk.units + blk.u0;
+        let (a, ab) = (&blk.a[at..][..n], &blk.coef[at..][..n]);
+        // Zipped, not indexed: bounds checks would keep this loop scalar.
+        let terms = a.iter().zip(ab).zip(blk.unit);
+        for (o, ((&a, &ab), &bb)) in row.iter_mut().zip(terms) {
+            let delta = post(*o) - a;
             *o = delta * (ab + delta * bb);
         }
     }
 }
 
-/// The block's items for cross-entropy: the series where it applies, else `fix`.
+/// The block's items for cross-entropy: the series where it applies, else `fix` (with δ computed
+/// again, the same bits, for those rare items).
 #[inline(always)]
 fn items_xent<R: Real>(
     blk: &Block<R>,
     b: usize,
-    act: impl Fn(R) -> R,
-    (rows, dl): (&mut [R], &mut [R]),
+    (pre, post): (impl Fn(R) -> R, impl Fn(R) -> R),
+    rows: &mut [R],
     fix: Fix<R>,
 ) {
     let n = blk.d.len();
+    stage_pre(blk, b, &pre, rows);
     for (s, row) in rows.chunks_exact_mut(n).take(b).enumerate() {
-        if block_deltas(blk, s, &act, dl).is_none() {
-            row.fill(R::ZERO);
+        if skipped(blk, s) {
             continue;
         }
+        let at = s * blk.units + blk.u0;
+        let a = &blk.a[at..][..n];
         let c = |i: usize| &blk.coef[(4 * s + i) * blk.units + blk.u0..][..n];
         let (c0, c1, c2, c3) = (c(0), c(1), c(2), c(3));
         // Zipped, not indexed: bounds checks would keep this loop scalar.
-        let terms = c0.iter().zip(c1).zip(c2).zip(c3);
-        for ((o, &d), (((&c0, &c1), &c2), &c3)) in row.iter_mut().zip(&*dl).zip(terms) {
-            *o = series_change(d, [c0, c1, c2, c3]);
+        let terms = c0.iter().zip(c1).zip(c2).zip(c3).zip(a).zip(blk.unit);
+        let mut outside = false;
+        for (o, (((((&c0, &c1), &c2), &c3), &a), &spread)) in row.iter_mut().zip(terms) {
+            let delta = post(*o) - a;
+            *o = series_change(delta, [c0, c1, c2, c3]);
+            outside |= !series_applies(delta, spread);
         }
-        let outside = dl
-            .iter()
-            .zip(blk.unit)
-            .fold(false, |acc, (&d, &spread)| acc | !series_applies(d, spread));
         if outside {
-            for (j, (o, &d)) in row.iter_mut().zip(&*dl).enumerate() {
-                if !series_applies(d, blk.unit[j]) {
-                    *o = fix(s, blk.u0 + j, d);
+            let xs = blk.x.map_or(R::from_f32(1.0), |x| x[s]);
+            let z = &blk.z[at..][..n];
+            for (j, o) in row.iter_mut().enumerate() {
+                let delta = post(pre(z[j] + xs * blk.d[j])) - a[j];
+                if !series_applies(delta, blk.unit[j]) {
+                    *o = fix(s, blk.u0 + j, delta);
                 }
             }
         }
     }
 }
 
-/// [`items_mse`] / [`items_xent`] with the activation fixed per loop.
+/// A constant of [`SHARED_CONSTANTS`] by name (the bits `src/math.rs` and the shaders use).
+const fn shared(name: &str) -> f32 {
+    let mut i = 0;
+    while i < SHARED_CONSTANTS.len() {
+        let (key, bits) = SHARED_CONSTANTS[i];
+        let (a, b) = (key.as_bytes(), name.as_bytes());
+        if a.len() == b.len() {
+            let mut k = 0;
+            while k < a.len() && a[k] == b[k] {
+                k += 1;
+            }
+            if k == a.len() {
+                return f32::from_bits(bits);
+            }
+        }
+        i += 1;
+    }
+    panic!("unknown shared constant")
+}
+
+const SIGMOID_CLAMP: f32 = shared("SIGMOID_CLAMP");
+const LOG2E: f32 = shared("LOG2E");
+const EXP_C1: f32 = shared("EXP_C1");
+const EXP_C2: f32 = shared("EXP_C2");
+const EXP_P: [f32; 6] = [
+    shared("EXP_P0"),
+    shared("EXP_P1"),
+    shared("EXP_P2"),
+    shared("EXP_P3"),
+    shared("EXP_P4"),
+    shared("EXP_P5"),
+];
+
+/// The first half of [`crate::math::sigmoid_f32`]: `1 + e^-x` with x clamped to ±80, the
+/// exponential being `src/math.rs`'s `exp_in_range` line for line (−x lies in [−80, 80] or is
+/// NaN, where [`crate::math::exp_f32`]'s own clamp is the identity; calling it would add that
+/// clamp's two operations per lane). The test `sigmoid_halves_equal_the_twin` compares the two
+/// halves with [`crate::math::sigmoid_f32`] over a sweep of float32 bit patterns.
+#[inline(always)]
+pub(super) fn sigmoid_den(x: f32) -> f32 {
+    let x = -x.clamp(-SIGMOID_CLAMP, SIGMOID_CLAMP);
+    let fx = (x * LOG2E + 0.5).floor();
+    let r = x - fx * EXP_C1;
+    let r = r - fx * EXP_C2;
+    let z = r * r;
+    let mut y = EXP_P[0];
+    y = y * r + EXP_P[1];
+    y = y * r + EXP_P[2];
+    y = y * r + EXP_P[3];
+    y = y * r + EXP_P[4];
+    y = y * r + EXP_P[5];
+    y = y * z + (r + 1.0);
+    let n = if fx.is_nan() {
+        0
+    } else {
+        // SAFETY: fx is a whole number in [−116, 116] here (x is clamped), within i32's range.
+        unsafe { fx.to_int_unchecked::<i32>() }
+    };
+    1.0 + y * f32::from_bits(((n + 127) as u32) << 23)
+}
+
+/// The second half of [`crate::math::sigmoid_f32`]: `recip_f32(sigmoid_den(x))`.
+#[inline(always)]
+pub(super) fn sigmoid_from_den(den: f32) -> f32 {
+    recip_f32(den)
+}
+
+/// [`items_mse`] / [`items_xent`] with the activation fixed per loop, as two halves
+/// `act = post ∘ pre`: the float32 sigmoid as [`sigmoid_den`] and [`sigmoid_from_den`] (the
+/// same operations in the same order), every other activation whole in `pre`.
 #[inline(always)]
 fn items_any<R: Real>(
     act: Activation,
     loss: Loss,
     blk: &Block<R>,
     b: usize,
-    bufs: (&mut [R], &mut [R]),
+    rows: &mut [R],
     fix: Fix<R>,
 ) {
     macro_rules! with_act {
-        ($f:expr) => {
+        ($pre:expr, $post:expr) => {
             match loss {
-                Loss::Mse => items_mse(blk, b, $f, bufs.0),
-                Loss::CrossEntropy => items_xent(blk, b, $f, bufs, fix),
+                Loss::Mse => items_mse(blk, b, ($pre, $post), rows),
+                Loss::CrossEntropy => items_xent(blk, b, ($pre, $post), rows, fix),
             }
         };
     }
+    let whole = |v: R| v;
     match act {
-        Activation::Identity => with_act!(|v| v),
-        Activation::Relu => with_act!(|v: R| v.activate(Activation::Relu)),
-        Activation::Sigmoid => with_act!(|v: R| v.activate(Activation::Sigmoid)),
-        Activation::Tanh => with_act!(|v: R| v.activate(Activation::Tanh)),
+        Activation::Identity => with_act!(|v| v, whole),
+        Activation::Relu => with_act!(|v: R| v.activate(Activation::Relu), whole),
+        // `from_f32` / `to_f32` are the identity for float32.
+        Activation::Sigmoid if R::MANTISSA_DIGITS == f32::MANTISSA_DIGITS => {
+            with_act!(|v: R| R::from_f32(sigmoid_den(v.to_f32())), |v: R| {
+                R::from_f32(sigmoid_from_den(v.to_f32()))
+            })
+        }
+        Activation::Sigmoid => with_act!(|v: R| v.activate(Activation::Sigmoid), whole),
+        Activation::Tanh => with_act!(|v: R| v.activate(Activation::Tanh), whole),
     }
 }
 
@@ -288,14 +374,14 @@ struct HiddenItems<'a, 'f, R> {
     loss: Loss,
     blk: &'a Block<'a, R>,
     b: usize,
-    bufs: (&'a mut [R], &'a mut [R]),
+    rows: &'a mut [R],
     fix: Fix<'f, R>,
 }
 
 impl<R: Real> Kernel for HiddenItems<'_, '_, R> {
     #[inline(always)]
     fn run(self) {
-        items_any(self.act, self.loss, self.blk, self.b, self.bufs, self.fix)
+        items_any(self.act, self.loss, self.blk, self.b, self.rows, self.fix)
     }
 }
 
@@ -386,7 +472,6 @@ impl<R: Real> ReusePlan<'_, R> {
             a,
             b: nxt,
             rows,
-            dl,
             nudges,
             ..
         } = bufs;
@@ -417,13 +502,12 @@ impl<R: Real> ReusePlan<'_, R> {
             let y = &self.y[s * outputs..(s + 1) * outputs];
             xent(self.outputs_after((last - 1, u, delta, s), a, nxt), y) - self.cache.losses[s]
         };
-        let bufs = (&mut rows[..], &mut dl[..n]);
         dispatch(HiddenItems {
             act: layer.activation,
             loss: self.loss,
             blk: &blk,
             b,
-            bufs,
+            rows: &mut rows[..],
             fix: &mut fix,
         });
         reduce_columns(rows, b, n, count, out);
@@ -463,5 +547,58 @@ pub(super) fn xent_lanes<'a, R: Real>(
         for ((((acc, &z), &m), &ls), &p) in out.iter_mut().zip(logit(o)).zip(&*m).zip(&*ls).zip(p) {
             *acc = *acc + xent_soft_term(m, ls, z, p);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::math::sigmoid_f32;
+
+    /// Bit patterns between two consecutive sweep points: about 29 million float32 values, every
+    /// exponent and sign, NaNs and infinities included.
+    const SWEEP_STRIDE: u32 = 149;
+
+    /// The lane path's two halves of the sigmoid equal the twin bit for bit.
+    #[test]
+    fn sigmoid_halves_equal_the_twin() {
+        let special = [
+            0.0f32,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            SIGMOID_CLAMP,
+            -SIGMOID_CLAMP,
+            f32::MIN_POSITIVE,
+            f32::MAX,
+            f32::MIN,
+        ];
+        let sweep = (0..=u32::MAX / SWEEP_STRIDE).map(|k| f32::from_bits(k * SWEEP_STRIDE));
+        let mut worst: Option<(f32, f32, f32)> = None;
+        let mut differ = 0u64;
+        for x in special.into_iter().chain(sweep) {
+            let (lane, twin) = (sigmoid_from_den(sigmoid_den(x)), sigmoid_f32(x));
+            let same = lane.to_bits() == twin.to_bits() || (lane.is_nan() && twin.is_nan());
+            if !same {
+                differ += 1;
+                worst.get_or_insert((x, lane, twin));
+            }
+        }
+        assert!(
+            worst.is_none(),
+            "{differ} inputs differ; first x = {:?}: halves {:?}, twin {:?}",
+            worst.map(|w| w.0),
+            worst.map(|w| w.1),
+            worst.map(|w| w.2)
+        );
+    }
+
+    /// The named constants are the shared ones.
+    #[test]
+    fn lane_constants_are_the_shared_bits() {
+        assert_eq!(SIGMOID_CLAMP.to_bits(), 0x42a0_0000);
+        assert_eq!(LOG2E.to_bits(), 0x3fb8_aa3b);
+        assert_eq!(EXP_P[5].to_bits(), 0x3f00_0000);
     }
 }

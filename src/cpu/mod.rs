@@ -82,8 +82,6 @@ struct Bufs<R> {
     lane: Vec<R>,
     /// A hidden row block's items, `[sample][unit]`, rows up to the reduction width (lane path).
     rows: Vec<R>,
-    /// One sample's changes of a block's units (lane path).
-    dl: Vec<R>,
     /// A block's nudges (lane path; its length is the block width).
     nudges: Vec<R>,
     /// Per-sample scratch of the output layer's cross-entropy lanes (2·B).
@@ -270,7 +268,6 @@ impl<R: Real> CpuEvaluator<R> {
                     sse: vec![R::ZERO; b],
                     lane: vec![R::ZERO; b],
                     rows: vec![R::ZERO; lanes::item_rows(b) * ub],
-                    dl: vec![R::ZERO; ub],
                     nudges: vec![R::ZERO; ub],
                     cols: vec![R::ZERO; 2 * b],
                     idx: Vec::with_capacity(b),
@@ -482,7 +479,7 @@ impl<R: Real> CpuEvaluator<R> {
                 batch::output_terms_lanes(&self.layers, b, params, cache);
             }
             if !cache.spread.is_empty() {
-                xent_series(&self.layers, &self.y, b, params, cache);
+                batch::xent_series_lanes(&self.layers, b, params, cache);
             }
             lanes::lane_prepare(&self.layers, b, self.loss, cache);
             let out = &self.layers[self.layers.len() - 1];
