@@ -22,6 +22,23 @@ override SEQ_FROM_INPUTS: bool = false; // weights of the first layer: inputs re
 override SEQ_R: u32 = 1u;               // weights per invocation (1 for biases), <= SEQ_MAX_R
 override SEQ_KIND: u32 = 0u;            // activation of the part's layer
 
+// activate(z, SEQ_KIND) with the kind tested where the branch is: after the overrides each test
+// is a literal, so src/gpu/specialise.rs drops the other activations from the pipeline (a call to
+// activate passes the kind as an argument, and every arm of its switch reached the driver: on
+// llvmpipe tens of milliseconds of compilation per pipeline).
+fn seq_activate(z: f32) -> f32 {
+    if (SEQ_KIND == ACT_SIGMOID) {
+        return sigmoid_f32(z);
+    }
+    if (SEQ_KIND == ACT_TANH) {
+        return tanh_f32(z);
+    }
+    if (SEQ_KIND == ACT_RELU) {
+        return relu_f32(z);
+    }
+    return z;
+}
+
 // What every parameter of an invocation shares: the unit and its rows.
 struct SeqUnit {
     u: u32,
@@ -39,7 +56,7 @@ fn seq_change(t: SeqUnit, s: u32, z_new: f32, a_old: f32, ab: f32, c: vec4<f32>)
     // The runtime select (t.kind always equals SEQ_KIND) is load-bearing: fed straight from the
     // constant-kind activation, the lines below compile differently under Mesa 22 and the result
     // no longer matches src/cpu/ bit for bit (measured; tests/gpu.rs catches it).
-    let a_new = select(activate(z_new, SEQ_KIND), z_new, t.kind != SEQ_KIND);
+    let a_new = select(seq_activate(z_new), z_new, t.kind != SEQ_KIND);
     if (LOSS == LOSS_XENT) {
         var l = chunk.num_layers - 1u;
         if (SEQ_PART < PART_OUTPUT_WEIGHTS) {
@@ -68,9 +85,9 @@ fn seq_change(t: SeqUnit, s: u32, z_new: f32, a_old: f32, ab: f32, c: vec4<f32>)
 const SEQ_ITEMS: u32 = 8u;
 const SEQ_UNIT_MAX_R: u32 = 4u;
 
-fn seq_units_on() -> bool {
-    return SEQ_PART == PART_HIDDEN_WEIGHTS && SEQ_CLOSED && LOSS == LOSS_MSE;
-}
+// An override, not a function, so that the test in reuse_seq is a literal after the overrides
+// and each pipeline holds one of the two paths.
+override SEQ_UNITS: bool = SEQ_PART == PART_HIDDEN_WEIGHTS && SEQ_CLOSED && LOSS == LOSS_MSE;
 
 fn reuse_seq_units(g: u32, lid: u32) {
     let info = layer_info(chunk.num_layers - 2u);
@@ -154,7 +171,7 @@ fn reuse_seq_units(g: u32, lid: u32) {
                 let m = n % nu;
                 let z_new = z[m] + x[n / nu] * d[n];
                 // The runtime select as in seq_change (load-bearing under Mesa 22).
-                let a_new = select(activate(z_new, SEQ_KIND), z_new, kind != SEQ_KIND);
+                let a_new = select(seq_activate(z_new), z_new, kind != SEQ_KIND);
                 let delta = a_new - a_old[m];
                 acc[n] = acc[n] + delta * (ab_s[m] + delta * bb[m]);
             }
@@ -174,7 +191,7 @@ fn reuse_seq_units(g: u32, lid: u32) {
 
 @compute @workgroup_size(SEQ_WG)
 fn reuse_seq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    if (seq_units_on()) {
+    if (SEQ_UNITS) {
         reuse_seq_units(wg.x + wg.y * chunk.grid_x, lid);
         loop_guard(K_REUSE_SEQ + SEQ_PART);
         return;
