@@ -39,6 +39,36 @@ fn seq_activate(z: f32) -> f32 {
     return z;
 }
 
+// tree_add for four accumulators at once (reduce.wgsl's Tree, lane by lane): an invocation's R
+// trees share their branches, and one chain of vec4 adds is a quarter of the code the driver
+// compiles for R unrolled chains (f32 + per lane, the same bits).
+struct Tree4 {
+    r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32>,
+    r4: vec4<f32>, r5: vec4<f32>, r6: vec4<f32>, r7: vec4<f32>,
+    total: vec4<f32>,
+}
+
+fn tree_add4(t_in: Tree4, i: u32, lane: vec4<f32>) -> Tree4 {
+    var t = t_in;
+    var v = lane;
+    if ((i & 1u) == 0u) { t.r0 = v; } else { v = t.r0 + v;
+    if ((i & 2u) == 0u) { t.r1 = v; } else { v = t.r1 + v;
+    if ((i & 4u) == 0u) { t.r2 = v; } else { v = t.r2 + v;
+    if ((i & 8u) == 0u) { t.r3 = v; } else { v = t.r3 + v;
+    if ((i & 16u) == 0u) { t.r4 = v; } else { v = t.r4 + v;
+    if ((i & 32u) == 0u) { t.r5 = v; } else { v = t.r5 + v;
+    if ((i & 64u) == 0u) { t.r6 = v; } else { v = t.r6 + v;
+    if ((i & 128u) == 0u) { t.r7 = v; } else { v = t.r7 + v;
+    }}}}}}}}
+    t.total = v;
+    return t;
+}
+
+// Item n's total of the two four-lane trees.
+fn tree4_total(lo: Tree4, hi: Tree4, n: u32) -> f32 {
+    return select(hi.total[n & 3u], lo.total[n & 3u], n < 4u);
+}
+
 // What every parameter of an invocation shares: the unit and its rows.
 struct SeqUnit {
     u: u32,
@@ -144,7 +174,8 @@ fn reuse_seq_units(g: u32, lid: u32) {
     }
     let kind = info.kind;
     let width = tree_width();
-    var trees: array<Tree, SEQ_ITEMS>;
+    var lo: Tree4;
+    var hi: Tree4;
     var acc: array<f32, SEQ_ITEMS>;
     var z: array<f32, SEQ_ITEMS>;
     var a_old: array<f32, SEQ_ITEMS>;
@@ -176,15 +207,16 @@ fn reuse_seq_units(g: u32, lid: u32) {
                 acc[n] = acc[n] + delta * (ab_s[m] + delta * bb[m]);
             }
         }
-        for (var n = 0u; n < nr * nu; n++) {
-            trees[n] = tree_add(trees[n], i, acc[n]);
+        lo = tree_add4(lo, i, vec4<f32>(acc[0], acc[1], acc[2], acc[3]));
+        if (nr * nu > 4u) {
+            hi = tree_add4(hi, i, vec4<f32>(acc[4], acc[5], acc[6], acc[7]));
         }
     }
     for (var n = 0u; n < nr * nu; n++) {
         let i = j + (n / nu) * lanes;
         let u = u_first + n % nu;
         if (i < info.n_in && u < u_end) {
-            out[chunk.out_base + 1u + info.w_off + i * info.n_out + u] = trees[n].total * chunk.inv_count;
+            out[chunk.out_base + 1u + info.w_off + i * info.n_out + u] = tree4_total(lo, hi, n) * chunk.inv_count;
         }
     }
 }
@@ -260,7 +292,8 @@ fn reuse_seq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         t.bb = cache[ab + info.n_out * rows + t.u];
     }
     let width = tree_width();
-    var trees: array<Tree, SEQ_MAX_R>;
+    var lo: Tree4;
+    var hi: Tree4;
     var acc: array<f32, SEQ_MAX_R>;
     for (var i = 0u; i < width; i++) {
         for (var r = 0u; r < SEQ_R; r++) {
@@ -294,13 +327,14 @@ fn reuse_seq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
                 acc[r] = acc[r] + seq_change(t, s, z_new, a_old, ab, c);
             }
         }
-        for (var r = 0u; r < SEQ_R; r++) {
-            trees[r] = tree_add(trees[r], i, acc[r]);
+        lo = tree_add4(lo, i, vec4<f32>(acc[0], acc[1], acc[2], acc[3]));
+        if (SEQ_R > 4u) {
+            hi = tree_add4(hi, i, vec4<f32>(acc[4], acc[5], acc[6], acc[7]));
         }
     }
     for (var r = 0u; r < SEQ_R; r++) {
         if (valid[r]) {
-            out[chunk.out_base + 1u + k[r]] = trees[r].total * chunk.inv_count;
+            out[chunk.out_base + 1u + k[r]] = tree4_total(lo, hi, r) * chunk.inv_count;
         }
     }
     loop_guard(K_REUSE_SEQ + SEQ_PART);
