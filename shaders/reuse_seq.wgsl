@@ -22,6 +22,53 @@ override SEQ_FROM_INPUTS: bool = false; // weights of the first layer: inputs re
 override SEQ_R: u32 = 1u;               // weights per invocation (1 for biases), <= SEQ_MAX_R
 override SEQ_KIND: u32 = 0u;            // activation of the part's layer
 
+// activate(z, SEQ_KIND) with the kind tested where the branch is: after the overrides each test
+// is a literal, so src/gpu/specialise.rs drops the other activations from the pipeline (a call to
+// activate passes the kind as an argument, and every arm of its switch reached the driver: on
+// llvmpipe tens of milliseconds of compilation per pipeline).
+fn seq_activate(z: f32) -> f32 {
+    if (SEQ_KIND == ACT_SIGMOID) {
+        return sigmoid_f32(z);
+    }
+    if (SEQ_KIND == ACT_TANH) {
+        return tanh_f32(z);
+    }
+    if (SEQ_KIND == ACT_RELU) {
+        return relu_f32(z);
+    }
+    return z;
+}
+
+// tree_add for four accumulators at once (reduce.wgsl's Tree, lane by lane): an invocation's R
+// trees share their branches, and one chain of vec4 adds is a quarter of the code the driver
+// compiles for R unrolled chains (f32 + per lane, the same bits).
+struct Tree4 {
+    r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32>,
+    r4: vec4<f32>, r5: vec4<f32>, r6: vec4<f32>, r7: vec4<f32>,
+    total: vec4<f32>,
+}
+
+fn tree_add4(t_in: Tree4, i: u32, lane: vec4<f32>) -> Tree4 {
+    var t = t_in;
+    var v = lane;
+    if ((i & 1u) == 0u) { t.r0 = v; } else { v = t.r0 + v;
+    if ((i & 2u) == 0u) { t.r1 = v; } else { v = t.r1 + v;
+    if ((i & 4u) == 0u) { t.r2 = v; } else { v = t.r2 + v;
+    if ((i & 8u) == 0u) { t.r3 = v; } else { v = t.r3 + v;
+    if ((i & 16u) == 0u) { t.r4 = v; } else { v = t.r4 + v;
+    if ((i & 32u) == 0u) { t.r5 = v; } else { v = t.r5 + v;
+    if ((i & 64u) == 0u) { t.r6 = v; } else { v = t.r6 + v;
+    if ((i & 128u) == 0u) { t.r7 = v; } else { v = t.r7 + v;
+    }}}}}}}}
+    t.total = v;
+    return t;
+}
+
+// Item n's total of the two four-lane trees.
+fn tree4_total(lo: Tree4, hi: Tree4, n: u32) -> f32 {
+    return select(hi.total[n & 3u], lo.total[n & 3u], n < 4u);
+}
+
 // What every parameter of an invocation shares: the unit and its rows.
 struct SeqUnit {
     u: u32,
@@ -39,7 +86,7 @@ fn seq_change(t: SeqUnit, s: u32, z_new: f32, a_old: f32, ab: f32, c: vec4<f32>)
     // The runtime select (t.kind always equals SEQ_KIND) is load-bearing: fed straight from the
     // constant-kind activation, the lines below compile differently under Mesa 22 and the result
     // no longer matches src/cpu/ bit for bit (measured; tests/gpu.rs catches it).
-    let a_new = select(activate(z_new, SEQ_KIND), z_new, t.kind != SEQ_KIND);
+    let a_new = select(seq_activate(z_new), z_new, t.kind != SEQ_KIND);
     if (LOSS == LOSS_XENT) {
         var l = chunk.num_layers - 1u;
         if (SEQ_PART < PART_OUTPUT_WEIGHTS) {
@@ -68,9 +115,9 @@ fn seq_change(t: SeqUnit, s: u32, z_new: f32, a_old: f32, ab: f32, c: vec4<f32>)
 const SEQ_ITEMS: u32 = 8u;
 const SEQ_UNIT_MAX_R: u32 = 4u;
 
-fn seq_units_on() -> bool {
-    return SEQ_PART == PART_HIDDEN_WEIGHTS && SEQ_CLOSED && LOSS == LOSS_MSE;
-}
+// An override, not a function, so that the test in reuse_seq is a literal after the overrides
+// and each pipeline holds one of the two paths.
+override SEQ_UNITS: bool = SEQ_PART == PART_HIDDEN_WEIGHTS && SEQ_CLOSED && LOSS == LOSS_MSE;
 
 fn reuse_seq_units(g: u32, lid: u32) {
     let info = layer_info(chunk.num_layers - 2u);
@@ -127,7 +174,8 @@ fn reuse_seq_units(g: u32, lid: u32) {
     }
     let kind = info.kind;
     let width = tree_width();
-    var trees: array<Tree, SEQ_ITEMS>;
+    var lo: Tree4;
+    var hi: Tree4;
     var acc: array<f32, SEQ_ITEMS>;
     var z: array<f32, SEQ_ITEMS>;
     var a_old: array<f32, SEQ_ITEMS>;
@@ -154,27 +202,28 @@ fn reuse_seq_units(g: u32, lid: u32) {
                 let m = n % nu;
                 let z_new = z[m] + x[n / nu] * d[n];
                 // The runtime select as in seq_change (load-bearing under Mesa 22).
-                let a_new = select(activate(z_new, SEQ_KIND), z_new, kind != SEQ_KIND);
+                let a_new = select(seq_activate(z_new), z_new, kind != SEQ_KIND);
                 let delta = a_new - a_old[m];
                 acc[n] = acc[n] + delta * (ab_s[m] + delta * bb[m]);
             }
         }
-        for (var n = 0u; n < nr * nu; n++) {
-            trees[n] = tree_add(trees[n], i, acc[n]);
+        lo = tree_add4(lo, i, vec4<f32>(acc[0], acc[1], acc[2], acc[3]));
+        if (nr * nu > 4u) {
+            hi = tree_add4(hi, i, vec4<f32>(acc[4], acc[5], acc[6], acc[7]));
         }
     }
     for (var n = 0u; n < nr * nu; n++) {
         let i = j + (n / nu) * lanes;
         let u = u_first + n % nu;
         if (i < info.n_in && u < u_end) {
-            out[chunk.out_base + 1u + info.w_off + i * info.n_out + u] = trees[n].total * chunk.inv_count;
+            out[chunk.out_base + 1u + info.w_off + i * info.n_out + u] = tree4_total(lo, hi, n) * chunk.inv_count;
         }
     }
 }
 
 @compute @workgroup_size(SEQ_WG)
 fn reuse_seq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    if (seq_units_on()) {
+    if (SEQ_UNITS) {
         reuse_seq_units(wg.x + wg.y * chunk.grid_x, lid);
         loop_guard(K_REUSE_SEQ + SEQ_PART);
         return;
@@ -243,7 +292,8 @@ fn reuse_seq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         t.bb = cache[ab + info.n_out * rows + t.u];
     }
     let width = tree_width();
-    var trees: array<Tree, SEQ_MAX_R>;
+    var lo: Tree4;
+    var hi: Tree4;
     var acc: array<f32, SEQ_MAX_R>;
     for (var i = 0u; i < width; i++) {
         for (var r = 0u; r < SEQ_R; r++) {
@@ -277,13 +327,14 @@ fn reuse_seq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
                 acc[r] = acc[r] + seq_change(t, s, z_new, a_old, ab, c);
             }
         }
-        for (var r = 0u; r < SEQ_R; r++) {
-            trees[r] = tree_add(trees[r], i, acc[r]);
+        lo = tree_add4(lo, i, vec4<f32>(acc[0], acc[1], acc[2], acc[3]));
+        if (SEQ_R > 4u) {
+            hi = tree_add4(hi, i, vec4<f32>(acc[4], acc[5], acc[6], acc[7]));
         }
     }
     for (var r = 0u; r < SEQ_R; r++) {
         if (valid[r]) {
-            out[chunk.out_base + 1u + k[r]] = trees[r].total * chunk.inv_count;
+            out[chunk.out_base + 1u + k[r]] = tree4_total(lo, hi, r) * chunk.inv_count;
         }
     }
     loop_guard(K_REUSE_SEQ + SEQ_PART);

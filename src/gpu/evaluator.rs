@@ -4,7 +4,7 @@
 
 use super::buffers::{uniform_stride, Buffers};
 use super::context::GpuContext;
-use super::kernels::{KernelId, LLVMPIPE_LOOP_CAP};
+use super::kernels::{seq_unit_shape, KernelId, LLVMPIPE_LOOP_CAP, PART_HIDDEN_WEIGHTS};
 use super::pipelines::{build_pipelines, Pipelines};
 use super::plan::{AdapterFacts, ChunkUniform, GpuOptions, Plan, ReuseKernel};
 use crate::data::Dataset;
@@ -46,6 +46,8 @@ pub struct GpuEvaluator {
     pub(super) direct_losses: bool,
     /// The plan's kernels that are dispatched, with their loop passes.
     pub(super) dispatched: Vec<(KernelId, u64)>,
+    /// `reuse_seq` runs its unit path for the last hidden layer's weights (`seq_unit_shape`).
+    pub(super) unit_path: bool,
 }
 
 /// Whether `kernel` writes its slots' losses itself when a step has one sample.
@@ -92,6 +94,10 @@ impl GpuEvaluator {
             )
         })??;
         ctx.take_error()?;
+        let unit_path = dispatched
+            .iter()
+            .any(|&(k, _)| k == KernelId::ReuseSeq(PART_HIDDEN_WEIGHTS))
+            && seq_unit_shape(model, PART_HIDDEN_WEIGHTS, opts.loss).is_some();
         let out_floats = plan.sizes.out_floats as usize;
         Ok(GpuEvaluator {
             ctx,
@@ -111,6 +117,7 @@ impl GpuEvaluator {
             share: opts.share,
             direct_losses,
             dispatched,
+            unit_path,
         })
     }
 
@@ -395,8 +402,9 @@ impl Evaluator for GpuEvaluator {
     }
 
     fn kernel_note(&self) -> Option<String> {
+        let path = if self.unit_path { " (unit path)" } else { "" };
         self.reuse_kernel()
-            .map(|k| format!("{k:?} kernel").to_lowercase())
+            .map(|k| format!("{k:?} kernel{path}").to_lowercase())
     }
 
     fn resident_loop(

@@ -226,3 +226,76 @@ fn produced(stmt: &Statement, dead: &mut Vec<Handle<Expression>>) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::kernels::KernelId;
+    use crate::gpu::variants::SeqConstants;
+    use crate::model::{Activation, Loss};
+
+    /// The names of the functions `variant`'s specialised module keeps.
+    fn kept(variant: &Variant) -> Vec<String> {
+        let parsed = parsed().expect("the assembled WGSL parses");
+        let module = specialise(&parsed, variant).expect("the variant specialises");
+        module
+            .functions
+            .iter()
+            .filter_map(|(_, f)| f.name.clone())
+            .collect()
+    }
+
+    fn seq(part: u32, kind: Activation, closed: bool, loss: Loss) -> Variant {
+        Variant {
+            kernel: KernelId::ReuseSeq(part),
+            loss,
+            seq: Some(SeqConstants {
+                kind,
+                closed,
+                from_inputs: false,
+                r: 4,
+            }),
+            narrow: false,
+        }
+    }
+
+    /// A `reuse_seq` pipeline hands the driver only its own activation and its own path: llvmpipe
+    /// spends its compile time on every function the module holds, taken or not.
+    #[test]
+    fn reuse_seq_modules_hold_only_their_activation_and_path() {
+        let all = ["sigmoid_f32", "tanh_f32", "relu_f32"];
+        let cases = [
+            (Activation::Sigmoid, Some("sigmoid_f32")),
+            (Activation::Tanh, Some("tanh_f32")),
+            (Activation::Relu, Some("relu_f32")),
+            (Activation::Identity, None),
+        ];
+        for (kind, own) in cases {
+            for (part, closed, loss, units) in [
+                (0, true, Loss::Mse, true),
+                (0, true, Loss::CrossEntropy, false),
+                (1, true, Loss::Mse, false),
+                (2, false, Loss::Mse, false),
+                (3, false, Loss::CrossEntropy, false),
+            ] {
+                let v = seq(part, kind, closed, loss);
+                let names = kept(&v);
+                for f in all {
+                    assert_eq!(
+                        names.iter().any(|n| n == f),
+                        Some(f) == own,
+                        "{}: {f} kept or dropped wrongly; kept {names:?}",
+                        v.name()
+                    );
+                }
+                assert!(!names.iter().any(|n| n == "activate"), "{}", v.name());
+                assert_eq!(
+                    names.iter().any(|n| n == "reuse_seq_units"),
+                    units,
+                    "{}: the unit path kept or dropped wrongly; kept {names:?}",
+                    v.name()
+                );
+            }
+        }
+    }
+}
