@@ -15,7 +15,14 @@ fn main() -> ExitCode {
                     .flatten()
                     == Some(ValueSource::CommandLine)
             };
-            cli::train(args, &given)
+            // MPI (--distributed) outlives the error line, dropped (finalised) when this arm
+            // returns: finalising is collective, so every rank has printed its line before any
+            // exits (mpirun kills the others at the first non-zero status).
+            let mpi = match args.distributed.start() {
+                Ok(mpi) => mpi,
+                Err(e) => return cli::exit::report(Err(e)),
+            };
+            return cli::exit::report(cli::train(args, &given, &mpi));
         }
         Command::Devices(args) => cli::devices(args),
         Command::Bench(args) => cli::bench(args),
@@ -25,16 +32,5 @@ fn main() -> ExitCode {
         Command::Predict(args) => cli::predict(args),
         Command::Shaders(args) => cli::shaders(args),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("perturb: error: {}", cli::exit::message(&e));
-            // One status per class of error (the table in `perturb::cli::exit`).
-            match e.class() {
-                // 128 + the signal that asked for the stop.
-                perturb::ErrorClass::Interrupted => ExitCode::from(cli::interrupt::exit_status()),
-                _ => ExitCode::from(cli::exit::exit_code(&e)),
-            }
-        }
-    }
+    cli::exit::report(result)
 }

@@ -29,6 +29,21 @@ pub const EXIT_DIVERGED: u8 = 6;
 /// Exit status of a run stopped by SIGINT (128 + 2, as shells report it).
 pub const EXIT_INTERRUPTED: u8 = 130;
 
+/// Prints `result`'s error as the one `perturb: error:` line and turns it into the process's
+/// exit status (the table above; an interrupted run's is 128 + the signal that stopped it).
+pub fn report(result: Result<(), Error>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("perturb: error: {}", message(&e));
+            std::process::ExitCode::from(match e.class() {
+                ErrorClass::Interrupted => super::interrupt::exit_status(),
+                _ => exit_code(&e),
+            })
+        }
+    }
+}
+
 /// The process exit status of `e` (the table above).
 pub fn exit_code(e: &Error) -> u8 {
     match e.class() {

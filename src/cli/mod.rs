@@ -44,7 +44,7 @@ pub use bench::{bench, BenchArgs};
 pub use check::{check, CheckArgs};
 pub use devices::devices;
 pub use eval::{eval, predict, EvalArgs, PredictArgs};
-pub use scale::ScaleArgs;
+pub use scale::{ScaleArgs, Session};
 pub use shaders::{shaders, ShadersArgs, TargetArg};
 pub use sweep::{sweep, SweepArgs, SweepReport, SweepRun, MAX_SWEEP_RUNS};
 pub use train::{train, TrainArgs};

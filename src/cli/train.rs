@@ -130,12 +130,13 @@ pub struct TrainArgs {
 }
 
 /// Runs `perturb train`. `given(id)` says whether the flag with that argument id was given on
-/// the command line (a resumed run takes the others from its checkpoint).
-pub fn train(args: &TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
-    // MPI for the whole run (--distributed); ranks other than 0 print and write nothing.
-    let mpi = args.distributed.start()?;
+/// the command line (a resumed run takes the others from its checkpoint). `mpi` is
+/// the MPI [`Session`](super::Session) of `args.distributed`, held by the caller
+/// until the run's error line is printed.
+pub fn train(args: &TrainArgs, given: &dyn Fn(&str) -> bool, mpi: &super::Session) -> Result<()> {
+    // Ranks other than 0 (--distributed) print and write nothing.
     let silent;
-    let writes = args.distributed.rank(&mpi) == 0;
+    let writes = args.distributed.rank(mpi) == 0;
     let args = match writes {
         true => args,
         _ => {
