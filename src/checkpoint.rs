@@ -25,7 +25,7 @@
 
 use crate::error::{Error, Result, Setting};
 use crate::estimate::StepMode;
-use crate::fileio::{read_text_capped, write_atomic};
+use crate::fileio::{fnv1a64, read_text_capped, write_atomic};
 use crate::model::Loss;
 use crate::model::{Model, ModelFile};
 use crate::optim::{OptState, Optimizer};
@@ -302,13 +302,6 @@ impl DataRef {
             stream: false,
         }
     }
-}
-
-/// FNV-1a, 64-bit: the hash of data references and of the checkpoint's own text.
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 /// The end of a checkpoint written with a checksum: `,"checksum":"` 16 hex digits `"}`.

@@ -6,6 +6,14 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// FNV-1a, 64-bit: the hash of data references, of a checkpoint's own text and of a pipeline
+/// cache file's data.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// Reads at most `max` bytes of `reader`; `Ok(None)` when there is more.
 ///
 /// The cap holds for files whose size the metadata does not tell (pipes, `/dev/zero`, `/proc`), so a

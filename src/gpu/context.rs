@@ -2,7 +2,10 @@
 
 use crate::error::{Error, Result, Setting};
 use crate::settings::DeviceInfo;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+use super::pipeline_cache::{default_pipeline_cache_dir, DiskCache, PipelineCacheStatus};
 
 /// How to pick an adapter.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -16,10 +19,15 @@ pub struct AdapterOptions {
     /// Comma-separated backends to consider: `vulkan`, `gl`, `metal`, `dx12` (`--backend`, else
     /// `WGPU_BACKEND`); all when `None`.
     pub backend: Option<String>,
+    /// Directory where each adapter's pipeline cache is kept between runs, where the adapter
+    /// supports one (Vulkan); `None`: no cache file. [`AdapterOptions::from_env`] takes
+    /// `PERTURB_PIPELINE_CACHE` (a directory, or `off`), else the platform's cache directory.
+    pub pipeline_cache: Option<PathBuf>,
 }
 
 impl AdapterOptions {
-    /// Options from `WGPU_ADAPTER_NAME`, `WGPU_BACKEND` and `WGPU_POWER_PREF`.
+    /// Options from `WGPU_ADAPTER_NAME`, `WGPU_BACKEND`, `WGPU_POWER_PREF` and
+    /// `PERTURB_PIPELINE_CACHE`.
     pub fn from_env() -> AdapterOptions {
         let var = |k: &str| std::env::var(k).ok().filter(|s| !s.trim().is_empty());
         AdapterOptions {
@@ -30,6 +38,11 @@ impl AdapterOptions {
                 Ok("low") | Ok("low_power") | Ok("low-power")
             ),
             backend: var("WGPU_BACKEND"),
+            pipeline_cache: match var("PERTURB_PIPELINE_CACHE") {
+                Some(v) if matches!(v.trim(), "off" | "0") => None,
+                Some(v) => Some(PathBuf::from(v)),
+                None => default_pipeline_cache_dir(),
+            },
         }
     }
 
@@ -202,14 +215,18 @@ pub fn list_adapters(opts: &AdapterOptions) -> Result<Vec<AdapterSummary>> {
 /// one machine's lavapipe and llvmpipe GL are two adapters.
 pub fn open_adapters(opts: &AdapterOptions, names: &[String]) -> Result<Vec<GpuContext>> {
     let picked = compute_adapters(opts, names)?;
-    picked.iter().map(GpuContext::open).collect()
+    let cache = opts.pipeline_cache.as_deref();
+    picked.iter().map(|a| GpuContext::open(a, cache)).collect()
 }
 
 /// Opens compute adapter `index` (modulo their number) of those [`open_adapters`] would open for
 /// every name: one rank per adapter by local rank (`--distributed mpi`).
 pub fn open_adapter_at(opts: &AdapterOptions, index: usize) -> Result<GpuContext> {
     let picked = compute_adapters(opts, &[])?;
-    GpuContext::open(&picked[index % picked.len()])
+    GpuContext::open(
+        &picked[index % picked.len()],
+        opts.pipeline_cache.as_deref(),
+    )
 }
 
 /// The compute adapters [`open_adapters`] opens, or why there are none.
@@ -255,12 +272,26 @@ pub struct GpuContext {
     /// The limits the device was created with (the adapter's).
     pub limits: wgpu::Limits,
     errors: ErrorSink,
+    /// The pipeline cache kept on disk, where there is one (written back when the last clone of
+    /// the context and of its pipelines is dropped).
+    pipeline_cache: Option<Arc<DiskCache>>,
 }
 
 /// Where errors wgpu reports outside error scopes wait for [`GpuContext::take_error`].
 pub(super) type ErrorSink = Arc<Mutex<Vec<String>>>;
 
 impl GpuContext {
+    /// The pipeline cache file and what it held when the device was opened; `None` when there is
+    /// none (no [`AdapterOptions::pipeline_cache`], or an adapter without cache support, as GL).
+    pub fn pipeline_cache(&self) -> Option<&PipelineCacheStatus> {
+        self.pipeline_cache.as_deref().map(|c| &c.status)
+    }
+
+    /// The pipeline cache the context's pipelines are created with.
+    pub(super) fn disk_cache(&self) -> Option<Arc<DiskCache>> {
+        self.pipeline_cache.clone()
+    }
+
     /// The context's error sink, for errors found outside wgpu (read at the next readback).
     pub(super) fn error_sink(&self) -> ErrorSink {
         self.errors.clone()
@@ -296,16 +327,24 @@ impl GpuContext {
                 })?
             }
         };
-        GpuContext::open(&adapters[index])
+        GpuContext::open(&adapters[index], opts.pipeline_cache.as_deref())
     }
 
-    /// A device and queue on `adapter`, with its limits and the error sink.
-    fn open(adapter: &wgpu::Adapter) -> Result<GpuContext> {
+    /// A device and queue on `adapter`, with its limits, the error sink and, with `cache_dir`
+    /// where the adapter supports it, the pipeline cache kept in that directory.
+    fn open(adapter: &wgpu::Adapter, cache_dir: Option<&Path>) -> Result<GpuContext> {
         let info = adapter.get_info();
         let limits = adapter.limits();
+        let cache_file = cache_dir
+            .filter(|_| adapter.features().contains(wgpu::Features::PIPELINE_CACHE))
+            .and_then(|dir| super::pipeline_cache::cache_file(dir, &info));
+        let features = match cache_file {
+            Some(_) => wgpu::Features::PIPELINE_CACHE,
+            None => wgpu::Features::empty(),
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("perturb"),
-            required_features: wgpu::Features::empty(),
+            required_features: features,
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -328,12 +367,14 @@ impl GpuContext {
                 }
             }
         });
+        let pipeline_cache = cache_file.map(|path| Arc::new(DiskCache::open(&device, path)));
         Ok(GpuContext {
             device,
             queue,
             info,
             limits,
             errors,
+            pipeline_cache,
         })
     }
 

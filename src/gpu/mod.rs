@@ -5,6 +5,7 @@ mod buffers;
 mod context;
 mod evaluator;
 mod kernels;
+mod pipeline_cache;
 mod pipelines;
 mod plan;
 mod resident;
@@ -20,6 +21,7 @@ pub use kernels::{
     LLVMPIPE_LOOP_CAP, SEQ_ITEMS, SEQ_MAX_R, SEQ_PARTS, SEQ_UNIT_MAX_R, SEQ_WG, TILE_S, TILE_U,
     WG_SIZE,
 };
+pub use pipeline_cache::{default_pipeline_cache_dir, CacheLoad, PipelineCacheStatus};
 pub use plan::{
     AdapterFacts, ChunkUniform, GpuOptions, ReuseKernel, FUSED_MAX_WIDTH, LAYER_WORDS, MAX_WIDTH,
     RESIDENT_MAX_BATCH, SEQ_REDUCE_MAX_BATCH,

@@ -3,6 +3,7 @@
 
 use super::context::{ErrorSink, GpuContext};
 use super::kernels::KernelId;
+use super::pipeline_cache::DiskCache;
 use super::plan::ChunkUniform;
 use super::specialise::{parsed, specialise, Parsed};
 use super::variants::Variant;
@@ -22,6 +23,8 @@ pub(super) struct Pipelines {
     parsed: Arc<Parsed>,
     layout: wgpu::PipelineLayout,
     planned: Vec<(Variant, OnceLock<wgpu::ComputePipeline>)>,
+    /// The device's persisted pipeline cache, where it has one (`pipeline_cache.rs`).
+    cache: Option<Arc<DiskCache>>,
 }
 
 impl std::fmt::Debug for Pipelines {
@@ -125,7 +128,7 @@ impl Pipelines {
                     zero_initialize_workgroup_memory: false,
                     constants: &constants,
                 },
-                cache: None,
+                cache: self.cache.as_ref().map(|c| &c.cache),
             })
     }
 }
@@ -185,6 +188,7 @@ pub(super) fn build_pipelines(
         errors: ctx.error_sink(),
         parsed,
         layout: pipeline_layout,
+        cache: ctx.disk_cache(),
         planned: kernels
             .iter()
             .map(|&(k, _)| (Variant::planned(model, closed, loss, k), OnceLock::new()))
