@@ -412,6 +412,15 @@ impl Dataset {
             .collect()
     }
 
+    /// A copy of the first `n` samples (all of them when there are fewer).
+    pub fn head(&self, n: usize) -> Dataset {
+        let n = n.min(self.len());
+        Dataset {
+            x: self.x.slice(ndarray::s![..n, ..]).to_owned(),
+            y: self.y.slice(ndarray::s![..n, ..]).to_owned(),
+        }
+    }
+
     /// The first `n` samples (all of them when there are fewer).
     pub fn take(self, n: NonZeroUsize) -> Dataset {
         let n = n.get().min(self.len());

@@ -143,7 +143,8 @@ pub fn format_params(model: &Model, max: usize) -> String {
     out
 }
 
-/// One line per training input (up to `max`): inputs, prediction, target.
+/// One line per training input (up to `max`, of `pred`'s rows): inputs, prediction, target; then how
+/// many of `x`'s rows are not shown.
 pub fn format_predictions(
     x: &ndarray::Array2<f32>,
     y: &ndarray::Array2<f32>,
@@ -164,8 +165,8 @@ pub fn format_predictions(
             ts.join(", ")
         );
     }
-    if pred.len() > max {
-        let _ = writeln!(out, "  … {} more samples", pred.len() - max);
+    if x.nrows() > max {
+        let _ = writeln!(out, "  … {} more samples", x.nrows() - max);
     }
     out
 }

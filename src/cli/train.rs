@@ -448,7 +448,12 @@ impl Setup {
     /// another failed.
     fn finish(&self, args: &TrainArgs, targets: &Targets, run: Run, ran: Ran) -> Result<()> {
         let trained = self.model.with_params(run.params.clone())?;
-        let mut report = self.report(&trained, &run, ran.device, ran.seconds)?;
+        // Every sample's prediction goes into a report file; the console shows the first few only.
+        let rows = match targets.report {
+            Some(_) => self.data.len(),
+            None => SHOWN_PREDICTIONS,
+        };
+        let mut report = self.report(&trained, &run, ran.device, ran.seconds, rows)?;
         report.val = self.val.as_ref().map(|_| ValHistory {
             loss: ran.history.val_loss.clone(),
             accuracy: ran.history.val_accuracy.clone(),
@@ -490,8 +495,13 @@ impl Setup {
         say!("\npredictions for the training inputs:");
         say!(
             "{}",
-            report::format_predictions(&self.data.x, &self.data.y, &report.predictions, 10)
-                .trim_end()
+            report::format_predictions(
+                &self.data.x,
+                &self.data.y,
+                &report.predictions,
+                SHOWN_PREDICTIONS
+            )
+            .trim_end()
         );
         if let Some(path) = &targets.save {
             match crate::files::save_model(&trained, path) {
@@ -583,18 +593,32 @@ impl Setup {
         (None, failed)
     }
 
-    /// The report of a run: losses, the trained model, its predictions in the run's precision.
+    /// The report of a run: losses, the trained model, its predictions in the run's precision
+    /// for the first `rows` samples (a prediction depends on its own sample only).
     fn report(
         &self,
         trained: &Model,
         run: &Run,
         device: DeviceInfo,
         seconds: f64,
+        rows: usize,
     ) -> Result<Report> {
         let (hyper, data) = (&self.hyper, &self.data);
+        let shown;
+        let predicted = match rows < data.len() {
+            true => {
+                shown = data.head(rows);
+                &shown
+            }
+            false => data,
+        };
         let predictions = match self.settings.precision {
-            Precision::F32 => CpuEvaluator::<f32>::new(trained, data)?.predict(&trained.params),
-            Precision::F64 => CpuEvaluator::<f64>::new(trained, data)?.predict(&trained.params),
+            Precision::F32 => {
+                CpuEvaluator::<f32>::new(trained, predicted)?.predict(&trained.params)
+            }
+            Precision::F64 => {
+                CpuEvaluator::<f64>::new(trained, predicted)?.predict(&trained.params)
+            }
         };
         Ok(Report {
             losses: run.losses.clone(),
@@ -914,6 +938,9 @@ fn validation(
 
 /// The "epoch" whose order draws the `--val-split` rows: one no training run reaches.
 const VAL_SPLIT_EPOCH: u64 = u64::MAX;
+
+/// Predictions the console shows after a run (a report file holds every sample's).
+const SHOWN_PREDICTIONS: usize = 10;
 
 /// What a run produced besides its parameters and losses.
 struct Ran {

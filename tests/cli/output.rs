@@ -51,3 +51,39 @@ fn json_prints_only_the_report() {
     assert_eq!(r["device"]["kind"], "cpu");
     assert_eq!(r["model"]["layers"][1]["activation"], "identity");
 }
+
+#[test]
+fn the_report_predicts_every_sample_while_the_console_shows_the_first_ten() {
+    let d = dir("report-rows");
+    let rows: String = (0..13)
+        .map(|i| format!("{},{},{}\n", i as f32 / 13.0, 1.0 - i as f32 / 7.0, i % 2))
+        .collect();
+    let data = write(&d, "d.csv", &format!("x1,x2,y\n{rows}"));
+    let report = d.join("r.json").display().to_string();
+    let args = ["train", "--device", "cpu", "--epochs", "3", "--data", &data];
+    let o = perturb(&[&args[..], &["--report", &report]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let predictions = r["predictions"].as_array().unwrap();
+    assert_eq!(
+        predictions.len(),
+        13,
+        "one prediction per sample in the report"
+    );
+    let out = stdout(&o);
+    assert_eq!(out.matches("  x = [").count(), 10, "{out}");
+    assert!(out.contains("  … 3 more samples"), "{out}");
+    // Without a report the console shows the same ten predictions.
+    let quiet = stdout(&perturb(&args));
+    let shown = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| l.starts_with("  x = [") || l.starts_with("  …"))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(shown(&quiet), shown(&out));
+    // And they are the report's: the first row's printed outputs round its float64 values.
+    let first = predictions[0][0].as_f64().unwrap();
+    assert!(shown(&out)[0].contains(&format!("[{first:.7}]")), "{out}");
+}
