@@ -105,7 +105,8 @@ const TANH_P: [f32; 5] = [
 ];
 const TANH_SMALL: f32 = c("TANH_SMALL");
 const TANH_BIG: f32 = c("TANH_BIG");
-const SIGMOID_CLAMP: f32 = c("SIGMOID_CLAMP");
+/// The sigmoid's input clamp (±80): beyond it the result is already 0 or 1 in float32.
+pub(crate) const SIGMOID_CLAMP: f32 = c("SIGMOID_CLAMP");
 const RECIP_MAGIC: u32 = bits("RECIP_MAGIC");
 const LN_P: [f32; 9] = [
     c("LN_P0"),
@@ -132,8 +133,8 @@ pub fn exp_f32(x: f32) -> f32 {
 
 /// [`exp_f32`] past its clamp, for callers whose input already lies in `[EXP_LO, EXP_HI]` (or is
 /// NaN), where the clamp is the identity: the same bits, two comparisons fewer per lane.
-#[inline]
-fn exp_in_range(x: f32) -> f32 {
+#[inline(always)]
+pub(crate) fn exp_in_range(x: f32) -> f32 {
     let fx = (x * LOG2E + 0.5).floor();
     // Cody-Waite: ln 2 split in two so that fx * C1 is exact.
     let r = x - fx * EXP_C1;

@@ -24,7 +24,7 @@
 
 use super::forward::xent;
 use super::*;
-use crate::math::{recip_f32, SHARED_CONSTANTS};
+use crate::math::{exp_in_range, recip_f32, SIGMOID_CLAMP};
 use crate::model::Activation;
 use crate::xent::{xent_max_step, xent_soft_term};
 
@@ -229,65 +229,14 @@ fn items_xent<R: Real>(
     }
 }
 
-/// A constant of [`SHARED_CONSTANTS`] by name (the bits `src/math.rs` and the shaders use).
-const fn shared(name: &str) -> f32 {
-    let mut i = 0;
-    while i < SHARED_CONSTANTS.len() {
-        let (key, bits) = SHARED_CONSTANTS[i];
-        let (a, b) = (key.as_bytes(), name.as_bytes());
-        if a.len() == b.len() {
-            let mut k = 0;
-            while k < a.len() && a[k] == b[k] {
-                k += 1;
-            }
-            if k == a.len() {
-                return f32::from_bits(bits);
-            }
-        }
-        i += 1;
-    }
-    panic!("unknown shared constant")
-}
-
-const SIGMOID_CLAMP: f32 = shared("SIGMOID_CLAMP");
-const LOG2E: f32 = shared("LOG2E");
-const EXP_C1: f32 = shared("EXP_C1");
-const EXP_C2: f32 = shared("EXP_C2");
-const EXP_P: [f32; 6] = [
-    shared("EXP_P0"),
-    shared("EXP_P1"),
-    shared("EXP_P2"),
-    shared("EXP_P3"),
-    shared("EXP_P4"),
-    shared("EXP_P5"),
-];
-
-/// The first half of [`crate::math::sigmoid_f32`]: `1 + e^-x` with x clamped to ±80, the
-/// exponential being `src/math.rs`'s `exp_in_range` line for line (−x lies in [−80, 80] or is
-/// NaN, where [`crate::math::exp_f32`]'s own clamp is the identity; calling it would add that
-/// clamp's two operations per lane). The test `sigmoid_halves_equal_the_twin` compares the two
-/// halves with [`crate::math::sigmoid_f32`] over a sweep of float32 bit patterns.
+/// The first half of [`crate::math::sigmoid_f32`]: `1 + e^-x` with x clamped to ±80, by
+/// `src/math.rs`'s `exp_in_range` (−x lies in [−80, 80] or is NaN, where [`crate::math::exp_f32`]'s
+/// own clamp is the identity; calling it would add that clamp's two operations per lane). The test
+/// `sigmoid_halves_equal_the_twin` compares the two halves with [`crate::math::sigmoid_f32`] over a
+/// sweep of float32 bit patterns.
 #[inline(always)]
 pub(super) fn sigmoid_den(x: f32) -> f32 {
-    let x = -x.clamp(-SIGMOID_CLAMP, SIGMOID_CLAMP);
-    let fx = (x * LOG2E + 0.5).floor();
-    let r = x - fx * EXP_C1;
-    let r = r - fx * EXP_C2;
-    let z = r * r;
-    let mut y = EXP_P[0];
-    y = y * r + EXP_P[1];
-    y = y * r + EXP_P[2];
-    y = y * r + EXP_P[3];
-    y = y * r + EXP_P[4];
-    y = y * r + EXP_P[5];
-    y = y * z + (r + 1.0);
-    let n = if fx.is_nan() {
-        0
-    } else {
-        // SAFETY: fx is a whole number in [−116, 116] here (x is clamped), within i32's range.
-        unsafe { fx.to_int_unchecked::<i32>() }
-    };
-    1.0 + y * f32::from_bits(((n + 127) as u32) << 23)
+    1.0 + exp_in_range(-x.clamp(-SIGMOID_CLAMP, SIGMOID_CLAMP))
 }
 
 /// The second half of [`crate::math::sigmoid_f32`]: `recip_f32(sigmoid_den(x))`.
@@ -592,13 +541,5 @@ mod tests {
             worst.map(|w| w.1),
             worst.map(|w| w.2)
         );
-    }
-
-    /// The named constants are the shared ones.
-    #[test]
-    fn lane_constants_are_the_shared_bits() {
-        assert_eq!(SIGMOID_CLAMP.to_bits(), 0x42a0_0000);
-        assert_eq!(LOG2E.to_bits(), 0x3fb8_aa3b);
-        assert_eq!(EXP_P[5].to_bits(), 0x3f00_0000);
     }
 }
