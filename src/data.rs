@@ -423,13 +423,9 @@ impl Dataset {
 
     /// The first `n` samples (all of them when there are fewer).
     pub fn take(self, n: NonZeroUsize) -> Dataset {
-        let n = n.get().min(self.len());
-        if n == self.len() {
-            return self;
-        }
-        Dataset {
-            x: self.x.slice(ndarray::s![..n, ..]).to_owned(),
-            y: self.y.slice(ndarray::s![..n, ..]).to_owned(),
+        match n.get() < self.len() {
+            true => self.head(n.get()),
+            false => self,
         }
     }
 }

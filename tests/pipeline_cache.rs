@@ -87,12 +87,18 @@ fn cache_path(ctx: &GpuContext) -> Option<PathBuf> {
     }
 }
 
+/// The step's bits without a cache and a fresh directory for `what`, or `None` when there is no
+/// adapter (after [`gpu`] has said so, or failed under CI).
+fn reference(what: &str) -> Option<(Vec<u32>, PathBuf)> {
+    drop(gpu()?);
+    Some((step_bits(open(None)), temp_dir(what)))
+}
+
 #[test]
 fn a_cache_written_by_one_run_is_loaded_by_the_next_and_changes_no_bit() {
-    let Some(ctx) = gpu() else { return };
-    drop(ctx);
-    let want = step_bits(open(None));
-    let dir = temp_dir("roundtrip");
+    let Some((want, dir)) = reference("roundtrip") else {
+        return;
+    };
     let ctx = open(Some(&dir));
     let Some(path) = cache_path(&ctx) else { return };
     assert_eq!(path.parent(), Some(dir.as_path()));
@@ -120,10 +126,9 @@ fn a_cache_written_by_one_run_is_loaded_by_the_next_and_changes_no_bit() {
 
 #[test]
 fn a_damaged_or_foreign_cache_file_is_not_trusted_and_is_replaced() {
-    let Some(ctx) = gpu() else { return };
-    drop(ctx);
-    let want = step_bits(open(None));
-    let dir = temp_dir("damaged");
+    let Some((want, dir)) = reference("damaged") else {
+        return;
+    };
     let ctx = open(Some(&dir));
     let Some(path) = cache_path(&ctx) else { return };
     assert_same_bits("writing run", &step_bits(ctx), &want);
@@ -166,10 +171,9 @@ fn a_damaged_or_foreign_cache_file_is_not_trusted_and_is_replaced() {
 
 #[test]
 fn a_cache_directory_that_cannot_be_made_fails_nothing_and_touches_nothing() {
-    let Some(ctx) = gpu() else { return };
-    drop(ctx);
-    let want = step_bits(open(None));
-    let dir = temp_dir("blocked");
+    let Some((want, dir)) = reference("blocked") else {
+        return;
+    };
     // A regular file where the cache directory would be: the cache cannot be written.
     let blocker = dir.join("not-a-dir");
     std::fs::write(&blocker, b"a user's file").unwrap();
