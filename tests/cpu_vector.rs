@@ -1,10 +1,10 @@
-//! The CPU reuse method's lane path (rows of the last hidden layer with units as lanes, the
-//! output layer's parameters with samples as lanes, zero inputs skipped) equals the per-sample
+//! The CPU reuse method's lane path (rows of the last hidden layer with units as lanes, blocks of
+//! the output layer's rows with inputs as lanes, zero inputs skipped) equals the per-sample
 //! scalar reference bit for bit, over a grid of shapes × activations × losses × batch sizes
 //! (sizes that are no multiple of any vector width, one sample, more samples than reduction
 //! lanes, hidden rows wider than one block, no hidden layer), inputs with many exact zeros of both
-//! signs (a whole zero column, an all-zero sample) and relu units that are off (the output layer's
-//! cross-entropy items skip both), float32 and float64, and one to three threads. The reuse
+//! signs (a whole zero column, an all-zero sample), relu units that are off, soft and zero
+//! cross-entropy targets and a nudge that overflows a logit, float32 and float64, and one to three threads. The reuse
 //! method's unperturbed loss (computed over all samples as lanes, skipping all-zero input rows)
 //! equals the naive evaluator's, which skips nothing.
 
@@ -300,4 +300,73 @@ fn naive_deltas_do_not_depend_on_the_thread_count() {
     for threads in [2, 3, 5] {
         assert_bits_equal(&format!("naive threads {threads}"), &run(threads), &one);
     }
+}
+
+/// Cross-entropy against soft targets (fractions, exact zeros, a row of zeros): the output
+/// blocks skip a zero target's term only where it adds ±0, so every target pattern must give the
+/// reference's bits, with and without a hidden layer.
+#[test]
+fn output_blocks_equal_the_reference_for_soft_targets() {
+    let loss = Loss::CrossEntropy;
+    let shapes: [&[usize]; 2] = [&[6, 45, 5], &[40, 7]];
+    for widths in shapes {
+        let mut acts = vec![Activation::Tanh; widths.len() - 1];
+        *acts.last_mut().unwrap() = Activation::Identity;
+        for b in [1, 17, 64] {
+            let (model, data) = case(widths, &acts, loss, b);
+            let y = Array2::from_shape_fn(data.y.dim(), |(s, o)| {
+                if s == 0 {
+                    0.0
+                } else {
+                    ((s * 7 + o * 3) % 5) as f32 / 10.0
+                }
+            });
+            let data = Dataset::new(data.x.clone(), y).unwrap();
+            let what = format!("{widths:?} soft targets B={b}");
+            for threads in [1, 2] {
+                assert_lanes_equal_scalar::<f32>(
+                    &what,
+                    &(model.clone(), data.clone()),
+                    loss,
+                    threads,
+                );
+            }
+        }
+    }
+}
+
+/// A nudge that sends one logit to −inf while every kept value is finite: the reference's term of
+/// that logit is `0·inf = NaN` where its target is 0, so the output block must not skip zero
+/// targets in such a row.
+#[test]
+fn output_blocks_keep_zero_target_terms_when_a_nudged_logit_overflows() {
+    let loss = Loss::CrossEntropy;
+    let (model, _) = case(&[2, 3], &[Activation::Identity], loss, 3);
+    let mut params = model.params.clone();
+    // W[0][u] = 1 for every unit, so sample 0's logits are all about −3e38 (finite); a nudge of
+    // 0.5 moves logit u by −1.5e38, to −inf.
+    params[..3].fill(1.0);
+    let model = model.with_params(params).unwrap();
+    let x = Array2::from_shape_fn((3, 2), |(s, i)| match (s, i) {
+        (0, 0) => -3e38,
+        _ => ((s * 2 + i) % 5) as f32 * 0.25 - 0.5,
+    });
+    let y = Array2::from_shape_fn((3, 3), |(s, o)| f32::from(u8::from(o == (s + 1) % 3)));
+    let data = Dataset::new(x, y).unwrap();
+    let mut deltas = Vec::new();
+    for lanes in [true, false] {
+        let mut ev = CpuEvaluator::<f32>::with_options(&model, &data, Method::Reuse, loss).unwrap();
+        ev.set_lanes(lanes);
+        let mut d = vec![0.0f32; model.num_params()];
+        let base = ev.evaluate(&model.params, 0.5, &mut d).unwrap();
+        assert!(base.is_finite(), "the case makes the kept loss {base}");
+        deltas.push(d);
+    }
+    // W[0][0]: sample 0's target for unit 0 is 0 and its logit goes to −inf.
+    assert!(
+        deltas[1][0].is_nan(),
+        "the case does not make the reference's delta NaN: {:?}",
+        &deltas[1][..3]
+    );
+    assert_bits_equal("overflowing nudge", &deltas[0], &deltas[1]);
 }

@@ -8,8 +8,8 @@
 //!   of the activation, then the second half and the item: [`stage_pre`]), then each unit's
 //!   samples summed in [`reduce_sse`]'s order with whole rows of units per add
 //!   ([`reduce_columns`]).
-//! - An output-layer parameter: its items over samples as contiguous `[sample]` slices (in
-//!   `output.rs`, which also leaves out cross-entropy items whose input is exactly zero).
+//! - A block of the output layer's rows: each unit's items over the block's inputs as contiguous
+//!   lanes, sample by sample (in `output.rs`).
 //! - The unperturbed pass over all samples and cross-entropy's series terms (in `batch.rs`).
 //!
 //! Every lane performs the scalar reference's operations in the same order (IEEE `+ − ×` per lane,
@@ -36,7 +36,7 @@ pub(super) fn item_rows(b: usize) -> usize {
 /// Values in a hidden row block's item buffer: 64 KiB of float32 (L2-resident), so that a block
 /// spans several vectors of units even at B = 256 (one vector per sample leaves the per-sample
 /// loop overhead dominant).
-const BLOCK_VALUES: usize = 16_384;
+pub(super) const BLOCK_VALUES: usize = 16_384;
 
 /// Units per block of a hidden row: about [`BLOCK_VALUES`] items, in multiples of 16 lanes.
 pub(super) fn unit_block(units: usize, b: usize) -> usize {
@@ -44,10 +44,12 @@ pub(super) fn unit_block(units: usize, b: usize) -> usize {
     ub.min(units).max(1)
 }
 
-/// Fills the lane path's per-step copies: the last hidden layer's `z`, `a` and closed-form terms
-/// as `[sample][unit]` (`coef` is `ab` for MSE, the series `c1..c4` as `[sample][4][unit]` for
-/// cross-entropy), and whether all of those and the per-unit terms are finite (the condition for
-/// skipping zero inputs). The targets as `[output][sample]` (`yt`) are filled before the pass.
+/// Fills the lane path's per-step copies: the output layer's inputs as `[sample][input]` rows
+/// each followed by a 1 (`ht`, from `x` without a hidden layer) and, for cross-entropy, the kept
+/// pass's terms of the output blocks (`soft`); the last hidden layer's `z`, `a` and closed-form
+/// terms as `[sample][unit]` (`coef` is `ab` for MSE, the series `c1..c4` as `[sample][4][unit]`
+/// for cross-entropy), and whether all of those and the per-unit terms are finite (the condition
+/// for skipping zero inputs). The targets as `[output][sample]` (`yt`) are filled before the pass.
 pub(super) fn lane_prepare<R: Real>(
     layers: &[LayerSpan],
     b: usize,
@@ -55,6 +57,20 @@ pub(super) fn lane_prepare<R: Real>(
     cache: &mut Cache<R>,
 ) {
     let out = layers[layers.len() - 1];
+    let stride = out.inputs + 1;
+    // Both sources are `[input][sample]`.
+    let src = match layers.len() {
+        1 => &cache.xt[..],
+        n => &cache.a[layers[n - 2].unit_off * b..],
+    };
+    transpose(src, (out.inputs, b, b), &mut cache.ht, stride, |v| v);
+    for row in cache.ht.chunks_exact_mut(stride) {
+        row[out.inputs] = R::from_f32(1.0);
+    }
+    if loss == Loss::CrossEntropy {
+        let z = &cache.z[out.unit_off * b..][..out.outputs * b];
+        super::output::soft_prepare(z, out.outputs, b, &mut cache.soft);
+    }
     if cache.zt.is_empty() {
         return;
     }
@@ -341,7 +357,13 @@ impl<R: Real> Kernel for HiddenItems<'_, '_, R> {
 /// then the same binary tree, then `0 + sum`. The two agree at every node up to the sign of a
 /// zero (an IEEE sum depends on the operands' values alone unless it is exactly zero), and the
 /// final `0 +` makes a zero sum +0 as the reference's lanes, which are never −0, give.
-fn reduce_columns<R: Real>(rows: &mut [R], b: usize, n: usize, count: usize, out: &mut [R]) {
+pub(super) fn reduce_columns<R: Real>(
+    rows: &mut [R],
+    b: usize,
+    n: usize,
+    count: usize,
+    out: &mut [R],
+) {
     let width = b.next_power_of_two().min(REDUCE_LANES);
     if b > REDUCE_LANES {
         let (lanes, rest) = rows.split_at_mut(REDUCE_LANES * n);

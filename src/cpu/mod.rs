@@ -78,22 +78,15 @@ struct Bufs<R> {
     a: Vec<R>,
     b: Vec<R>,
     sse: Vec<R>,
-    /// Each sample's new value of the nudged output unit (the lane path).
-    lane: Vec<R>,
-    /// A hidden row block's items, `[sample][unit]`, rows up to the reduction width (lane path).
+    /// A hidden row block's or an output block's items, `[sample][lane]`, rows up to the
+    /// reduction width (lane path).
     rows: Vec<R>,
-    /// A block's nudges (lane path; its length is the block width).
+    /// A block's nudges (lane path; its length is the widest block).
     nudges: Vec<R>,
-    /// Per-sample scratch of the output layer's cross-entropy lanes (2·B).
+    /// Per-sample scratch of the unperturbed pass's cross-entropy lanes (2·B).
     cols: Vec<R>,
-    /// The samples of an output-layer row whose input is not zero, and their compact copies:
-    /// every output's `z` and target (`[output][k]`), kept loss, input and item (lane path).
-    idx: Vec<usize>,
-    gz: Vec<R>,
-    gy: Vec<R>,
-    gk: Vec<R>,
-    gx: Vec<R>,
-    gout: Vec<R>,
+    /// An output block's lane arrays: six as long as the widest block (lane path).
+    lanes: Vec<R>,
 }
 
 /// The unperturbed pass kept by the reuse method: `z` and `a` as `[unit][sample]`; for MSE with an
@@ -127,6 +120,11 @@ struct Cache<R> {
     finite_out: bool,
     /// Scratch of the lane path's output terms: `2(a − y)` as `[output][sample]`.
     err: Vec<R>,
+    /// The output layer's inputs as `[sample][input]`, each row followed by a 1 (the bias
+    /// row's input), for the output blocks of the lane path.
+    ht: Vec<R>,
+    /// Cross-entropy's kept-pass terms per sample for the output blocks (`output::soft_prepare`).
+    soft: Vec<R>,
 }
 
 impl<R> Default for Cache<R> {
@@ -148,6 +146,8 @@ impl<R> Default for Cache<R> {
             finite_w: Vec::new(),
             finite_out: false,
             err: Vec::new(),
+            ht: Vec::new(),
+            soft: Vec::new(),
         }
     }
 }
@@ -222,6 +222,11 @@ impl<R: Real> CpuEvaluator<R> {
                 Loss::CrossEntropy => 4,
             };
             let lane = units * data.len();
+            let out = ev.layers[ev.layers.len() - 1];
+            let soft = match loss {
+                Loss::Mse => 0,
+                Loss::CrossEntropy => output::SOFT_FIELDS * out.outputs + 1,
+            };
             ev.cache = Cache {
                 z: vec![R::ZERO; cells],
                 a: vec![R::ZERO; cells],
@@ -239,8 +244,10 @@ impl<R: Real> CpuEvaluator<R> {
                 finite_w: Vec::with_capacity(ev.layers.len()),
                 finite_out: false,
                 err: vec![R::ZERO; ev.y.len()],
+                ht: vec![R::ZERO; (out.inputs + 1) * data.len()],
+                soft: vec![R::ZERO; soft * data.len()],
             };
-            ev.tasks = reuse_tasks(&ev.layers, units > 0);
+            ev.tasks = reuse_tasks(&ev.layers, units > 0, data.len());
         }
         ev.set_threads(threads);
         Ok(ev)
@@ -252,13 +259,15 @@ impl<R: Real> CpuEvaluator<R> {
         self.pool = None;
         let width = self.layers.iter().map(|l| l.outputs).max().unwrap_or(0);
         let b = self.samples;
-        let outputs = self.layers.last().map_or(0, |l| l.outputs);
         // The lane path's block width over the last hidden layer's units (0 without one).
         let ub = if self.cache.zt.is_empty() {
             0
         } else {
             lanes::unit_block(self.layers[self.layers.len() - 2].outputs, b)
         };
+        // The widest output block (fewer than twice the block rows: `output::output_blocks`).
+        let ob = 2 * output::output_block_rows(b);
+        let ub = ub.max(ob);
         self.scratch = vec![
             Scratch {
                 params: Vec::new(),
@@ -266,16 +275,10 @@ impl<R: Real> CpuEvaluator<R> {
                     a: vec![R::ZERO; width],
                     b: vec![R::ZERO; width],
                     sse: vec![R::ZERO; b],
-                    lane: vec![R::ZERO; b],
                     rows: vec![R::ZERO; lanes::item_rows(b) * ub],
                     nudges: vec![R::ZERO; ub],
                     cols: vec![R::ZERO; 2 * b],
-                    idx: Vec::with_capacity(b),
-                    gz: vec![R::ZERO; outputs * b],
-                    gy: vec![R::ZERO; outputs * b],
-                    gk: vec![R::ZERO; b],
-                    gx: vec![R::ZERO; b],
-                    gout: vec![R::ZERO; b],
+                    lanes: vec![R::ZERO; 6 * ob],
                 },
             };
             self.threads

@@ -1,181 +1,162 @@
-//! The lane path of the output layer's parameters: each parameter's items over samples as
-//! contiguous lanes (bit for bit [`ReusePlan::delta`]), and exact sparsity for cross-entropy.
+//! The lane path of the output layer's parameters: a block of rows (inputs `j0..j1` of the
+//! output layer, the bias row as input `inputs` with x = 1), each unit u's items over the block's
+//! inputs as contiguous lanes, sample by sample (`[sample][input]` rows, reduced over samples by
+//! [`reduce_columns`]), bit for bit [`ReusePlan::delta`].
 //!
-//! Exact sparsity: a nudge of `W[j][u]` moves logit u of sample s by `h_j·d`. Where `h_j` is
-//! exactly 0 (a relu unit that is off, or a zero input) and every value the item reads is finite
-//! (the output layer's `z` and `a`, the targets, the kept losses: `Cache::finite_out`; and d), the
-//! new logit `z + ±0` equals z up to the sign of a zero, every step of the cross-entropy gives the
-//! same value for either zero (`exp(±0) = 1`, `±0 + ls = ls` for `ls ≥ +0`), so the sample's change
-//! `xent − kept` is exactly +0, as the reference computes it. Those samples are left out of the
-//! item lanes (the other samples gathered into compact rows once per row of weights) and their
-//! items written as +0. Squared-error items cost a few operations each, less than the gather: they
-//! are all computed.
+//! A nudge of `W[j][u]` moves only logit u: `z'_u = z_u + h_j·d` (`z_u + d` for the bias, which
+//! `1·d = d` makes the same lane operation). For one (u, sample) the other logits, the targets and
+//! the kept loss are scalars shared by every lane, so what the scalar reference computes per item
+//! in O(outputs) collapses to a few lane operations:
+//!
+//! - squared error: `dsse_term(act(z'_u), a_u, y_u)`;
+//! - cross-entropy, by the steps of [`super::forward::xent`] over the logits in order:
+//!   - the running maximum over logits `0..u` and the one over `u + 1..` are per-step scalars
+//!     (`Cache::soft`), and the lane's maximum is `step(step(max_<u, z'_u), max_>u)`: for non-NaN
+//!     logits a run of steps from m keeps m unless the run's own maximum (its first occurrence,
+//!     which is what the steps from the run's first value give) is greater, so the two agree;
+//!   - the sum of exponentials: where every lane's maximum equals the kept pass's maximum m, each
+//!     `exp(z_o − m)` of another logit is the kept pass's (the operands differ at most by the sign
+//!     of a zero difference, and `exp(±0) = 1`), so the sum is the kept prefix over `0..u`, plus
+//!     the lane's `exp(z'_u − m)`, plus the kept terms after u, in order. Otherwise (u is the
+//!     maximum, or the nudge makes it so in some lane) every term is computed again;
+//!   - the soft terms `p·((m − z) + ls)`: a target of exactly 0 adds ±0, which leaves the sum
+//!     unchanged (it starts at +0 and cannot become −0), when the bracket is finite; so those
+//!     terms are skipped when every lane's `z'_u` is finite (the maximum is then finite and the
+//!     sum lies in [1, outputs]). The item is the loss minus the kept loss.
+//!
+//! Cross-entropy with a non-finite kept pass (`Cache::finite_out` false) leaves the block to the
+//! scalar reference: the maximum's composition above needs non-NaN logits.
 
-use super::lanes::{dispatch, xent_lanes, Kernel};
-use super::reduce::reduce_sse;
+use super::lanes::{dispatch, item_rows, reduce_columns, Kernel};
 use super::reuse::{dsse_term, ReusePlan};
 use super::*;
 use crate::model::Activation;
+use crate::xent::{xent_max_step, xent_soft_term};
+
+/// Output-layer rows per work unit: at most 32, fewer at large batches so that a unit's items
+/// (`[sample][row]`) stay near [`super::lanes::BLOCK_VALUES`]; at least 8 (one AVX2 vector).
+pub(super) fn output_block_rows(b: usize) -> usize {
+    (super::lanes::BLOCK_VALUES / item_rows(b)).clamp(8, 32) / 8 * 8
+}
+
+/// The rows `0..rows` in blocks of `group`, the last block taking the remainder (so every block
+/// but the last is whole vectors, and none holds fewer than `group` rows unless all do).
+pub(super) fn output_blocks(rows: usize, group: usize) -> impl Iterator<Item = (usize, usize)> {
+    let n = (rows / group).max(1);
+    (0..n).map(move |c| (c * group, if c + 1 == n { rows } else { (c + 1) * group }))
+}
+
+/// Fields of [`Cache::soft`], each `[output][sample]`: for sample s and logit o, the kept pass's
+/// `exp(z_o − m)`, the sum of those before o (from +0, in order), the running maximum of logits
+/// `0..o` (o ≥ 1) and the one of `o + 1..` (o + 1 < outputs); then the maximum m per sample.
+pub(super) const SOFT_EXP: usize = 0;
+pub(super) const SOFT_PRE: usize = 1;
+pub(super) const SOFT_MAX_BEFORE: usize = 2;
+pub(super) const SOFT_MAX_AFTER: usize = 3;
+/// Fields of [`Cache::soft`] with one row per output (the maximum follows them, one row).
+pub(super) const SOFT_FIELDS: usize = 4;
+
+/// Fills [`Cache::soft`] from the output layer's logits `z` (`[output][sample]`), samples as lanes,
+/// by the steps of [`super::forward::xent`].
+pub(super) fn soft_prepare<R: Real>(z: &[R], k: usize, b: usize, soft: &mut [R]) {
+    let row = |o: usize| &z[o * b..][..b];
+    let (fields, m) = soft.split_at_mut(SOFT_FIELDS * k * b);
+    let m = &mut m[..b];
+    m.copy_from_slice(row(0));
+    for o in 1..k {
+        let before = &mut fields[(SOFT_MAX_BEFORE * k + o) * b..][..b];
+        before.copy_from_slice(m);
+        for (m, &z) in m.iter_mut().zip(row(o)) {
+            *m = xent_max_step(*m, z);
+        }
+    }
+    let mut acc = vec![R::ZERO; b];
+    for o in 0..k {
+        fields[(SOFT_PRE * k + o) * b..][..b].copy_from_slice(&acc);
+        let e = &mut fields[(SOFT_EXP * k + o) * b..][..b];
+        for (((e, acc), &z), &m) in e.iter_mut().zip(&mut acc).zip(row(o)).zip(&*m) {
+            *e = (z - m).exp_real();
+            *acc = *acc + *e;
+        }
+    }
+    for o in 0..k.saturating_sub(1) {
+        let after = &mut fields[(SOFT_MAX_AFTER * k + o) * b..][..b];
+        after.copy_from_slice(row(o + 1));
+        for t in o + 2..k {
+            for (a, &z) in after.iter_mut().zip(row(t)) {
+                *a = xent_max_step(*a, z);
+            }
+        }
+    }
+}
 
 impl<R: Real> ReusePlan<'_, R> {
-    /// The input of output-layer parameter rows over samples: `x` for a one-layer network, else
-    /// the last hidden layer's outputs.
-    fn output_input(&self, i: usize) -> &[R] {
-        let (last, b) = (self.layers.len() - 1, self.samples);
-        if last == 0 {
-            &self.cache.xt[i * b..(i + 1) * b]
-        } else {
-            let c = (self.layers[last - 1].unit_off + i) * b;
-            &self.cache.a[c..c + b]
-        }
-    }
-
-    /// The deltas of output-layer parameters `first..first + out.len()`, all of one row (one
-    /// input's weights, or the biases).
-    pub(super) fn output_row(&self, first: usize, out: &mut [R], bufs: &mut Bufs<R>) {
-        let input = self.nudge(first).input;
-        let b = self.samples;
-        let sparse = self.loss == Loss::CrossEntropy && self.cache.finite_out;
-        if let Some(i) = input.filter(|_| sparse) {
-            let x = self.output_input(i);
-            bufs.idx.clear();
-            bufs.idx.extend((0..b).filter(|&s| x[s] != R::ZERO));
-            if bufs.idx.len() < b {
-                self.gather(x, bufs);
-                for (j, o) in out.iter_mut().enumerate() {
-                    debug_assert_eq!(self.nudge(first + j).input, input, "one row per task");
-                    *o = self.output_delta_sparse(first + j, bufs);
-                }
-                return;
+    /// The deltas of output-layer parameters `first..first + out.len()`: the rows covering them
+    /// are computed whole, the parameters outside the range dropped (a range cut by a share).
+    pub(super) fn output_block(&self, first: usize, out: &mut [R], bufs: &mut Bufs<R>) {
+        let layer = self.layers[self.layers.len() - 1];
+        let (k, b) = (layer.outputs, self.samples);
+        if self.loss == Loss::CrossEntropy && !self.cache.finite_out {
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = self.delta(first + j, bufs);
             }
-        }
-        for (j, o) in out.iter_mut().enumerate() {
-            *o = self.output_delta(first + j, bufs);
-        }
-    }
-
-    /// Copies the samples listed in `bufs.idx` into compact rows: every output's `z` and target,
-    /// the kept losses and the row's input `x`.
-    fn gather(&self, x: &[R], bufs: &mut Bufs<R>) {
-        let (b, m) = (self.samples, bufs.idx.len());
-        if m == 0 {
             return;
         }
-        let layer = self.layers[self.layers.len() - 1];
-        let z = &self.cache.z[layer.unit_off * b..][..layer.outputs * b];
-        let cols = z.chunks_exact(b).zip(self.cache.yt.chunks_exact(b));
-        let rows = bufs.gz.chunks_exact_mut(m).zip(bufs.gy.chunks_exact_mut(m));
-        for ((z, y), (gz, gy)) in cols.zip(rows).take(layer.outputs) {
-            for ((gz, gy), &s) in gz.iter_mut().zip(gy.iter_mut()).zip(&bufs.idx) {
-                *gz = z[s];
-                *gy = y[s];
-            }
-        }
-        for ((gk, gx), &s) in bufs.gk.iter_mut().zip(bufs.gx.iter_mut()).zip(&bufs.idx) {
-            *gk = self.cache.losses[s];
-            *gx = x[s];
-        }
-    }
-
-    /// [`ReusePlan::output_delta`] from the compact rows of [`ReusePlan::gather`]; the samples
-    /// left out get +0 (module docs). A non-finite nudge takes every sample.
-    fn output_delta_sparse(&self, k: usize, bufs: &mut Bufs<R>) -> R {
-        let n = self.nudge(k);
-        if !n.d.is_finite() {
-            return self.output_delta(k, bufs);
-        }
-        let (b, m) = (self.samples, bufs.idx.len());
-        let layer = self.layers[self.layers.len() - 1];
+        let j0 = (first - layer.w_off) / k;
+        let j1 = (first + out.len() - layer.w_off).div_ceil(k);
+        let nj = j1 - j0;
+        let count = self.loss.mean_count(b, k);
         let Bufs {
-            sse,
-            lane,
-            cols,
-            gz,
-            gy,
-            gk,
-            gx,
-            gout,
-            idx,
+            rows,
+            nudges,
+            lanes,
             ..
         } = bufs;
-        dispatch(OutputItems {
-            layer,
-            loss: self.loss,
-            nudge: (n.u, n.d),
-            x: Some(&gx[..m]),
-            src: Cols {
-                z: &gz[..layer.outputs * m],
-                a: &[],
-                yt: &gy[..layer.outputs * m],
-                kept: &gk[..m],
-            },
-            bufs: (&mut lane[..m], &mut cols[..2 * m], &mut gout[..m]),
-        });
-        let sse = &mut sse[..b];
-        sse.fill(R::ZERO);
-        for (&v, &s) in gout.iter().zip(idx.iter()) {
-            sse[s] = v;
+        let rows = &mut rows[..item_rows(b) * nj];
+        rows[b * nj..].fill(R::ZERO);
+        let d = &mut nudges[..nj];
+        let (lanes, sums) = lanes[..6 * nj].split_at_mut(5 * nj);
+        for u in 0..k {
+            let at = |j: usize| layer.w_off + j * k + u;
+            for (d, j) in d.iter_mut().zip(j0..j1) {
+                let w = self.params[at(j)];
+                *d = R::from_f32(w + self.eps) - R::from_f32(w);
+            }
+            dispatch(OutputItems {
+                plan: self,
+                layer,
+                u,
+                j0,
+                d,
+                rows: &mut rows[..],
+                lanes: &mut lanes[..],
+            });
+            reduce_columns(rows, b, nj, count, sums);
+            for (j, &v) in (j0..j1).zip(sums.iter()) {
+                if let Some(o) = at(j).checked_sub(first).and_then(|i| out.get_mut(i)) {
+                    *o = v;
+                }
+            }
         }
-        R::mean(reduce_sse(sse), self.loss.mean_count(b, layer.outputs))
-    }
-
-    /// [`ReusePlan::delta`] of an output-layer parameter, its items over samples as lanes.
-    pub(super) fn output_delta(&self, k: usize, bufs: &mut Bufs<R>) -> R {
-        let last = self.layers.len() - 1;
-        let n = self.nudge(k);
-        let b = self.samples;
-        let layer = self.layers[last];
-        let x = n.input.map(|i| self.output_input(i));
-        let Bufs {
-            sse, lane, cols, ..
-        } = bufs;
-        let at = layer.unit_off * b;
-        dispatch(OutputItems {
-            layer,
-            loss: self.loss,
-            nudge: (n.u, n.d),
-            x,
-            src: Cols {
-                z: &self.cache.z[at..][..layer.outputs * b],
-                a: &self.cache.a[at..][..layer.outputs * b],
-                yt: &self.cache.yt,
-                kept: &self.cache.losses,
-            },
-            bufs: (&mut lane[..b], &mut cols[..2 * b], &mut sse[..b]),
-        });
-        R::mean(
-            reduce_sse(&sse[..b]),
-            self.loss.mean_count(b, layer.outputs),
-        )
     }
 }
 
-/// The unperturbed pass's values an output item reads, as `[output][sample]` rows of the item
-/// count's length (all samples, or the compact rows of [`ReusePlan::gather`]).
-struct Cols<'a, R> {
-    z: &'a [R],
-    /// The outputs (squared error only; empty for cross-entropy's compact rows).
-    a: &'a [R],
-    yt: &'a [R],
-    /// Each sample's kept loss (cross-entropy).
-    kept: &'a [R],
-}
-
-/// An output-layer parameter's items over samples ([`ReusePlan::output_delta`]): the nudged
-/// unit's new value for every sample into `new`, then each sample's change of its loss into `out`.
-struct OutputItems<'a, R> {
+/// Output unit u's items over a block of rows for every sample ([`ReusePlan::output_block`]).
+struct OutputItems<'a, 'p, R> {
+    plan: &'a ReusePlan<'p, R>,
     layer: LayerSpan,
-    loss: Loss,
-    /// The output unit and the nudge `d`.
-    nudge: (usize, R),
-    /// Its input over samples; `None` for a bias.
-    x: Option<&'a [R]>,
-    src: Cols<'a, R>,
-    /// `new`, scratch for [`xent_lanes`] (twice as long), `out`: one value per item.
-    bufs: (&'a mut [R], &'a mut [R], &'a mut [R]),
+    u: usize,
+    /// The block's first row.
+    j0: usize,
+    /// The block's nudges of `W[j][u]`.
+    d: &'a [R],
+    /// `[sample][row]`, one value per item.
+    rows: &'a mut [R],
+    /// Scratch: five lane arrays as long as the block.
+    lanes: &'a mut [R],
 }
 
-impl<R: Real> Kernel for OutputItems<'_, R> {
+impl<R: Real> Kernel for OutputItems<'_, '_, R> {
     #[inline(always)]
     fn run(self) {
         // The activation fixed per loop: a `match` per lane would keep the loop scalar.
@@ -188,41 +169,142 @@ impl<R: Real> Kernel for OutputItems<'_, R> {
     }
 }
 
-impl<R: Real> OutputItems<'_, R> {
+/// The per-(unit, sample) scalars of a cross-entropy row: the output layer's logits
+/// (`[output][sample]`), the kept pass's terms ([`Cache::soft`]) and targets, and sample s.
+struct SoftRow<'a, R> {
+    z: &'a [R],
+    soft: &'a [R],
+    yt: &'a [R],
+    k: usize,
+    b: usize,
+    s: usize,
+    kept: R,
+}
+
+impl<R: Real> SoftRow<'_, R> {
+    fn z(&self, o: usize) -> R {
+        self.z[o * self.b + self.s]
+    }
+    fn p(&self, o: usize) -> R {
+        self.yt[o * self.b + self.s]
+    }
+    fn soft(&self, field: usize, o: usize) -> R {
+        self.soft[(field * self.k + o) * self.b + self.s]
+    }
+    /// The kept pass's maximum logit.
+    fn max(&self) -> R {
+        self.soft[SOFT_FIELDS * self.k * self.b + self.s]
+    }
+}
+
+impl<R: Real> OutputItems<'_, '_, R> {
     #[inline(always)]
     fn items(self, act: impl Fn(R) -> R) {
-        let (layer, (u, d), src) = (self.layer, self.nudge, self.src);
-        let (new, cols, out) = self.bufs;
-        let b = out.len();
-        let row = |o: usize| &src.z[o * b..][..b];
-        match self.x {
-            Some(x) => {
-                for ((o, &z), &x) in new.iter_mut().zip(row(u)).zip(x) {
-                    *o = act(z + x * d);
-                }
+        let (plan, layer, u) = (self.plan, self.layer, self.u);
+        let (k, b, nj) = (layer.outputs, plan.samples, self.d.len());
+        let cache = plan.cache;
+        let stride = layer.inputs + 1;
+        let zrow = &cache.z[layer.unit_off * b..][..k * b];
+        let (new, scratch) = self.lanes.split_at_mut(nj);
+        for (s, row) in self.rows.chunks_exact_mut(nj).take(b).enumerate() {
+            let h = &cache.ht[s * stride + self.j0..][..nj];
+            let zu = zrow[u * b + s];
+            for ((n, &h), &d) in new.iter_mut().zip(h).zip(self.d) {
+                *n = act(zu + h * d);
             }
-            None => {
-                for (o, &z) in new.iter_mut().zip(row(u)) {
-                    *o = act(z + d);
+            match plan.loss {
+                Loss::Mse => {
+                    let c = (layer.unit_off + u) * b + s;
+                    let (old, y) = (cache.a[c], cache.yt[u * b + s]);
+                    for (r, &n) in row.iter_mut().zip(&*new) {
+                        *r = dsse_term(n, old, y);
+                    }
+                }
+                Loss::CrossEntropy => {
+                    let sr = SoftRow {
+                        z: zrow,
+                        soft: &cache.soft,
+                        yt: &cache.yt,
+                        k,
+                        b,
+                        s,
+                        kept: cache.losses[s],
+                    };
+                    xent_row(u, &sr, new, scratch, row);
                 }
             }
         }
-        let new = &*new;
-        match self.loss {
-            Loss::Mse => {
-                let a = &src.a[u * b..][..b];
-                let y = &src.yt[u * b..][..b];
-                for (((o, &new), &old), &y) in out.iter_mut().zip(new).zip(a).zip(y) {
-                    *o = dsse_term(new, old, y);
-                }
+    }
+}
+
+/// One (unit u, sample) row of cross-entropy items (module docs): `new` holds each lane's
+/// nudged logit u, `scratch` four lane arrays, `row` receives `xent − kept` per lane.
+#[inline(always)]
+fn xent_row<R: Real>(u: usize, sr: &SoftRow<R>, new: &[R], scratch: &mut [R], row: &mut [R]) {
+    let (nj, k, m) = (new.len(), sr.k, sr.max());
+    let (mx, rest) = scratch.split_at_mut(nj);
+    let (t, rest) = rest.split_at_mut(nj);
+    let (sum, ls) = rest.split_at_mut(nj);
+    let ls = &mut ls[..nj];
+    let before = (u > 0).then(|| sr.soft(SOFT_MAX_BEFORE, u));
+    let after = (u + 1 < k).then(|| sr.soft(SOFT_MAX_AFTER, u));
+    let (mut same, mut finite) = (true, true);
+    for ((mx, t), &n) in mx.iter_mut().zip(t.iter_mut()).zip(new) {
+        let m1 = before.map_or(n, |m| xent_max_step(m, n));
+        let m2 = after.map_or(m1, |m| xent_max_step(m1, m));
+        *mx = m2;
+        *t = (n - m2).exp_real();
+        same &= m2 == m;
+        finite &= n.is_finite();
+    }
+    if same {
+        let pre = sr.soft(SOFT_PRE, u);
+        for (s, &t) in sum.iter_mut().zip(&*t) {
+            *s = pre + t;
+        }
+        for o in u + 1..k {
+            let e = sr.soft(SOFT_EXP, o);
+            for s in sum.iter_mut() {
+                *s = *s + e;
             }
-            Loss::CrossEntropy => {
-                let logit = |o: usize| if o == u { new } else { row(o) };
-                xent_lanes(layer.outputs, logit, src.yt, cols, out);
-                for (o, &kept) in out.iter_mut().zip(src.kept) {
-                    *o = *o - kept;
+        }
+    } else {
+        sum.fill(R::ZERO);
+        for o in 0..k {
+            if o == u {
+                for (s, &t) in sum.iter_mut().zip(&*t) {
+                    *s = *s + t;
+                }
+            } else {
+                let z = sr.z(o);
+                for (s, &m) in sum.iter_mut().zip(&*mx) {
+                    *s = *s + (z - m).exp_real();
                 }
             }
         }
+    }
+    for (l, &s) in ls.iter_mut().zip(&*sum) {
+        *l = s.ln_real();
+    }
+    row.fill(R::ZERO);
+    for o in 0..k {
+        let p = sr.p(o);
+        if finite && p == R::ZERO {
+            continue;
+        }
+        let lanes = row.iter_mut().zip(&*mx).zip(&*ls);
+        if o == u {
+            for (((r, &m), &l), &n) in lanes.zip(new) {
+                *r = *r + xent_soft_term(m, l, n, p);
+            }
+        } else {
+            let z = sr.z(o);
+            for ((r, &m), &l) in lanes {
+                *r = *r + xent_soft_term(m, l, z, p);
+            }
+        }
+    }
+    for r in row.iter_mut() {
+        *r = *r - sr.kept;
     }
 }

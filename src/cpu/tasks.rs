@@ -15,7 +15,7 @@ const EACH_GROUP: usize = 64;
 pub(super) enum Kind {
     /// One row of the last hidden layer before a closed-form output layer (all its units).
     Row,
-    /// Output-layer parameters of one row (an input's weights, or the biases).
+    /// Output-layer parameters of whole rows (inputs' weights, the biases last): a block.
     Output,
     /// Any other parameters.
     Each,
@@ -29,33 +29,34 @@ pub(super) struct Task {
     pub(super) kind: Kind,
 }
 
-/// The work units covering every parameter in order. `closed` says whether the output layer has
-/// the closed form (then the last hidden layer goes by rows).
-pub(super) fn reuse_tasks(layers: &[LayerSpan], closed: bool) -> Vec<Task> {
+/// The work units covering every parameter in order, for `b` samples. `closed` says whether the
+/// output layer has the closed form (then the last hidden layer goes by rows).
+pub(super) fn reuse_tasks(layers: &[LayerSpan], closed: bool, b: usize) -> Vec<Task> {
     let last = layers.len() - 1;
     let mut tasks = Vec::new();
-    let mut push = |first: usize, total: usize, group: usize, kind: Kind| {
-        for start in (0..total).step_by(group.max(1)) {
-            let len = group.min(total - start);
-            tasks.push(Task {
-                first: first + start,
-                len,
-                kind,
-            });
-        }
-    };
     for (l, layer) in layers.iter().enumerate() {
         let total = (layer.inputs + 1) * layer.outputs;
-        if l == last {
-            // Rows (one input's weights to every output, then the biases), which share the
-            // samples the lane path leaves out.
-            push(layer.w_off, total, layer.outputs, Kind::Output);
-        } else if l + 1 == last && closed {
-            // Rows of weights (input i to every unit), then the biases: each `outputs` long.
-            push(layer.w_off, total, layer.outputs, Kind::Row);
+        let (kind, bounds): (Kind, Vec<(usize, usize)>) = if l == last {
+            // Blocks of rows (inputs' weights to every output, the biases as the last row).
+            let group = super::output::output_block_rows(b);
+            let blocks = super::output::output_blocks(layer.inputs + 1, group);
+            let rows = blocks.map(|(r0, r1)| (r0 * layer.outputs, r1 * layer.outputs));
+            (Kind::Output, rows.collect())
         } else {
-            push(layer.w_off, total, EACH_GROUP, Kind::Each);
-        }
+            // Rows of weights (input i to every unit), then the biases: each `outputs` long.
+            let (kind, group) = if l + 1 == last && closed {
+                (Kind::Row, layer.outputs)
+            } else {
+                (Kind::Each, EACH_GROUP)
+            };
+            let starts = (0..total).step_by(group.max(1));
+            (kind, starts.map(|p| (p, (p + group).min(total))).collect())
+        };
+        tasks.extend(bounds.into_iter().map(|(p0, p1)| Task {
+            first: layer.w_off + p0,
+            len: p1 - p0,
+            kind,
+        }));
     }
     tasks
 }
@@ -143,7 +144,7 @@ impl<R: Real> ReusePlan<'_, R> {
     pub(super) fn task(&self, task: &Task, out: &mut [R], bufs: &mut Bufs<R>) {
         match task.kind {
             Kind::Row if self.rows_apply() => self.hidden_row(task.first, out, bufs),
-            Kind::Output if self.lanes => self.output_row(task.first, out, bufs),
+            Kind::Output if self.lanes => self.output_block(task.first, out, bufs),
             _ => {
                 for (j, o) in out.iter_mut().enumerate() {
                     *o = self.delta(task.first + j, bufs);
