@@ -232,9 +232,9 @@ pub fn relu_f32(x: f32) -> f32 {
 #[inline]
 pub fn ln_f32(x: f32) -> f32 {
     let u = x.to_bits();
-    if (u & 0x7fff_ffff) > F32_INF_BITS || u == F32_INF_BITS {
-        return x;
-    }
+    // Chosen at the end rather than returned early: the same values, and a loop of calls
+    // vectorises (an early return keeps it scalar).
+    let passes = (u & 0x7fff_ffff) > F32_INF_BITS || u == F32_INF_BITS;
     let u = if !(F32_MIN_NORMAL_BITS..=0x7fff_ffff).contains(&u) {
         F32_MIN_NORMAL_BITS
     } else {
@@ -266,7 +266,12 @@ pub fn ln_f32(x: f32) -> f32 {
     y += kf * EXP_C2;
     y -= 0.5 * z;
     let r = f + y;
-    r + kf * EXP_C1
+    let r = r + kf * EXP_C1;
+    if passes {
+        x
+    } else {
+        r
+    }
 }
 
 #[cfg(test)]

@@ -24,8 +24,9 @@
 //!     terms are skipped when every lane's `z'_u` is finite (the maximum is then finite and the
 //!     sum lies in [1, outputs]). The item is the loss minus the kept loss.
 //!
-//! Cross-entropy with a non-finite kept pass (`Cache::finite_out` false) leaves the block to the
-//! scalar reference: the maximum's composition above needs non-NaN logits.
+//! Cross-entropy with a non-finite kept pass (`Cache::finite_out` false) or a non-finite nudge in
+//! the block leaves the block to the scalar reference: the maximum's composition above needs
+//! non-NaN logits (finite z, h and d give `z + h·d` finite or ±inf, never NaN).
 
 use super::lanes::{dispatch, item_rows, reduce_columns, Kernel};
 use super::reuse::{dsse_term, ReusePlan};
@@ -36,7 +37,7 @@ use crate::xent::{xent_max_step, xent_soft_term};
 /// Output-layer rows per work unit: at most 32, fewer at large batches so that a unit's items
 /// (`[sample][row]`) stay near [`super::lanes::BLOCK_VALUES`]; at least 8 (one AVX2 vector).
 pub(super) fn output_block_rows(b: usize) -> usize {
-    (super::lanes::BLOCK_VALUES / item_rows(b)).clamp(8, 32) / 8 * 8
+    (super::lanes::BLOCK_VALUES / item_rows(b)).clamp(8, 64) / 8 * 8
 }
 
 /// The rows `0..rows` in blocks of `group`, the last block taking the remainder (so every block
@@ -96,14 +97,21 @@ impl<R: Real> ReusePlan<'_, R> {
     pub(super) fn output_block(&self, first: usize, out: &mut [R], bufs: &mut Bufs<R>) {
         let layer = self.layers[self.layers.len() - 1];
         let (k, b) = (layer.outputs, self.samples);
-        if self.loss == Loss::CrossEntropy && !self.cache.finite_out {
+        let j0 = (first - layer.w_off) / k;
+        let j1 = (first + out.len() - layer.w_off).div_ceil(k);
+        // Cross-entropy's lanes need finite kept values and nudges (module docs): then no lane's
+        // logit `z + h·d` is NaN.
+        let nudged = &self.params[layer.w_off + j0 * k..layer.w_off + j1 * k];
+        let finite = self.cache.finite_out
+            && nudged
+                .iter()
+                .all(|&w| w.is_finite() && (w + self.eps).is_finite());
+        if self.loss == Loss::CrossEntropy && !finite {
             for (j, o) in out.iter_mut().enumerate() {
                 *o = self.delta(first + j, bufs);
             }
             return;
         }
-        let j0 = (first - layer.w_off) / k;
-        let j1 = (first + out.len() - layer.w_off).div_ceil(k);
         let nj = j1 - j0;
         let count = self.loss.mean_count(b, k);
         let Bufs {
@@ -246,17 +254,26 @@ fn xent_row<R: Real>(u: usize, sr: &SoftRow<R>, new: &[R], scratch: &mut [R], ro
     let (t, rest) = rest.split_at_mut(nj);
     let (sum, ls) = rest.split_at_mut(nj);
     let ls = &mut ls[..nj];
-    let before = (u > 0).then(|| sr.soft(SOFT_MAX_BEFORE, u));
-    let after = (u + 1 < k).then(|| sr.soft(SOFT_MAX_AFTER, u));
-    let (mut same, mut finite) = (true, true);
+    // The kept pass's running maxima before and after u; −inf where there is none, which a
+    // step leaves out exactly (no lane's logit is NaN: `output_block`'s preconditions).
+    let none = R::from_f32(f32::NEG_INFINITY);
+    let before = if u > 0 {
+        sr.soft(SOFT_MAX_BEFORE, u)
+    } else {
+        none
+    };
+    let after = if u + 1 < k {
+        sr.soft(SOFT_MAX_AFTER, u)
+    } else {
+        none
+    };
     for ((mx, t), &n) in mx.iter_mut().zip(t.iter_mut()).zip(new) {
-        let m1 = before.map_or(n, |m| xent_max_step(m, n));
-        let m2 = after.map_or(m1, |m| xent_max_step(m1, m));
+        let m2 = xent_max_step(xent_max_step(before, n), after);
         *mx = m2;
         *t = (n - m2).exp_real();
-        same &= m2 == m;
-        finite &= n.is_finite();
     }
+    let same = mx.iter().fold(true, |all, &v| all & (v == m));
+    let finite = new.iter().fold(true, |all, &n| all & n.is_finite());
     if same {
         let pre = sr.soft(SOFT_PRE, u);
         for (s, &t) in sum.iter_mut().zip(&*t) {
