@@ -370,3 +370,35 @@ fn output_blocks_keep_zero_target_terms_when_a_nudged_logit_overflows() {
     );
     assert_bits_equal("overflowing nudge", &deltas[0], &deltas[1]);
 }
+
+/// Finite logits whose difference overflows: a kept logit of −3e38 and a nudged one of 1e38 give
+/// `m − z = inf` in the zero target's term, `0·inf = NaN` on the reference, so the output block
+/// must not skip that term although every logit is finite.
+#[test]
+fn output_blocks_keep_zero_target_terms_when_a_logit_difference_overflows() {
+    let loss = Loss::CrossEntropy;
+    let (model, _) = case(&[2, 3], &[Activation::Identity], loss, 1);
+    // Logits [0, 0, −3e38] for x = [1, 0]: W[0] = (0, 0, −3e38), W[1] and the biases 0.
+    let mut params = vec![0.0f32; model.num_params()];
+    params[2] = -3e38;
+    let model = model.with_params(params).unwrap();
+    let x = Array2::from_shape_vec((1, 2), vec![1.0, 0.0]).unwrap();
+    let y = Array2::from_shape_vec((1, 3), vec![1.0, 0.0, 0.0]).unwrap();
+    let data = Dataset::new(x, y).unwrap();
+    let mut deltas = Vec::new();
+    for lanes in [true, false] {
+        let mut ev = CpuEvaluator::<f32>::with_options(&model, &data, Method::Reuse, loss).unwrap();
+        ev.set_lanes(lanes);
+        let mut d = vec![0.0f32; model.num_params()];
+        // A nudge of 1e38 moves logit 0 to 1e38: the maximum, 4e38 above logit 2.
+        let base = ev.evaluate(&model.params, 1e38, &mut d).unwrap();
+        assert!(base.is_finite(), "the case makes the kept loss {base}");
+        deltas.push(d);
+    }
+    assert!(
+        deltas[1][0].is_nan(),
+        "the case does not make the reference's delta NaN: {:?}",
+        &deltas[1][..3]
+    );
+    assert_bits_equal("overflowing difference", &deltas[0], &deltas[1]);
+}

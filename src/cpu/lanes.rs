@@ -443,7 +443,8 @@ impl<R: Real> ReusePlan<'_, R> {
                 return;
             }
         }
-        let ub = bufs.nudges.len();
+        // The scratch is sized for output blocks too; hidden blocks keep their own width.
+        let ub = unit_block(layer.outputs, b);
         for (c, chunk) in out.chunks_mut(ub).enumerate() {
             let (k0, u0) = (first + c * ub, u_first + c * ub);
             self.hidden_block((x, k0, u0), count, chunk, bufs);

@@ -116,8 +116,11 @@ struct Cache<R> {
     /// Per layer, whether all its weights are finite this step (zero inputs may be skipped).
     finite_w: Vec<bool>,
     /// Whether the output layer's `z` and `a`, the targets and the kept losses are all finite
-    /// this step (the output layer's zero inputs may be skipped; lane path).
+    /// this step (a condition of cross-entropy's output blocks; lane path).
     finite_out: bool,
+    /// Whether every kept logit lies within ±2^126 this step (cross-entropy's output blocks may
+    /// then skip zero targets: `output.rs`).
+    bounded_out: bool,
     /// Scratch of the lane path's output terms: `2(a − y)` as `[output][sample]`.
     err: Vec<R>,
     /// The output layer's inputs as `[sample][input]`, each row followed by a 1 (the bias
@@ -145,6 +148,7 @@ impl<R> Default for Cache<R> {
             finite: false,
             finite_w: Vec::new(),
             finite_out: false,
+            bounded_out: false,
             err: Vec::new(),
             ht: Vec::new(),
             soft: Vec::new(),
@@ -243,6 +247,7 @@ impl<R: Real> CpuEvaluator<R> {
                 finite: false,
                 finite_w: Vec::with_capacity(ev.layers.len()),
                 finite_out: false,
+                bounded_out: false,
                 err: vec![R::ZERO; ev.y.len()],
                 ht: vec![R::ZERO; (out.inputs + 1) * data.len()],
                 soft: vec![R::ZERO; soft * data.len()],
@@ -259,13 +264,13 @@ impl<R: Real> CpuEvaluator<R> {
         self.pool = None;
         let width = self.layers.iter().map(|l| l.outputs).max().unwrap_or(0);
         let b = self.samples;
-        // The lane path's block width over the last hidden layer's units (0 without one).
+        // The scratch's block width: the last hidden layer's unit blocks (0 without one) or the
+        // widest output block (fewer than twice the block rows: `output::output_blocks`).
         let ub = if self.cache.zt.is_empty() {
             0
         } else {
             lanes::unit_block(self.layers[self.layers.len() - 2].outputs, b)
         };
-        // The widest output block (fewer than twice the block rows: `output::output_blocks`).
         let ob = 2 * output::output_block_rows(b);
         let ub = ub.max(ob);
         self.scratch = vec![
@@ -381,8 +386,9 @@ impl<R: Real> CpuEvaluator<R> {
             eps,
             lanes: self.lanes,
         };
-        // A share of the parameters takes the tasks clipped to it (a cut row goes parameter by
-        // parameter, which gives the same bits).
+        // A share of the parameters takes the tasks clipped to it (a cut hidden row goes
+        // parameter by parameter, a cut output block computes whole rows and keeps its share;
+        // the same bits either way).
         let clipped;
         let tasks = if first == 0 && deltas.len() == self.num_params {
             &self.tasks[..]
@@ -488,6 +494,7 @@ impl<R: Real> CpuEvaluator<R> {
             let out = &self.layers[self.layers.len() - 1];
             let rows = out.unit_off * b..(out.unit_off + out.outputs) * b;
             let all = |v: &[R]| v.iter().all(|x| x.is_finite());
+            cache.bounded_out = output::bounded(&cache.z[rows.clone()]);
             cache.finite_out = all(&cache.z[rows.clone()])
                 && all(&cache.a[rows])
                 && all(&cache.yt)

@@ -21,8 +21,10 @@
 //!     maximum, or the nudge makes it so in some lane) every term is computed again;
 //!   - the soft terms `p·((m − z) + ls)`: a target of exactly 0 adds ±0, which leaves the sum
 //!     unchanged (it starts at +0 and cannot become −0), when the bracket is finite; so those
-//!     terms are skipped when every lane's `z'_u` is finite (the maximum is then finite and the
-//!     sum lies in [1, outputs]). The item is the loss minus the kept loss.
+//!     terms are skipped when every kept logit and every lane's `z'_u` lies within ±2^126 (the
+//!     maximum is one of them, so `m − z` is within ±2^127, finite; the sum of exponentials lies
+//!     in [1, outputs], so ls is finite). Finite logits alone are not enough: `m − z` of two
+//!     finite float32 values can overflow. The item is the loss minus the kept loss.
 //!
 //! Cross-entropy with a non-finite kept pass (`Cache::finite_out` false) or a non-finite nudge in
 //! the block leaves the block to the scalar reference: the maximum's composition above needs
@@ -34,7 +36,7 @@ use super::*;
 use crate::model::Activation;
 use crate::xent::{xent_max_step, xent_soft_term};
 
-/// Output-layer rows per work unit: at most 32, fewer at large batches so that a unit's items
+/// Output-layer rows per work unit: at most 64, fewer at large batches so that a unit's items
 /// (`[sample][row]`) stay near [`super::lanes::BLOCK_VALUES`]; at least 8 (one AVX2 vector).
 pub(super) fn output_block_rows(b: usize) -> usize {
     (super::lanes::BLOCK_VALUES / item_rows(b)).clamp(8, 64) / 8 * 8
@@ -91,6 +93,15 @@ pub(super) fn soft_prepare<R: Real>(z: &[R], k: usize, b: usize, soft: &mut [R])
     }
 }
 
+/// 2^126: logits within ± this have differences within ±2^127, which float32 holds (module docs).
+const LOGIT_BOUND: f32 = f32::from_bits(0x7e80_0000);
+
+/// Whether every value lies within ±[`LOGIT_BOUND`] (NaN does not).
+pub(super) fn bounded<R: Real>(v: &[R]) -> bool {
+    let (lo, hi) = (R::from_f32(-LOGIT_BOUND), R::from_f32(LOGIT_BOUND));
+    v.iter().fold(true, |all, &x| all & (x >= lo && x <= hi))
+}
+
 impl<R: Real> ReusePlan<'_, R> {
     /// The deltas of output-layer parameters `first..first + out.len()`: the rows covering them
     /// are computed whole, the parameters outside the range dropped (a range cut by a share).
@@ -102,10 +113,8 @@ impl<R: Real> ReusePlan<'_, R> {
         // Cross-entropy's lanes need finite kept values and nudges (module docs): then no lane's
         // logit `z + h·d` is NaN.
         let nudged = &self.params[layer.w_off + j0 * k..layer.w_off + j1 * k];
-        let finite = self.cache.finite_out
-            && nudged
-                .iter()
-                .all(|&w| w.is_finite() && (w + self.eps).is_finite());
+        let nudge = |w: f32| R::from_f32(w + self.eps) - R::from_f32(w);
+        let finite = self.cache.finite_out && nudged.iter().all(|&w| nudge(w).is_finite());
         if self.loss == Loss::CrossEntropy && !finite {
             for (j, o) in out.iter_mut().enumerate() {
                 *o = self.delta(first + j, bufs);
@@ -127,8 +136,7 @@ impl<R: Real> ReusePlan<'_, R> {
         for u in 0..k {
             let at = |j: usize| layer.w_off + j * k + u;
             for (d, j) in d.iter_mut().zip(j0..j1) {
-                let w = self.params[at(j)];
-                *d = R::from_f32(w + self.eps) - R::from_f32(w);
+                *d = nudge(self.params[at(j)]);
             }
             dispatch(OutputItems {
                 plan: self,
@@ -180,6 +188,8 @@ impl<R: Real> Kernel for OutputItems<'_, '_, R> {
 /// The per-(unit, sample) scalars of a cross-entropy row: the output layer's logits
 /// (`[output][sample]`), the kept pass's terms ([`Cache::soft`]) and targets, and sample s.
 struct SoftRow<'a, R> {
+    /// Whether every kept logit lies within ±[`LOGIT_BOUND`].
+    bounded: bool,
     z: &'a [R],
     soft: &'a [R],
     yt: &'a [R],
@@ -230,6 +240,7 @@ impl<R: Real> OutputItems<'_, '_, R> {
                 }
                 Loss::CrossEntropy => {
                     let sr = SoftRow {
+                        bounded: cache.bounded_out,
                         z: zrow,
                         soft: &cache.soft,
                         yt: &cache.yt,
@@ -273,7 +284,7 @@ fn xent_row<R: Real>(u: usize, sr: &SoftRow<R>, new: &[R], scratch: &mut [R], ro
         *t = (n - m2).exp_real();
     }
     let same = mx.iter().fold(true, |all, &v| all & (v == m));
-    let finite = new.iter().fold(true, |all, &n| all & n.is_finite());
+    let skip_zeros = sr.bounded && bounded(new);
     if same {
         let pre = sr.soft(SOFT_PRE, u);
         for (s, &t) in sum.iter_mut().zip(&*t) {
@@ -306,7 +317,7 @@ fn xent_row<R: Real>(u: usize, sr: &SoftRow<R>, new: &[R], scratch: &mut [R], ro
     row.fill(R::ZERO);
     for o in 0..k {
         let p = sr.p(o);
-        if finite && p == R::ZERO {
+        if skip_zeros && p == R::ZERO {
             continue;
         }
         let lanes = row.iter_mut().zip(&*mx).zip(&*ls);

@@ -61,8 +61,9 @@ pub(super) fn reuse_tasks(layers: &[LayerSpan], closed: bool, b: usize) -> Vec<T
     tasks
 }
 
-/// The parts of `tasks` inside `range`, in order. A row cut by the range becomes single steps:
-/// the row path computes whole rows, and each parameter's delta is the same bits either way.
+/// The parts of `tasks` inside `range`, in order. A hidden row cut by the range becomes single
+/// steps (the row path computes whole rows); a cut output block stays one (it computes the rows
+/// covering its part and keeps that part). Each parameter's delta is the same bits either way.
 pub(super) fn clip_tasks(tasks: &[Task], range: std::ops::Range<usize>) -> Vec<Task> {
     tasks
         .iter()
