@@ -101,9 +101,13 @@ fn assert_ranks_equal_one_process(name: &str, args: &[&str]) {
     }
 }
 
-/// Ten samples of 3 inputs and 2 targets, written once per test process.
+/// Ten samples of 3 inputs and 2 targets, in a file of the calling test's own: tests run in
+/// parallel threads of one process, and rewriting a shared file could hand another test's ranks
+/// a truncated one.
 fn data() -> String {
-    let path = dir().join("data.csv");
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir().join(format!("data-{n}.csv"));
     let rows: Vec<String> = (0..10)
         .map(|i| {
             let f = |k: usize| (((i * 7 + k * 3) % 11) as f32 / 5.5 - 1.0).to_string();
