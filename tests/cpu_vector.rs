@@ -353,22 +353,8 @@ fn output_blocks_keep_zero_target_terms_when_a_nudged_logit_overflows() {
     });
     let y = Array2::from_shape_fn((3, 3), |(s, o)| f32::from(u8::from(o == (s + 1) % 3)));
     let data = Dataset::new(x, y).unwrap();
-    let mut deltas = Vec::new();
-    for lanes in [true, false] {
-        let mut ev = CpuEvaluator::<f32>::with_options(&model, &data, Method::Reuse, loss).unwrap();
-        ev.set_lanes(lanes);
-        let mut d = vec![0.0f32; model.num_params()];
-        let base = ev.evaluate(&model.params, 0.5, &mut d).unwrap();
-        assert!(base.is_finite(), "the case makes the kept loss {base}");
-        deltas.push(d);
-    }
     // W[0][0]: sample 0's target for unit 0 is 0 and its logit goes to −inf.
-    assert!(
-        deltas[1][0].is_nan(),
-        "the case does not make the reference's delta NaN: {:?}",
-        &deltas[1][..3]
-    );
-    assert_bits_equal("overflowing nudge", &deltas[0], &deltas[1]);
+    assert_nan_case_equal("overflowing nudge", (&model, &data), 0.5);
 }
 
 /// Finite logits whose difference overflows: a kept logit of −3e38 and a nudged one of 1e38 give
@@ -385,13 +371,21 @@ fn output_blocks_keep_zero_target_terms_when_a_logit_difference_overflows() {
     let x = Array2::from_shape_vec((1, 2), vec![1.0, 0.0]).unwrap();
     let y = Array2::from_shape_vec((1, 3), vec![1.0, 0.0, 0.0]).unwrap();
     let data = Dataset::new(x, y).unwrap();
+    // A nudge of 1e38 moves logit 0 to 1e38: the maximum, 4e38 above logit 2.
+    assert_nan_case_equal("overflowing difference", (&model, &data), 1e38);
+}
+
+/// Cross-entropy deltas of the lane path and the scalar reference at `eps` for a case built so
+/// that the kept loss is finite and the reference's delta of parameter 0 is NaN: checks both
+/// premises, then that the two paths agree bit for bit.
+fn assert_nan_case_equal(what: &str, (model, data): (&Model, &Dataset), eps: f32) {
+    let loss = Loss::CrossEntropy;
     let mut deltas = Vec::new();
     for lanes in [true, false] {
-        let mut ev = CpuEvaluator::<f32>::with_options(&model, &data, Method::Reuse, loss).unwrap();
+        let mut ev = CpuEvaluator::<f32>::with_options(model, data, Method::Reuse, loss).unwrap();
         ev.set_lanes(lanes);
         let mut d = vec![0.0f32; model.num_params()];
-        // A nudge of 1e38 moves logit 0 to 1e38: the maximum, 4e38 above logit 2.
-        let base = ev.evaluate(&model.params, 1e38, &mut d).unwrap();
+        let base = ev.evaluate(&model.params, eps, &mut d).unwrap();
         assert!(base.is_finite(), "the case makes the kept loss {base}");
         deltas.push(d);
     }
@@ -400,5 +394,5 @@ fn output_blocks_keep_zero_target_terms_when_a_logit_difference_overflows() {
         "the case does not make the reference's delta NaN: {:?}",
         &deltas[1][..3]
     );
-    assert_bits_equal("overflowing difference", &deltas[0], &deltas[1]);
+    assert_bits_equal(what, &deltas[0], &deltas[1]);
 }
